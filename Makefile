@@ -1,0 +1,57 @@
+# One entry point for everything a developer or CI does.
+# `make test` sets up from nothing (virtualenvs from pinned requirements) and
+# runs every check. Python 3.13 (the Lambda runtime) is preferred; pyenv's
+# 3.13 is found when it is not on PATH.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := test
+
+PY313 := $(shell command -v python3.13 2>/dev/null || ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.13*/bin/python3.13 2>/dev/null | tail -n 1)
+PYTHON ?= $(if $(PY313),$(PY313),python3)
+# sam build looks for python3.13 on PATH.
+export PATH := $(if $(PY313),$(dir $(PY313)):,)$(PATH)
+
+VENV := .venv
+TOOLS := .venv-tools
+BIN := $(VENV)/bin
+TBIN := $(TOOLS)/bin
+
+.PHONY: test setup lint typecheck cfn-lint sam-validate artifact unit demo bench clean
+
+$(BIN)/.installed: requirements-dev.txt src/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+$(TBIN)/.installed: requirements-tools.txt
+	$(PYTHON) -m venv $(TOOLS)
+	$(TBIN)/python -m pip install --quiet --upgrade pip
+	$(TBIN)/python -m pip install --quiet -r requirements-tools.txt
+	touch $@
+
+setup: $(BIN)/.installed $(TBIN)/.installed
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(BIN)/.installed
+	$(BIN)/mypy
+
+cfn-lint: $(TBIN)/.installed
+	$(TBIN)/cfn-lint template.yaml examples/*.yaml
+
+sam-validate: $(TBIN)/.installed
+	SAM_CLI_TELEMETRY=0 $(TBIN)/sam validate --lint --template-file template.yaml
+
+artifact: $(TBIN)/.installed
+	SAM_CLI_TELEMETRY=0 bash scripts/check-artifact.sh $(TBIN)/sam $(PYTHON)
+
+unit: $(BIN)/.installed
+	$(BIN)/pytest
+
+test: lint typecheck cfn-lint sam-validate artifact unit
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .aws-sam .pytest_cache .mypy_cache .ruff_cache .coverage

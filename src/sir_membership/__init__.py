@@ -1,0 +1,11 @@
+"""CloudFormation custom resource for AWS Security Incident Response memberships.
+
+The package is split into a functional core and an imperative shell:
+
+* core (pure, no I/O): ``properties`` (declared properties -> typed value),
+  ``state`` (GetMembership output -> typed value), ``plan`` (both -> the
+  fewest UpdateMembership requests), ``errors`` (failures as values).
+* shell: ``service`` (security-ir calls with retries inside the deadline),
+  ``response`` (the one answer to CloudFormation), ``resource`` (one event ->
+  one outcome), ``app`` (Lambda handler: crhelper, Powertools).
+"""

@@ -1,0 +1,252 @@
+"""The Lambda shell: crhelper dispatch, Powertools logging and idempotency.
+
+Everything with a side effect is wired here and kept thin; the decisions are
+made in ``resource`` and the pure modules it calls. The flow of one
+invocation:
+
+1. Powertools tags every log line with the RequestId (correlation id), the
+   RequestType and the LogicalResourceId.
+2. crhelper dispatches Create/Update/Delete to ``_dispatch`` and arms a timer
+   that answers FAILED shortly before Lambda would kill the function.
+3. ``_dispatch`` runs ``resource.handle`` at most once per (StackId,
+   RequestId) through Powertools idempotency on DynamoDB; a duplicate
+   delivery gets the stored answer back instead of writing again.
+4. ``_Resource._send`` PUTs the single answer with ``response.ResponseSender``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+import boto3
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+    IdempotencyKeyError,
+    IdempotencyPersistenceLayerError,
+)
+from aws_lambda_powertools.utilities.idempotency.serialization.dataclass import (
+    DataclassSerializer,
+)
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.config import Config
+from crhelper import CfnResource
+
+from . import resource
+from .errors import ConfigurationError, MembershipError
+from .response import FAILED, Answer, ResponseSender, build_body
+from .service import MembershipService, RetryPolicy
+
+#: Seconds before Lambda's deadline at which the timer answers FAILED.
+TIMER_RESERVE = 3.0
+#: Idempotency records outlive CloudFormation's longest wait for an answer.
+RECORD_TTL_SECONDS = 2 * 3600
+
+logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "sir-membership"))
+
+SECURITY_IR = boto3.client(
+    "security-ir",
+    config=Config(
+        connect_timeout=3,
+        read_timeout=10,
+        retries={"total_max_attempts": 1, "mode": "standard"},
+        user_agent_extra="sir-membership",
+    ),
+)
+TABLE_NAME = os.environ.get("IDEMPOTENCY_TABLE_NAME", "")
+PERSISTENCE = DynamoDBPersistenceLayer(table_name=TABLE_NAME or "unset")
+IDEMPOTENCY = IdempotencyConfig(
+    event_key_jmespath="[StackId, RequestId]",
+    raise_on_no_idempotency_key=True,
+    expires_after_seconds=RECORD_TTL_SECONDS,
+)
+
+
+def _configure_logging() -> None:
+    """Send crhelper's and our modules' logs through the Powertools JSON logger.
+
+    crhelper logs the whole event (ResponseURL, names, emails) at DEBUG and
+    botocore logs request bodies at DEBUG, so those stay at INFO/WARNING
+    whatever POWERTOOLS_LOG_LEVEL says.
+    """
+    copy_config_to_registered_loggers(source_logger=logger, include={"crhelper", "sir_membership"})
+    floor = max(logging.INFO, logging.getLogger(logger.name).getEffectiveLevel())
+    logging.getLogger("crhelper").setLevel(floor)
+    for noisy in ("botocore", "boto3", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _remaining(context: LambdaContext) -> Callable[[], float]:
+    return lambda: context.get_remaining_time_in_millis() / 1000.0
+
+
+def _carry_out(*, event: dict[str, Any], service: MembershipService) -> Answer:
+    """The side-effecting work, recorded per (StackId, RequestId)."""
+    return resource.handle(resource.Request.from_event(event), service)
+
+
+_carry_out_once = cast(
+    "Callable[..., Answer]",
+    idempotent_function(
+        data_keyword_argument="event",
+        config=IDEMPOTENCY,
+        persistence_store=PERSISTENCE,
+        output_serializer=DataclassSerializer(Answer),
+    )(_carry_out),
+)
+
+
+def _answer(event: dict[str, Any], context: LambdaContext) -> Answer:
+    """Carry the request out once, or wait for the invocation already doing it."""
+    request = resource.Request.from_event(event)
+    remaining = _remaining(context)
+    service = MembershipService(
+        SECURITY_IR,
+        remaining,
+        policy=RetryPolicy(),
+        account_id=context.invoked_function_arn.split(":")[4],
+        region=SECURITY_IR.meta.region_name,
+    )
+    delay = 0.25
+    try:
+        if not TABLE_NAME:
+            raise ConfigurationError("IDEMPOTENCY_TABLE_NAME is not set on the function")
+        while True:
+            try:
+                return _carry_out_once(event=event, service=service)
+            except IdempotencyAlreadyInProgressError:
+                if remaining() < delay + RetryPolicy().answer_reserve:
+                    raise ConfigurationError(
+                        "the same request is still being processed by another invocation"
+                    ) from None
+                logger.info("duplicate delivery in progress elsewhere; waiting for its answer")
+                time.sleep(delay)
+                delay = min(delay * 2, 4.0)
+    except IdempotencyPersistenceLayerError as error:
+        logger.warning("idempotency store failed", extra={"errorType": type(error).__name__})
+        reason = (
+            f"idempotency table {TABLE_NAME} is unreachable: check the table exists "
+            "and the role allows dynamodb:GetItem/PutItem/UpdateItem/DeleteItem on it"
+        )
+        return Answer.failed(request.failed_physical_id(), reason)
+    except (IdempotencyKeyError, MembershipError) as error:
+        return Answer.failed(request.failed_physical_id(), str(error))
+
+
+class _Resource(CfnResource):
+    """crhelper's dispatch with this project's sender, timer and logging.
+
+    crhelper answers from two threads (its timeout timer and the main
+    thread); the lock makes the first answer the only one. The private
+    methods overridden here are crhelper 2.0.12's (pinned) extension points.
+    """
+
+    _event: dict[str, Any]
+    _context: Any
+    _response_url: str
+    _timer: threading.Timer | None
+
+    def __init__(self) -> None:
+        # crhelper makes Lambda, EventBridge and CloudWatch Logs clients for its
+        # polling mode unless AWS_SAM_LOCAL is set. No poller is registered
+        # here, so they would only slow every cold start.
+        saved = os.environ.get("AWS_SAM_LOCAL")
+        os.environ["AWS_SAM_LOCAL"] = "true"
+        try:
+            super().__init__(log_level="INFO", boto_level="WARNING", sleep_on_delete=0)
+        finally:
+            if saved is None:
+                del os.environ["AWS_SAM_LOCAL"]
+            else:
+                os.environ["AWS_SAM_LOCAL"] = saved
+        self._answer_lock = threading.Lock()
+        self._answered = False
+
+    def _log_setup(self, event: Any, context: Any) -> None:
+        """Logging is configured once, by Powertools (crhelper would reset the root logger)."""
+
+    def _wait_for_cwlogs(self, sleep: Any = None) -> None:
+        """No sleeping on Delete: the function's logs do not depend on it."""
+
+    def __call__(self, event: Any, context: Any) -> None:
+        with self._answer_lock:
+            self._answered = False
+        super().__call__(event, context)
+
+    def _set_timeout(self) -> None:
+        seconds = self._context.get_remaining_time_in_millis() / 1000.0 - TIMER_RESERVE
+        self._timer = threading.Timer(max(0.0, seconds), self._timeout)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _timeout(self) -> None:
+        logger.error("about to time out: answering FAILED")
+        self.PhysicalResourceId = resource.Request.from_event(self._event).failed_physical_id()
+        self._send(
+            FAILED,
+            "The function ran out of time: some calls may have been applied; the rollback "
+            "restores the previous declaration. Raise the function's Timeout and retry",
+        )
+
+    def _send(self, status: str | None = None, reason: str = "", send_response: Any = None) -> None:
+        with self._answer_lock:
+            if self._answered:
+                logger.info("already answered this request; not answering again")
+                return
+            self._answered = True
+        answer = Answer(
+            status=FAILED if FAILED in (status, self.Status) else "SUCCESS",
+            physical_resource_id=str(self.PhysicalResourceId),
+            reason=reason if status else str(self.Reason),
+            data=dict(self.Data),
+        )
+        body = build_body(self._event, answer)
+        ResponseSender(remaining=_remaining(self._context)).send(self._response_url, body)
+
+
+HELPER = _Resource()
+_configure_logging()
+
+
+@HELPER.create
+@HELPER.update
+@HELPER.delete
+def _dispatch(event: dict[str, Any], context: LambdaContext) -> str:
+    """crhelper's callback: the answer's fields go on the helper, crhelper sends them."""
+    try:
+        answer = _answer(event, context)
+    except Exception as error:
+        # A bug, not a domain failure: answer FAILED with a pointer to the logs
+        # (the exception's text could carry property values, so it is not sent).
+        logger.exception("unexpected error")
+        answer = Answer.failed(
+            resource.Request.from_event(event).failed_physical_id(),
+            f"Internal error ({type(error).__name__}); see the function's logs for "
+            f"RequestId {event.get('RequestId', '?')}",
+        )
+    HELPER.Data = dict(answer.data)
+    if answer.status == FAILED:
+        HELPER.Status = FAILED
+        HELPER.Reason = answer.reason
+    return answer.physical_resource_id
+
+
+@logger.inject_lambda_context(correlation_id_path="RequestId", log_event=False, clear_state=True)
+def handler(event: dict[str, Any], context: LambdaContext) -> None:
+    """Lambda entry point (``sir_membership.app.handler``)."""
+    logger.append_keys(
+        RequestType=event.get("RequestType"), LogicalResourceId=event.get("LogicalResourceId")
+    )
+    IDEMPOTENCY.register_lambda_context(context)
+    HELPER(event, context)

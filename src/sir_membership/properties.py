@@ -1,0 +1,266 @@
+"""Parse and validate the resource's declared properties.
+
+CloudFormation does not check a custom resource's properties, so this module
+is the only thing between a typo and a silent no-op. It turns the raw
+``ResourceProperties`` into a ``MembershipProperties`` value or raises one
+``InvalidProperties`` that lists every problem, each naming the property and
+what a valid value looks like, before any call is made. Values are never
+echoed except identifiers (membership and OU ids, property keys), since the
+other values are sensitive.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .errors import InvalidProperties
+from .membership import Feature, Responder
+from .service_model import SizeRule, StringRule, rules
+
+OnDelete = Literal["Retain", "RemoveOrganizationalUnits"]
+ON_DELETE_VALUES: tuple[OnDelete, ...] = ("Retain", "RemoveOrganizationalUnits")
+
+#: Keys CloudFormation itself adds to every custom resource's properties.
+CLOUDFORMATION_KEYS = frozenset({"ServiceToken", "ServiceTimeout"})
+PROPERTY_KEYS = (
+    "MembershipId",
+    "MembershipName",
+    "IncidentResponseTeam",
+    "OptInFeatures",
+    "CoverEntireOrganization",
+    "OrganizationalUnits",
+    "UndoMembershipCancellation",
+    "OnDelete",
+)
+RESPONDER_KEYS = ("Name", "JobTitle", "Email", "CommunicationPreferences")
+FEATURE_KEYS = ("FeatureName", "IsEnabled")
+
+
+@dataclass(frozen=True)
+class MembershipProperties:
+    """The declared membership. ``None`` means "not managed by this resource"."""
+
+    membership_id: str
+    membership_name: str | None = field(default=None, repr=False)
+    team: tuple[Responder, ...] | None = None
+    features: tuple[Feature, ...] | None = None
+    cover_entire_organization: bool | None = None
+    organizational_units: frozenset[str] = frozenset()
+    undo_cancellation: bool = False
+    on_delete: OnDelete = "Retain"
+
+
+class _Problems:
+    """Collects problems so one failure reports all of them at once."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, message: str) -> None:
+        self.items.append(message)
+
+
+def _unknown_keys(
+    where: str, raw: Mapping[str, Any], accepted: Sequence[str], problems: _Problems
+) -> None:
+    ignored = CLOUDFORMATION_KEYS if not where else frozenset()
+    for key in raw:
+        if key in accepted or key in ignored:
+            continue
+        close = difflib.get_close_matches(str(key), accepted, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        label = f"{where}.{key}" if where else str(key)
+        problems.add(f"unknown property {label}{hint}; accepted: {', '.join(accepted)}")
+
+
+def parse_bool(value: Any) -> bool | None:
+    """CloudFormation sends booleans as strings; accept both, reject the rest."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return None
+
+
+def _bool(label: str, value: Any, problems: _Problems) -> bool | None:
+    parsed = parse_bool(value)
+    if parsed is None:
+        problems.add(f"{label} must be true or false")
+    return parsed
+
+
+def _string(
+    label: str, value: Any, rule: StringRule, problems: _Problems, *, echo: bool = False
+) -> str | None:
+    if not isinstance(value, str):
+        problems.add(f"{label} must be a string ({rule.problem()})")
+        return None
+    if not rule.accepts(value):
+        shown = f" '{value}'" if echo and len(value) <= 64 else ""
+        problems.add(f"{label}{shown} is invalid: expected {rule.problem()}")
+        return None
+    return value
+
+
+def _list(label: str, value: Any, size: SizeRule | None, problems: _Problems) -> list[Any] | None:
+    if not isinstance(value, list):
+        problems.add(f"{label} must be a list")
+        return None
+    if size is not None:
+        low, high = size.min_items or 0, size.max_items
+        if len(value) < low or (high is not None and len(value) > high):
+            problems.add(f"{label} must have {low} to {high} entries, not {len(value)}")
+    return value
+
+
+def _responder(label: str, raw: Any, problems: _Problems) -> Responder | None:
+    if not isinstance(raw, dict):
+        problems.add(f"{label} must be an object with {', '.join(RESPONDER_KEYS[:3])}")
+        return None
+    r = rules()
+    _unknown_keys(label, raw, RESPONDER_KEYS, problems)
+    values = {}
+    for key, rule in (("Name", r.responder_name), ("JobTitle", r.job_title), ("Email", r.email)):
+        if key not in raw:
+            problems.add(f"{label}.{key} is required")
+        else:
+            values[key] = _string(f"{label}.{key}", raw[key], rule, problems)
+    prefs: frozenset[str] | None = None
+    if "CommunicationPreferences" in raw:
+        plabel = f"{label}.CommunicationPreferences"
+        items = _list(plabel, raw["CommunicationPreferences"], None, problems) or []
+        parsed = [
+            _string(f"{plabel}[{i}]", v, r.communication_type, problems, echo=True)
+            for i, v in enumerate(items)
+        ]
+        if len(set(items)) != len(items):
+            problems.add(f"{plabel} has duplicates")
+        prefs = frozenset(p for p in parsed if p is not None)
+    name, title, email = values.get("Name"), values.get("JobTitle"), values.get("Email")
+    if name is None or title is None or email is None:
+        return None
+    return Responder(name, title, email, prefs)
+
+
+def _team(raw: Any, problems: _Problems) -> tuple[Responder, ...] | None:
+    items = _list("IncidentResponseTeam", raw, rules().team_size, problems)
+    if items is None:
+        return None
+    team = [_responder(f"IncidentResponseTeam[{i}]", v, problems) for i, v in enumerate(items)]
+    seen: dict[str, int] = {}
+    for i, responder in enumerate(team):
+        if responder is None:
+            continue
+        if responder.key in seen:
+            first = seen[responder.key]
+            problems.add(
+                f"IncidentResponseTeam[{i}].Email repeats IncidentResponseTeam[{first}].Email "
+                "(emails must be unique, ignoring case)"
+            )
+        seen.setdefault(responder.key, i)
+    if any(r is None for r in team):
+        return None
+    return tuple(r for r in team if r is not None)
+
+
+def _features(raw: Any, problems: _Problems) -> tuple[Feature, ...] | None:
+    items = _list("OptInFeatures", raw, rules().features_size, problems)
+    if items is None:
+        return None
+    out: list[Feature] = []
+    for i, item in enumerate(items):
+        label = f"OptInFeatures[{i}]"
+        if not isinstance(item, dict):
+            problems.add(f"{label} must be an object with FeatureName and IsEnabled")
+            continue
+        _unknown_keys(label, item, FEATURE_KEYS, problems)
+        missing = [k for k in FEATURE_KEYS if k not in item]
+        for key in missing:
+            problems.add(f"{label}.{key} is required")
+        if missing:
+            continue
+        name = _string(f"{label}.FeatureName", item["FeatureName"], rules().feature_name, problems)
+        enabled = _bool(f"{label}.IsEnabled", item["IsEnabled"], problems)
+        if name is not None and enabled is not None:
+            if any(f.name == name for f in out):
+                problems.add(f"{label}.FeatureName {name} is declared twice")
+            out.append(Feature(name, enabled))
+    return tuple(out) if len(out) == len(items) else None
+
+
+def _organizational_units(raw: Any, problems: _Problems) -> frozenset[str]:
+    items = _list("OrganizationalUnits", raw, None, problems)
+    if items is None:
+        return frozenset()
+    rule = rules().organizational_unit
+    seen: set[str] = set()
+    for i, value in enumerate(items):
+        ou = _string(f"OrganizationalUnits[{i}]", value, rule, problems, echo=True)
+        if ou is None:
+            continue
+        if ou in seen:
+            problems.add(f"OrganizationalUnits[{i}] {ou} is listed twice")
+        seen.add(ou)
+    return frozenset(seen)
+
+
+def parse_properties(raw: Mapping[str, Any] | None) -> MembershipProperties:
+    """Validate ``ResourceProperties`` and return the declared membership.
+
+    Raises ``InvalidProperties`` naming every problem found.
+    """
+    problems = _Problems()
+    if not isinstance(raw, Mapping):
+        raise InvalidProperties("Invalid properties: the resource has no Properties")
+    _unknown_keys("", raw, PROPERTY_KEYS, problems)
+    r = rules()
+    membership_id = None
+    if "MembershipId" not in raw:
+        problems.add("MembershipId is required (the id of an existing membership, m-...)")
+    else:
+        membership_id = _string(
+            "MembershipId", raw["MembershipId"], r.membership_id, problems, echo=True
+        )
+    name = None
+    if "MembershipName" in raw:
+        name = _string("MembershipName", raw["MembershipName"], r.membership_name, problems)
+    team = _team(raw["IncidentResponseTeam"], problems) if "IncidentResponseTeam" in raw else None
+    features = _features(raw["OptInFeatures"], problems) if "OptInFeatures" in raw else None
+    cover = None
+    if "CoverEntireOrganization" in raw:
+        cover = _bool("CoverEntireOrganization", raw["CoverEntireOrganization"], problems)
+    ous = frozenset[str]()
+    if "OrganizationalUnits" in raw:
+        ous = _organizational_units(raw["OrganizationalUnits"], problems)
+    if cover and ous:
+        problems.add(
+            "CoverEntireOrganization is true and OrganizationalUnits is not empty: "
+            "declare one or the other"
+        )
+    undo = False
+    if "UndoMembershipCancellation" in raw:
+        undo = bool(
+            _bool("UndoMembershipCancellation", raw["UndoMembershipCancellation"], problems)
+        )
+    on_delete: OnDelete = "Retain"
+    if "OnDelete" in raw:
+        value = raw["OnDelete"]
+        if value in ON_DELETE_VALUES:
+            on_delete = value
+        else:
+            problems.add(f"OnDelete must be one of {', '.join(ON_DELETE_VALUES)}")
+    if problems.items or membership_id is None:
+        raise InvalidProperties("Invalid properties: " + "; ".join(problems.items))
+    return MembershipProperties(
+        membership_id=membership_id,
+        membership_name=name,
+        team=team,
+        features=features,
+        cover_entire_organization=cover,
+        organizational_units=ous,
+        undo_cancellation=undo,
+        on_delete=on_delete,
+    )

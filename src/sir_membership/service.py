@@ -1,0 +1,282 @@
+"""Security IR calls, retried with backoff inside the time the invocation has left.
+
+This is the only module that talks to ``security-ir``. It reads the
+membership, then drives a plan to completion:
+
+* Throttling and Conflict (the service is still applying an earlier account
+  change) mean the call was refused: it is sent again after a backoff.
+* A 5xx, a reset connection or a read timeout leave it unknown whether the
+  call was applied: the membership is read again and the rest of the work is
+  planned anew from what it now is, so no OU is added or removed twice.
+* Everything else fails at once with a reason that says what to do.
+
+A call is started only if it can finish (connect and read timeouts) before
+the deadline, minus the time kept to answer CloudFormation, so the function
+always answers FAILED itself instead of being killed mid-call.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+
+from .errors import MembershipNotFound, PermissionDenied, ServiceFailure
+from .membership import MembershipState, state_from_api
+from .plan import Plan, UpdateRequest, apply_request
+
+if TYPE_CHECKING:
+    from mypy_boto3_security_ir import SecurityIncidentResponseClient
+
+REFUSED = frozenset({"ThrottlingException", "ConflictException", "TooManyRequestsException"})
+REFUSED_NETWORK = (EndpointConnectionError, ConnectTimeoutError)
+AMBIGUOUS_NETWORK = (ConnectionClosedError, ReadTimeoutError)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try. Times in seconds."""
+
+    base_delay: float = 0.2
+    max_delay: float = 8.0
+    max_attempts: int = 12
+    #: Longest a single call can take (the client's connect + read timeouts).
+    call_timeout: float = 13.0
+    #: Time kept at the end of the invocation to answer CloudFormation.
+    answer_reserve: float = 6.0
+
+
+@dataclass(frozen=True)
+class Applied:
+    """The result of driving a plan: calls that succeeded and the state after them."""
+
+    calls: int
+    state: MembershipState
+
+
+class _Retry(Exception):
+    """Internal: the call was refused or its outcome is unknown."""
+
+    def __init__(self, cause: str, *, ambiguous: bool, retry_after: float | None = None) -> None:
+        super().__init__(cause)
+        self.cause = cause
+        self.ambiguous = ambiguous
+        self.retry_after = retry_after
+
+
+class MembershipService:
+    """GetMembership and UpdateMembership with the retry rules above."""
+
+    def __init__(
+        self,
+        client: SecurityIncidentResponseClient,
+        remaining: Callable[[], float],
+        *,
+        policy: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        jitter: Callable[[float, float], float] = random.uniform,
+        account_id: str = "",
+        region: str = "",
+    ) -> None:
+        self._client = client
+        self._remaining = remaining
+        self._policy = policy or RetryPolicy()
+        self._sleep = sleep
+        self._jitter = jitter
+        self._account_id = account_id
+        self._region = region
+        self.calls = 0
+
+    # -- reading -----------------------------------------------------------------
+
+    def get(self, membership_id: str) -> MembershipState:
+        """Read the membership; ``MembershipNotFound`` if it is not there."""
+        response = self._with_retries(
+            "GetMembership", membership_id, lambda: self._get(membership_id), applied=0, planned=0
+        )
+        return state_from_api(response)
+
+    def find(self, membership_id: str) -> MembershipState | None:
+        """Like ``get`` but ``None`` when the membership does not exist."""
+        try:
+            return self.get(membership_id)
+        except MembershipNotFound:
+            return None
+
+    def _get(self, membership_id: str) -> dict[str, Any]:
+        self.calls += 1
+        return dict(self._client.get_membership(membershipId=membership_id))
+
+    # -- writing -----------------------------------------------------------------
+
+    def apply(self, state: MembershipState, replan: Callable[[MembershipState], Plan]) -> Applied:
+        """Send ``replan(state)``'s requests in order until none is left.
+
+        After an ambiguous failure the membership is read again and
+        ``replan`` decides what is still to do.
+        """
+        pending = list(replan(state).requests)
+        done = 0
+        unknown = 0
+        while pending:
+            request = pending[0]
+            try:
+                self._with_retries(
+                    "UpdateMembership",
+                    request.membership_id,
+                    lambda r=request: self._update(r),  # type: ignore[misc]
+                    applied=done,
+                    planned=done + len(pending),
+                    ambiguous_is_retry=False,
+                )
+            except _Retry as retry:
+                unknown += 1
+                self._backoff(unknown, retry, "UpdateMembership", done, done + len(pending))
+                state = self.get(request.membership_id)
+                pending = list(replan(state).requests)
+                continue
+            done += 1
+            state = apply_request(state, request)
+            pending.pop(0)
+        return Applied(done, state)
+
+    def _update(self, request: UpdateRequest) -> None:
+        self.calls += 1
+        self._client.update_membership(**request.to_api())
+
+    # -- retries -----------------------------------------------------------------
+
+    def _with_retries(
+        self,
+        operation: str,
+        membership_id: str,
+        call: Callable[[], Any],
+        *,
+        applied: int,
+        planned: int,
+        ambiguous_is_retry: bool = True,
+    ) -> Any:
+        attempt = 0
+        last = ""
+        while True:
+            self._ensure_time(operation, 0.0, applied, planned, last)
+            try:
+                return self._classify(operation, membership_id, call, applied, planned)
+            except _Retry as retry:
+                if retry.ambiguous and not ambiguous_is_retry:
+                    raise
+                attempt += 1
+                last = retry.cause
+                self._backoff(attempt, retry, operation, applied, planned)
+
+    def _backoff(
+        self, attempt: int, retry: _Retry, operation: str, applied: int, planned: int
+    ) -> None:
+        """Sleep before attempt ``attempt + 1``, or fail if attempts or time ran out."""
+        policy = self._policy
+        if attempt >= policy.max_attempts:
+            raise self._failure(
+                f"{operation} still failing after {attempt} attempts ({retry.cause})",
+                applied,
+                planned,
+            ) from retry
+        delay = min(policy.max_delay, policy.base_delay * 2**attempt)
+        delay = self._jitter(delay / 2, delay)
+        if retry.retry_after is not None:
+            delay = max(delay, retry.retry_after)
+        self._ensure_time(operation, delay, applied, planned, retry.cause)
+        self._sleep(delay)
+
+    def _ensure_time(
+        self, operation: str, delay: float, applied: int, planned: int, last: str
+    ) -> None:
+        needed = delay + self._policy.call_timeout + self._policy.answer_reserve
+        if self._remaining() >= needed:
+            return
+        cause = f" (last error: {last})" if last else ""
+        raise self._failure(
+            f"ran out of time before {operation} could be sent{cause}; "
+            "raise the function's Timeout or retry the stack operation",
+            applied,
+            planned,
+        )
+
+    def _classify(
+        self,
+        operation: str,
+        membership_id: str,
+        call: Callable[[], Any],
+        applied: int,
+        planned: int,
+    ) -> Any:
+        try:
+            return call()
+        except ClientError as error:
+            raise self._client_error(operation, membership_id, error, applied, planned) from None
+        except REFUSED_NETWORK as error:
+            raise _Retry(type(error).__name__, ambiguous=False) from None
+        except AMBIGUOUS_NETWORK as error:
+            raise _Retry(type(error).__name__, ambiguous=True) from None
+        except NoCredentialsError:
+            raise self._failure(
+                "no AWS credentials: the function's role could not be assumed", applied, planned
+            ) from None
+        except BotoCoreError as error:
+            raise self._failure(
+                f"{operation} failed: {type(error).__name__}", applied, planned
+            ) from None
+
+    def _client_error(
+        self, operation: str, membership_id: str, error: ClientError, applied: int, planned: int
+    ) -> Exception:
+        response: dict[str, Any] = dict(error.response)
+        code = str(response.get("Error", {}).get("Code", "Unknown"))
+        status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+        if code in REFUSED or status == 429:
+            after = response.get("retryAfterSeconds")
+            return _Retry(code, ambiguous=False, retry_after=float(after) if after else None)
+        if status >= 500 or code == "InternalServerException":
+            return _Retry(code, ambiguous=True)
+        where = f"account {self._account_id or '?'} region {self._region or '?'}"
+        if code == "ResourceNotFoundException":
+            return MembershipNotFound(
+                f"Membership {membership_id} was not found in {where}: deploy this stack "
+                "in the membership's account and region, and check MembershipId"
+            )
+        if code == "AccessDeniedException":
+            return PermissionDenied(
+                f"Access denied for security-ir:{operation} on membership {membership_id}: "
+                f"allow security-ir:{operation} on "
+                "arn:<partition>:security-ir:<region>:<account>:membership/* in the function's role"
+            )
+        if code == "SecurityIncidentResponseNotActiveException":
+            return self._failure(
+                f"Security Incident Response is not active in {where}", applied, planned
+            )
+        fields = [str(f.get("name")) for f in response.get("fieldList") or () if f.get("name")]
+        detail = f" on {', '.join(fields)}" if fields else ""
+        return self._failure(f"{operation} was rejected: {code}{detail}", applied, planned)
+
+    @staticmethod
+    def _failure(cause: str, applied: int, planned: int) -> ServiceFailure:
+        if planned:
+            progress = (
+                f" after {applied} of {planned} UpdateMembership calls were applied"
+                if applied
+                else "; no change was applied"
+            )
+        else:
+            progress = ""
+        return ServiceFailure(f"{cause}{progress}", applied=applied, planned=planned)

@@ -1,0 +1,129 @@
+"""Validation data read from botocore's model of ``security-ir``.
+
+The property rules (lengths, patterns, enums, list sizes, OU batch size) are
+the service's own, so they come from the model that ships with botocore
+instead of being copied here: when AWS adds a communication preference or a
+feature, upgrading botocore updates the rules.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+
+from botocore.loaders import create_loader
+from botocore.model import ListShape, ServiceModel, Shape, StringShape, StructureShape
+
+SERVICE_NAME = "security-ir"
+
+
+@dataclass(frozen=True)
+class StringRule:
+    """Constraints of one string shape of the model."""
+
+    min_length: int | None
+    max_length: int | None
+    pattern: re.Pattern[str] | None
+    enum: tuple[str, ...]
+
+    def problem(self) -> str:
+        """A short description of what a valid value looks like."""
+        if self.enum:
+            return "one of " + ", ".join(self.enum)
+        parts = []
+        if self.min_length is not None or self.max_length is not None:
+            parts.append(f"{self.min_length or 0} to {self.max_length or 'any'} characters")
+        if self.pattern is not None:
+            parts.append(f"matching {self.pattern.pattern}")
+        return ", ".join(parts)
+
+    def accepts(self, value: str) -> bool:
+        """Whether ``value`` satisfies every constraint."""
+        if self.enum:
+            return value in self.enum
+        if self.min_length is not None and len(value) < self.min_length:
+            return False
+        if self.max_length is not None and len(value) > self.max_length:
+            return False
+        return self.pattern is None or self.pattern.fullmatch(value) is not None
+
+
+@dataclass(frozen=True)
+class SizeRule:
+    """Bounds on a list shape's length."""
+
+    min_items: int | None
+    max_items: int | None
+
+
+@dataclass(frozen=True)
+class Rules:
+    """Everything the property parser and planner take from the model."""
+
+    membership_id: StringRule
+    membership_name: StringRule
+    responder_name: StringRule
+    job_title: StringRule
+    email: StringRule
+    communication_type: StringRule
+    feature_name: StringRule
+    organizational_unit: StringRule
+    team_size: SizeRule
+    features_size: SizeRule
+    ou_batch_size: int
+
+
+def _string(shape: Shape) -> StringRule:
+    assert isinstance(shape, StringShape)
+    meta = shape.metadata
+    pattern = meta.get("pattern")
+    return StringRule(
+        min_length=meta.get("min"),
+        max_length=meta.get("max"),
+        pattern=re.compile(pattern) if pattern else None,
+        enum=tuple(shape.enum),
+    )
+
+
+def _size(shape: Shape) -> SizeRule:
+    assert isinstance(shape, ListShape)
+    return SizeRule(shape.metadata.get("min"), shape.metadata.get("max"))
+
+
+def _member(shape: Shape, name: str) -> Shape:
+    assert isinstance(shape, StructureShape)
+    return shape.members[name]
+
+
+@functools.cache
+def rules() -> Rules:
+    """Load the rules once per process (the model is parsed on first use)."""
+    loader = create_loader()
+    model = ServiceModel(loader.load_service_model(SERVICE_NAME, "service-2"), SERVICE_NAME)
+    update = model.operation_model("UpdateMembership").input_shape
+    assert update is not None
+    team = _member(update, "incidentResponseTeam")
+    assert isinstance(team, ListShape)
+    responder = team.member
+    prefs = _member(responder, "communicationPreferences")
+    assert isinstance(prefs, ListShape)
+    features = _member(update, "optInFeatures")
+    assert isinstance(features, ListShape)
+    accounts = _member(update, "membershipAccountsConfigurationsUpdate")
+    to_add = _member(accounts, "organizationalUnitsToAdd")
+    assert isinstance(to_add, ListShape)
+    batch = to_add.metadata.get("max")
+    return Rules(
+        membership_id=_string(_member(update, "membershipId")),
+        membership_name=_string(_member(update, "membershipName")),
+        responder_name=_string(_member(responder, "name")),
+        job_title=_string(_member(responder, "jobTitle")),
+        email=_string(_member(responder, "email")),
+        communication_type=_string(prefs.member),
+        feature_name=_string(_member(features.member, "featureName")),
+        organizational_unit=_string(to_add.member),
+        team_size=_size(team),
+        features_size=_size(features),
+        ou_batch_size=int(batch) if batch else 5,
+    )

@@ -1,0 +1,82 @@
+"""Shared fixtures: valid property sets and GetMembership documents."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+# The handler module creates boto3 clients at import; give them a region and
+# fake credentials so no test ever reaches for real ones.
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+os.environ.setdefault("AWS_REGION", "us-east-1")
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("IDEMPOTENCY_TABLE_NAME", "sir-membership-idempotency-test")
+
+MEMBERSHIP_ID = "m-abcdef0123"
+SECRET_NAMES = ("Alice Example", "Bob Example", "Carol Example")
+SECRET_EMAILS = ("alice@example.com", "bob@example.com", "carol@example.com")
+SECRET_TITLES = ("CISO Secret", "IR Lead Secret", "Analyst Secret")
+SECRET_MEMBERSHIP_NAME = "Secret Membership Name"
+
+
+def ou(i: int) -> str:
+    """A valid, distinct OU id."""
+    return f"ou-ab12-{i:08d}"
+
+
+def team(n: int = 2) -> list[dict[str, Any]]:
+    return [
+        {"Name": SECRET_NAMES[i], "JobTitle": SECRET_TITLES[i], "Email": SECRET_EMAILS[i]}
+        for i in range(n)
+    ]
+
+
+def api_team(n: int = 2) -> list[dict[str, Any]]:
+    return [
+        {"name": SECRET_NAMES[i], "jobTitle": SECRET_TITLES[i], "email": SECRET_EMAILS[i]}
+        for i in range(n)
+    ]
+
+
+def props(**overrides: Any) -> dict[str, Any]:
+    """A complete, valid ResourceProperties (as CloudFormation sends it)."""
+    base: dict[str, Any] = {
+        "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:sir",
+        "ServiceTimeout": "600",
+        "MembershipId": MEMBERSHIP_ID,
+        "MembershipName": SECRET_MEMBERSHIP_NAME,
+        "IncidentResponseTeam": team(2),
+        "OptInFeatures": [{"FeatureName": "Triage", "IsEnabled": "true"}],
+        "OrganizationalUnits": [ou(1), ou(2)],
+    }
+    base.update(overrides)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+def get_membership(**overrides: Any) -> dict[str, Any]:
+    """A GetMembership response (boto3 output shape)."""
+    base: dict[str, Any] = {
+        "membershipId": MEMBERSHIP_ID,
+        "accountId": "123456789012",
+        "region": "us-east-1",
+        "membershipName": SECRET_MEMBERSHIP_NAME,
+        "membershipArn": f"arn:aws:security-ir:us-east-1:123456789012:membership/{MEMBERSHIP_ID}",
+        "membershipStatus": "Active",
+        "customerType": "Organization",
+        "incidentResponseTeam": api_team(2),
+        "optInFeatures": [{"featureName": "Triage", "isEnabled": True}],
+        "membershipAccountsConfigurations": {
+            "coverEntireOrganization": False,
+            "organizationalUnits": [ou(1), ou(2)],
+        },
+    }
+    base.update(overrides)
+    return base
+
+
+@pytest.fixture
+def valid_props() -> dict[str, Any]:
+    return props()

@@ -1,0 +1,181 @@
+"""Property parsing: every rule of the public contract, and its error message."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import MEMBERSHIP_ID, SECRET_EMAILS, SECRET_NAMES, SECRET_TITLES, ou, props, team
+
+from sir_membership.errors import InvalidProperties
+from sir_membership.membership import Feature
+from sir_membership.properties import parse_bool, parse_properties
+
+
+def reason(raw: dict[str, Any]) -> str:
+    with pytest.raises(InvalidProperties) as info:
+        parse_properties(raw)
+    return str(info.value)
+
+
+def test_full_declaration_parses() -> None:
+    parsed = parse_properties(props(CoverEntireOrganization="false", OnDelete="Retain"))
+    assert parsed.membership_id == MEMBERSHIP_ID
+    assert parsed.team is not None
+    assert [r.email for r in parsed.team] == list(SECRET_EMAILS[:2])
+    assert parsed.features == (Feature("Triage", True),)
+    assert parsed.cover_entire_organization is False
+    assert parsed.organizational_units == frozenset({ou(1), ou(2)})
+    assert parsed.on_delete == "Retain"
+    assert parsed.undo_cancellation is False
+
+
+def test_left_out_properties_are_unmanaged_and_ous_default_empty() -> None:
+    parsed = parse_properties({"MembershipId": MEMBERSHIP_ID})
+    assert parsed.membership_name is None
+    assert parsed.team is None
+    assert parsed.features is None
+    assert parsed.cover_entire_organization is None
+    assert parsed.organizational_units == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(True, True), (False, False), ("true", True), ("FALSE", False), ("True", True)],
+)
+def test_booleans_accept_cloudformation_strings(value: Any, expected: bool) -> None:
+    assert parse_bool(value) is expected
+    parsed = parse_properties(props(CoverEntireOrganization=value, OrganizationalUnits=[]))
+    assert parsed.cover_entire_organization is expected
+
+
+@pytest.mark.parametrize("value", ["yes", "1", 1, 0, "", "tru", []])
+def test_other_boolean_spellings_are_rejected(value: Any) -> None:
+    assert "UndoMembershipCancellation must be true or false" in reason(
+        props(UndoMembershipCancellation=value)
+    )
+
+
+def test_unknown_key_is_named_with_suggestion_and_accepted_keys() -> None:
+    message = reason(props(MembershipNmae="x"))
+    assert "unknown property MembershipNmae (did you mean MembershipName?)" in message
+    assert "accepted: MembershipId, MembershipName, IncidentResponseTeam" in message
+
+
+def test_cloudformation_keys_are_ignored() -> None:
+    parse_properties({"MembershipId": MEMBERSHIP_ID, "ServiceToken": "x", "ServiceTimeout": "9"})
+
+
+def test_unknown_nested_keys_are_named() -> None:
+    bad = team(2)
+    bad[1]["Emial"] = "x"
+    assert "unknown property IncidentResponseTeam[1].Emial (did you mean Email?)" in reason(
+        props(IncidentResponseTeam=bad)
+    )
+    features = [{"FeatureName": "Triage", "IsEnabled": "true", "Enabled": "true"}]
+    assert "unknown property OptInFeatures[0].Enabled" in reason(props(OptInFeatures=features))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"MembershipId": None}, "MembershipId is required"),
+        ({"MembershipId": "m-ABC"}, "MembershipId 'm-ABC' is invalid"),
+        ({"MembershipId": "x-abcdef0123"}, "MembershipId 'x-abcdef0123' is invalid"),
+        ({"MembershipId": 12}, "MembershipId must be a string"),
+        ({"MembershipName": "ab"}, "MembershipName is invalid: expected 3 to 50 characters"),
+        ({"MembershipName": "x" * 51}, "MembershipName is invalid: expected 3 to 50 characters"),
+        (
+            {"IncidentResponseTeam": team(1)},
+            "IncidentResponseTeam must have 2 to 10 entries, not 1",
+        ),
+        ({"IncidentResponseTeam": "x"}, "IncidentResponseTeam must be a list"),
+        ({"IncidentResponseTeam": [1, 2]}, "IncidentResponseTeam[0] must be an object"),
+        ({"OptInFeatures": []}, "OptInFeatures must have 1 to 2 entries, not 0"),
+        (
+            {"OptInFeatures": [{"FeatureName": "Triage", "IsEnabled": "true"}] * 2},
+            "OptInFeatures[1].FeatureName Triage is declared twice",
+        ),
+        (
+            {"OptInFeatures": [{"FeatureName": "Nope", "IsEnabled": "true"}]},
+            "OptInFeatures[0].FeatureName is invalid: expected one of Triage",
+        ),
+        ({"OptInFeatures": [{"FeatureName": "Triage"}]}, "OptInFeatures[0].IsEnabled is required"),
+        ({"OptInFeatures": ["Triage"]}, "OptInFeatures[0] must be an object"),
+        ({"OrganizationalUnits": "ou-ab12-00000001"}, "OrganizationalUnits must be a list"),
+        ({"OrganizationalUnits": ["ou-x"]}, "OrganizationalUnits[0] 'ou-x' is invalid"),
+        (
+            {"OrganizationalUnits": [ou(1), ou(1)]},
+            f"OrganizationalUnits[1] {ou(1)} is listed twice",
+        ),
+        (
+            {"CoverEntireOrganization": "true"},
+            "CoverEntireOrganization is true and OrganizationalUnits is not empty",
+        ),
+        ({"OnDelete": "Delete"}, "OnDelete must be one of Retain, RemoveOrganizationalUnits"),
+    ],
+)
+def test_invalid_values_name_the_property(overrides: dict[str, Any], expected: str) -> None:
+    assert expected in reason(props(**overrides))
+
+
+def test_responder_rules() -> None:
+    members = team(2)
+    members[0] = {"Name": "Al", "JobTitle": "", "Email": "not-an-email"}
+    message = reason(props(IncidentResponseTeam=members))
+    assert "IncidentResponseTeam[0].Name is invalid: expected 3 to 50 characters" in message
+    assert "IncidentResponseTeam[0].JobTitle is invalid: expected 1 to 50 characters" in message
+    assert "IncidentResponseTeam[0].Email is invalid" in message
+    members = team(2)
+    del members[1]["JobTitle"]
+    assert "IncidentResponseTeam[1].JobTitle is required" in reason(
+        props(IncidentResponseTeam=members)
+    )
+
+
+def test_emails_must_be_unique_ignoring_case() -> None:
+    members = team(2)
+    members[1]["Email"] = SECRET_EMAILS[0].upper()
+    assert "IncidentResponseTeam[1].Email repeats IncidentResponseTeam[0].Email" in reason(
+        props(IncidentResponseTeam=members)
+    )
+
+
+def test_communication_preferences_come_from_the_model() -> None:
+    members = team(2)
+    members[0]["CommunicationPreferences"] = ["Case Created", "Case Closed"]
+    parsed = parse_properties(props(IncidentResponseTeam=members))
+    assert parsed.team is not None
+    assert parsed.team[0].communication_preferences == frozenset({"Case Created", "Case Closed"})
+    assert parsed.team[1].communication_preferences is None
+    members[0]["CommunicationPreferences"] = ["Carrier Pigeon"]
+    assert "IncidentResponseTeam[0].CommunicationPreferences[0] 'Carrier Pigeon' is invalid" in (
+        reason(props(IncidentResponseTeam=members))
+    )
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    message = reason(props(MembershipName="ab", OnDelete="x", Typo=1))
+    assert message.startswith("Invalid properties: ")
+    assert message.count(";") >= 2
+
+
+def test_no_properties_at_all() -> None:
+    with pytest.raises(InvalidProperties, match="no Properties"):
+        parse_properties(None)
+
+
+def test_reasons_never_echo_sensitive_values() -> None:
+    members = team(2)
+    members[0]["Email"] = "bad email " + SECRET_NAMES[0]
+    members[1]["Name"] = "x"
+    message = reason(props(IncidentResponseTeam=members, MembershipName="z" * 60))
+    for secret in (*SECRET_NAMES, *SECRET_EMAILS, *SECRET_TITLES, "z" * 60):
+        assert secret not in message
+
+
+def test_repr_hides_sensitive_fields() -> None:
+    parsed = parse_properties(props())
+    text = repr(parsed)
+    for secret in (*SECRET_NAMES[:2], *SECRET_EMAILS[:2], *SECRET_TITLES[:2]):
+        assert secret not in text
