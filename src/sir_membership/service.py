@@ -250,16 +250,17 @@ class MembershipService:
         if status >= 500 or code == "InternalServerException":
             return _Retry(code, ambiguous=True)
         where = f"account {self._account_id or '?'} region {self._region or '?'}"
+        progress = _progress(applied, planned)
         if code == "ResourceNotFoundException":
             return MembershipNotFound(
                 f"Membership {membership_id} was not found in {where}: deploy this stack "
-                "in the membership's account and region, and check MembershipId"
+                f"in the membership's account and region, and check MembershipId{progress}"
             )
         if code == "AccessDeniedException":
             return PermissionDenied(
                 f"Access denied for security-ir:{operation} on membership {membership_id}: "
-                f"allow security-ir:{operation} on "
-                "arn:<partition>:security-ir:<region>:<account>:membership/* in the function's role"
+                f"allow security-ir:{operation} on arn:<partition>:security-ir:<region>:"
+                f"<account>:membership/* in the function's role{progress}"
             )
         if code == "SecurityIncidentResponseNotActiveException":
             return self._failure(
@@ -271,12 +272,15 @@ class MembershipService:
 
     @staticmethod
     def _failure(cause: str, applied: int, planned: int) -> ServiceFailure:
-        if planned:
-            progress = (
-                f" after {applied} of {planned} UpdateMembership calls were applied"
-                if applied
-                else "; no change was applied"
-            )
-        else:
-            progress = ""
-        return ServiceFailure(f"{cause}{progress}", applied=applied, planned=planned)
+        return ServiceFailure(
+            f"{cause}{_progress(applied, planned)}", applied=applied, planned=planned
+        )
+
+
+def _progress(applied: int, planned: int) -> str:
+    """How far a plan got, for the end of a failure reason."""
+    if not planned:
+        return ""
+    if not applied:
+        return "; no change was applied"
+    return f" after {applied} of {planned} UpdateMembership calls were applied"

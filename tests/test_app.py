@@ -1,0 +1,443 @@
+"""The Lambda handler driven through crhelper: boto3 stubbed, DynamoDB from moto.
+
+Each test sends a CloudFormation event to ``app.handler`` and checks the
+calls made to security-ir, the answer PUT to the ResponseURL (exactly one,
+within the contract) and, for duplicates, the idempotency store.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from conftest import (
+    MEMBERSHIP_ID,
+    SECRET_EMAILS,
+    SECRET_MEMBERSHIP_NAME,
+    SECRET_NAMES,
+    SECRET_TITLES,
+    get_membership,
+    ou,
+    props,
+)
+from moto import mock_aws
+from receiver import Receiver
+
+from sir_membership import app, resource
+from sir_membership.response import contract_problems
+
+EVENTS = Path(__file__).parent.parent / "events"
+TABLE = "sir-membership-idempotency-test"
+OTHER_ID = "m-zzzzzzzzzz99"
+
+
+@dataclass
+class Context:
+    """A Lambda context whose deadline is real."""
+
+    deadline: float
+    aws_request_id: str = "lambda-request-1"
+    function_name: str = "sir-membership"
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:sir-membership"
+    function_version: str = "$LATEST"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int((self.deadline - time.monotonic()) * 1000)
+
+
+def context(seconds: float = 120.0) -> Context:
+    return Context(deadline=time.monotonic() + seconds)
+
+
+@pytest.fixture
+def cfn() -> Iterator[Receiver]:
+    with Receiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def dynamodb(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        client.create_table(
+            TableName=TABLE,
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        monkeypatch.setattr(app.PERSISTENCE, "client", client)
+        monkeypatch.setattr(app.PERSISTENCE, "table_name", TABLE)
+        monkeypatch.setattr(app, "TABLE_NAME", TABLE)
+        yield client
+
+
+@pytest.fixture
+def sir(dynamodb: Any) -> Iterator[Stubber]:
+    with Stubber(app.SECURITY_IR) as stub:
+        yield stub
+        stub.assert_no_pending_responses()
+
+
+def event(request_type: str, receiver: Receiver, **overrides: Any) -> dict[str, Any]:
+    name = {"Create": "create", "Update": "update", "Delete": "delete"}[request_type]
+    raw = json.loads((EVENTS / f"{name}.json").read_text())
+    raw.update(ResponseURL=receiver.url, RequestId=str(uuid.uuid4()))
+    raw.update(overrides)
+    return raw
+
+
+def answer(receiver: Receiver, sent: dict[str, Any]) -> dict[str, Any]:
+    assert len(receiver.bodies) == 1, f"expected one answer, got {len(receiver.bodies)}"
+    body = receiver.bodies[0]
+    assert contract_problems(sent, body) == []
+    return body
+
+
+def update_call(**accounts: list[str]) -> dict[str, Any]:
+    return {"membershipId": MEMBERSHIP_ID, "membershipAccountsConfigurationsUpdate": accounts}
+
+
+def test_create_reads_then_sends_only_the_difference(sir: Stubber, cfn: Receiver) -> None:
+    sent = event("Create", cfn, ResourceProperties=props(OrganizationalUnits=[ou(1), ou(2), ou(3)]))
+    sir.add_response("get_membership", get_membership(), {"membershipId": MEMBERSHIP_ID})
+    sir.add_response("update_membership", {}, update_call(organizationalUnitsToAdd=[ou(3)]))
+    app.handler(sent, context())
+    body = answer(cfn, sent)
+    assert body["Status"] == "SUCCESS"
+    assert body["PhysicalResourceId"] == MEMBERSHIP_ID
+    assert body["Data"] == {
+        "MembershipId": MEMBERSHIP_ID,
+        "MembershipArn": f"arn:aws:security-ir:us-east-1:123456789012:membership/{MEMBERSHIP_ID}",
+        "MembershipStatus": "Active",
+        "Region": "us-east-1",
+        "AccountId": "123456789012",
+    }
+
+
+def test_invalid_properties_fail_before_any_call(sir: Stubber, cfn: Receiver) -> None:
+    sent = event("Create", cfn, ResourceProperties=props(MembershipNmae="typo"))
+    app.handler(sent, context())
+    body = answer(cfn, sent)
+    assert body["Status"] == "FAILED"
+    assert body["Reason"].startswith(
+        "Invalid properties: unknown property MembershipNmae (did you mean MembershipName?)"
+    )
+    assert body["PhysicalResourceId"] == f"Membership-failed-{sent['RequestId']}"
+
+
+def test_update_removes_only_old_ous_still_associated(sir: Stubber, cfn: Receiver) -> None:
+    old = props(OrganizationalUnits=[ou(1), ou(2), ou(7)])
+    new = props(OrganizationalUnits=[ou(1), ou(3)])
+    sent = event("Update", cfn, ResourceProperties=new, OldResourceProperties=old)
+    sir.add_response("get_membership", get_membership())  # actual: ou1, ou2 (ou7 already gone)
+    sir.add_response(
+        "update_membership",
+        {},
+        update_call(organizationalUnitsToAdd=[ou(3)], organizationalUnitsToRemove=[ou(2)]),
+    )
+    app.handler(sent, context())
+    assert answer(cfn, sent)["Status"] == "SUCCESS"
+
+
+def test_update_with_nothing_different_makes_no_write(sir: Stubber, cfn: Receiver) -> None:
+    sent = event("Update", cfn, ResourceProperties=props(), OldResourceProperties=props())
+    sir.add_response("get_membership", get_membership())
+    app.handler(sent, context())
+    assert answer(cfn, sent)["Status"] == "SUCCESS"
+
+
+def test_update_with_new_membership_id_acts_as_create(sir: Stubber, cfn: Receiver) -> None:
+    sent = event(
+        "Update",
+        cfn,
+        ResourceProperties=props(MembershipId=OTHER_ID, OrganizationalUnits=[ou(5)]),
+        OldResourceProperties=props(OrganizationalUnits=[ou(1), ou(2)]),
+    )
+    other = get_membership(
+        membershipId=OTHER_ID,
+        membershipArn=f"arn:aws:security-ir:us-east-1:123456789012:membership/{OTHER_ID}",
+        membershipAccountsConfigurations={"organizationalUnits": [ou(1)]},
+    )
+    sir.add_response("get_membership", other, {"membershipId": OTHER_ID})
+    sir.add_response(
+        "update_membership",
+        {},
+        {
+            "membershipId": OTHER_ID,
+            "membershipAccountsConfigurationsUpdate": {"organizationalUnitsToAdd": [ou(5)]},
+        },
+    )
+    app.handler(sent, context())
+    body = answer(cfn, sent)
+    assert body["PhysicalResourceId"] == OTHER_ID
+    assert body["Data"]["MembershipId"] == OTHER_ID
+
+
+def test_failed_update_keeps_the_physical_id_and_counts_applied_calls(
+    sir: Stubber, cfn: Receiver
+) -> None:
+    new_ous = [ou(i) for i in range(1, 13)]
+    sent = event(
+        "Update",
+        cfn,
+        ResourceProperties=props(OrganizationalUnits=new_ous),
+        OldResourceProperties=props(),
+    )
+    sir.add_response("get_membership", get_membership())
+    sir.add_response("update_membership", {}, update_call(organizationalUnitsToAdd=new_ous[2:7]))
+    sir.add_client_error("update_membership", "AccessDeniedException", http_status_code=403)
+    app.handler(sent, context())
+    body = answer(cfn, sent)
+    assert body["Status"] == "FAILED"
+    assert body["PhysicalResourceId"] == MEMBERSHIP_ID
+    assert body["Reason"].startswith("Access denied for security-ir:UpdateMembership")
+    assert body["Reason"].endswith("after 1 of 2 UpdateMembership calls were applied")
+
+
+@pytest.mark.parametrize(
+    ("on_delete", "physical", "calls"),
+    [
+        ("Retain", MEMBERSHIP_ID, 0),
+        ("RemoveOrganizationalUnits", MEMBERSHIP_ID, 2),
+        ("RemoveOrganizationalUnits", "Membership-failed-x", 0),
+    ],
+)
+def test_delete(sir: Stubber, cfn: Receiver, on_delete: str, physical: str, calls: int) -> None:
+    sent = event(
+        "Delete",
+        cfn,
+        PhysicalResourceId=physical,
+        ResourceProperties=props(OnDelete=on_delete, OrganizationalUnits=[ou(2), ou(9)]),
+    )
+    if calls:
+        sir.add_response("get_membership", get_membership())
+        sir.add_response("update_membership", {}, update_call(organizationalUnitsToRemove=[ou(2)]))
+    started = time.monotonic()
+    app.handler(sent, context())
+    assert time.monotonic() - started < 1.0, "no sleeping on Delete"
+    body = answer(cfn, sent)
+    assert body["Status"] == "SUCCESS"
+    assert body["PhysicalResourceId"] == physical
+
+
+def test_delete_of_a_membership_that_is_gone_succeeds(sir: Stubber, cfn: Receiver) -> None:
+    sent = event("Delete", cfn, ResourceProperties=props(OnDelete="RemoveOrganizationalUnits"))
+    sir.add_client_error("get_membership", "ResourceNotFoundException", http_status_code=404)
+    app.handler(sent, context())
+    assert answer(cfn, sent)["Status"] == "SUCCESS"
+
+
+def test_delete_with_invalid_properties_retains_and_succeeds(sir: Stubber, cfn: Receiver) -> None:
+    sent = event("Delete", cfn, ResourceProperties=props(OnDelete="Bogus"))
+    app.handler(sent, context())
+    assert answer(cfn, sent)["Status"] == "SUCCESS"
+
+
+def test_duplicate_delivery_makes_no_second_write_and_answers_the_same(
+    sir: Stubber, cfn: Receiver
+) -> None:
+    sent = event("Create", cfn, ResourceProperties=props(OrganizationalUnits=[ou(1), ou(2), ou(3)]))
+    sir.add_response("get_membership", get_membership())
+    sir.add_response("update_membership", {}, update_call(organizationalUnitsToAdd=[ou(3)]))
+    app.handler(copy.deepcopy(sent), context())
+    app.handler(copy.deepcopy(sent), context())  # the Stubber has nothing left: any call would fail
+    assert len(cfn.bodies) == 2
+    assert cfn.bodies[0] == cfn.bodies[1]
+    assert cfn.bodies[0]["Status"] == "SUCCESS"
+
+
+def test_duplicate_failure_is_answered_the_same(sir: Stubber, cfn: Receiver) -> None:
+    sent = event("Create", cfn, ResourceProperties=props(OnDelete="nope"))
+    app.handler(copy.deepcopy(sent), context())
+    app.handler(copy.deepcopy(sent), context())
+    assert cfn.bodies[0] == cfn.bodies[1]
+    assert cfn.bodies[0]["Status"] == "FAILED"
+
+
+def test_duplicate_in_progress_waits_for_the_first_answer(
+    dynamodb: Any, cfn: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two deliveries at once: the second waits for the first's stored answer."""
+    sent = event("Create", cfn, ResourceProperties=props())
+    release = threading.Event()
+    calls: list[str] = []
+
+    def slow_handle(request: resource.Request, service: Any) -> Any:
+        calls.append(request.request_id)
+        release.wait(5)
+        return resource.Answer.success(MEMBERSHIP_ID, {"MembershipId": MEMBERSHIP_ID})
+
+    monkeypatch.setattr(resource, "handle", slow_handle)
+    results: list[resource.Answer] = []
+    # The first delivery, running in "another container": it holds the in-progress record.
+    first = threading.Thread(
+        target=lambda: results.append(app._answer(copy.deepcopy(sent), context()))
+    )
+    first.start()
+    while not calls:
+        time.sleep(0.01)
+    threading.Timer(0.5, release.set).start()
+    app.handler(copy.deepcopy(sent), context())  # the duplicate waits, then answers
+    first.join(10)
+    assert calls == [sent["RequestId"]], "the work ran once"
+    body = answer(cfn, sent)
+    assert body["Status"] == "SUCCESS"
+    assert body["Data"] == dict(results[0].data) == {"MembershipId": MEMBERSHIP_ID}
+
+
+def test_out_of_time_is_answered_before_the_deadline(sir: Stubber, cfn: Receiver) -> None:
+    sent = event("Create", cfn, ResourceProperties=props())
+    app.handler(sent, context(seconds=12))
+    body = answer(cfn, sent)
+    assert body["Status"] == "FAILED"
+    assert body["Reason"].startswith("ran out of time before GetMembership could be sent")
+
+
+def test_timer_answers_once_when_the_work_hangs(
+    dynamodb: Any, cfn: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent = event("Create", cfn, ResourceProperties=props())
+
+    def hang(request: resource.Request, service: Any) -> Any:
+        time.sleep(1.5)
+        return resource.Answer.success(MEMBERSHIP_ID, {})
+
+    monkeypatch.setattr(resource, "handle", hang)
+    ctx = context(seconds=app.TIMER_RESERVE + 0.5)
+    app.handler(sent, ctx)
+    body = answer(cfn, sent)  # exactly one: the main thread's later answer is dropped
+    assert body["Status"] == "FAILED"
+    assert body["Reason"].startswith("The function ran out of time")
+    assert body["PhysicalResourceId"] == f"Membership-failed-{sent['RequestId']}"
+
+
+def test_unexpected_errors_answer_without_their_text(
+    dynamodb: Any, cfn: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(request: resource.Request, service: Any) -> Any:
+        raise RuntimeError(SECRET_EMAILS[0])
+
+    monkeypatch.setattr(resource, "handle", boom)
+    sent = event("Create", cfn, ResourceProperties=props())
+    app.handler(sent, context())
+    body = answer(cfn, sent)
+    assert (
+        body["Reason"]
+        == f"Internal error (RuntimeError); see the function's logs for RequestId {sent['RequestId']}"
+    )
+
+
+def test_missing_table_configuration(
+    sir: Stubber, cfn: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(app, "TABLE_NAME", "")
+    sent = event("Create", cfn, ResourceProperties=props())
+    app.handler(sent, context())
+    assert answer(cfn, sent)["Reason"] == "IDEMPOTENCY_TABLE_NAME is not set on the function"
+
+
+def test_unreachable_idempotency_table(
+    sir: Stubber, cfn: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(app.PERSISTENCE, "table_name", "no-such-table")
+    monkeypatch.setattr(app, "TABLE_NAME", "no-such-table")
+    sent = event("Create", cfn, ResourceProperties=props())
+    app.handler(sent, context())
+    body = answer(cfn, sent)
+    assert body["Status"] == "FAILED"
+    assert body["Reason"].startswith("idempotency table no-such-table is unreachable")
+
+
+def test_logs_carry_correlation_but_no_sensitive_value(
+    sir: Stubber,
+    cfn: Receiver,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Even at DEBUG, no name, email, title, membership name or ResponseURL is logged."""
+    caplog.set_level("DEBUG")
+    buffer = io.StringIO()
+    capture = logging.StreamHandler(buffer)
+    capture.setFormatter(app.logger.registered_formatter)
+    app.logger.addHandler(capture)
+    app.logger.setLevel("DEBUG")
+    app._configure_logging()
+    try:
+        new = props(MembershipName="Renamed Secret", OrganizationalUnits=[ou(3)])
+        sent = event("Update", cfn, ResourceProperties=new, OldResourceProperties=props())
+        sir.add_response("get_membership", get_membership())
+        sir.add_client_error(
+            "update_membership",
+            "ValidationException",
+            http_status_code=400,
+            modeled_fields={"message": f"bad {SECRET_EMAILS[0]}", "reason": "OTHER"},
+        )
+        app.handler(sent, context())
+        bad = event(
+            "Create",
+            cfn,
+            ResourceProperties=props(
+                IncidentResponseTeam=[{"Name": SECRET_NAMES[2], "Email": "x"}]
+            ),
+        )
+        app.handler(bad, context())
+    finally:
+        app.logger.removeHandler(capture)
+        app.logger.setLevel("INFO")
+        app._configure_logging()
+    logged = buffer.getvalue()
+    text = logged + caplog.text
+    text += json.dumps([r.__dict__ for r in caplog.records], default=str)
+    lines = [json.loads(line) for line in logged.splitlines()]
+    assert lines, "the handler logged JSON lines"
+    assert any(
+        line.get("correlation_id") == sent["RequestId"] and line.get("RequestType") == "Update"
+        for line in lines
+    )
+    assert any(line.get("message") == "planned" and line.get("ousToAdd") == 1 for line in lines)
+    for secret in (
+        *SECRET_NAMES,
+        *SECRET_EMAILS,
+        *SECRET_TITLES,
+        SECRET_MEMBERSHIP_NAME,
+        "Renamed Secret",
+        "secret-signature",
+        cfn.url,
+    ):
+        assert secret not in text
+    for body in cfn.bodies:
+        for secret in (*SECRET_NAMES, *SECRET_EMAILS, *SECRET_TITLES, SECRET_MEMBERSHIP_NAME):
+            assert secret not in json.dumps(body)
+
+
+@pytest.mark.parametrize(
+    "name", ["create", "update", "delete", "update-replace", "delete-remove-ous"]
+)
+def test_shipped_events_get_correct_answers(sir: Stubber, cfn: Receiver, name: str) -> None:
+    """The files in events/ (what `sam local invoke -e` sends) work against the handler."""
+    sent = json.loads((EVENTS / f"{name}.json").read_text())
+    sent["ResponseURL"] = cfn.url
+    if (
+        sent["RequestType"] != "Delete"
+        or sent["ResourceProperties"].get("OnDelete") == "RemoveOrganizationalUnits"
+    ):
+        membership_id = sent["ResourceProperties"]["MembershipId"]
+        sir.add_response("get_membership", get_membership(membershipId=membership_id))
+        sir.add_response("update_membership", {})
+        sir.add_response("update_membership", {})
+    app.handler(sent, context())
+    body = answer(cfn, sent)
+    assert body["Status"] == "SUCCESS", body["Reason"]
+    sir._queue.clear()

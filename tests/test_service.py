@@ -1,0 +1,254 @@
+"""The service shell: exact calls, retries inside the deadline, error reasons."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
+from botocore.stub import Stubber
+from conftest import MEMBERSHIP_ID, get_membership, ou
+
+from sir_membership.errors import MembershipNotFound, PermissionDenied, ServiceFailure
+from sir_membership.membership import state_from_api
+from sir_membership.plan import plan_changes
+from sir_membership.properties import MembershipProperties
+from sir_membership.service import MembershipService, RetryPolicy
+
+
+class Clock:
+    """A fake deadline: sleeping spends the invocation's remaining time."""
+
+    def __init__(self, remaining: float = 300.0) -> None:
+        self.left = remaining
+        self.sleeps: list[float] = []
+
+    def remaining(self) -> float:
+        return self.left
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.left -= seconds
+
+
+@pytest.fixture
+def client() -> Any:
+    return boto3.client(
+        "security-ir", region_name="us-east-1", config=Config(retries={"total_max_attempts": 1})
+    )
+
+
+def service(client: Any, clock: Clock, **policy: Any) -> MembershipService:
+    return MembershipService(
+        client,
+        clock.remaining,
+        policy=RetryPolicy(**policy),
+        sleep=clock.sleep,
+        jitter=lambda low, high: high,
+        account_id="123456789012",
+        region="us-east-1",
+    )
+
+
+def add_ous(n: int) -> MembershipProperties:
+    return MembershipProperties(
+        MEMBERSHIP_ID,
+        organizational_units=frozenset({ou(1), ou(2)} | {ou(100 + i) for i in range(n)}),
+    )
+
+
+def update_params(adds: list[str]) -> dict[str, Any]:
+    return {
+        "membershipId": MEMBERSHIP_ID,
+        "membershipAccountsConfigurationsUpdate": {"organizationalUnitsToAdd": adds},
+    }
+
+
+def test_get_parses_state(client: Any) -> None:
+    with Stubber(client) as stub:
+        stub.add_response("get_membership", get_membership(), {"membershipId": MEMBERSHIP_ID})
+        state = service(client, Clock()).get(MEMBERSHIP_ID)
+        stub.assert_no_pending_responses()
+    assert state.organizational_units == {ou(1), ou(2)}
+    assert state.attributes()["MembershipArn"].endswith(MEMBERSHIP_ID)
+
+
+def test_apply_sends_each_planned_request_in_order(client: Any) -> None:
+    desired = add_ous(7)
+    start = state_from_api(get_membership())
+    plan = plan_changes(desired, start)
+    with Stubber(client) as stub:
+        for request in plan.requests:
+            stub.add_response("update_membership", {}, request.to_api())
+        applied = service(client, Clock()).apply(start, lambda now: plan_changes(desired, now))
+        stub.assert_no_pending_responses()
+    assert applied.calls == 2
+    assert applied.state.organizational_units == desired.organizational_units
+
+
+@pytest.mark.parametrize("code", ["ThrottlingException", "ConflictException"])
+def test_refused_calls_are_retried_with_backoff(client: Any, code: str) -> None:
+    clock = Clock()
+    desired = add_ous(1)
+    start = state_from_api(get_membership())
+    params = update_params([ou(100)])
+    with Stubber(client) as stub:
+        for _ in range(3):
+            stub.add_client_error(
+                "update_membership",
+                code,
+                http_status_code=429 if "Thr" in code else 409,
+                expected_params=params,
+            )
+        stub.add_response("update_membership", {}, params)
+        applied = service(client, clock).apply(start, lambda now: plan_changes(desired, now))
+        stub.assert_no_pending_responses()
+    assert applied.calls == 1
+    assert clock.sleeps == [0.4, 0.8, 1.6]
+
+
+def test_retry_after_is_honoured(client: Any) -> None:
+    clock = Clock()
+    with Stubber(client) as stub:
+        stub.add_client_error(
+            "get_membership",
+            "ThrottlingException",
+            http_status_code=429,
+            response_meta={},
+            modeled_fields={"retryAfterSeconds": 5, "message": "slow"},
+        )
+        stub.add_response("get_membership", get_membership())
+        service(client, clock).get(MEMBERSHIP_ID)
+    assert clock.sleeps == [5.0]
+
+
+def test_5xx_rereads_and_replans_instead_of_resending(client: Any) -> None:
+    """The failed call was in fact applied: the re-read shows it, so it is not sent again."""
+    desired = add_ous(7)
+    start = state_from_api(get_membership())
+    plan = plan_changes(desired, start)
+    first, second = (r.to_api() for r in plan.requests)
+    after_first = get_membership(
+        membershipAccountsConfigurations={
+            "coverEntireOrganization": False,
+            "organizationalUnits": [
+                ou(1),
+                ou(2),
+                *first["membershipAccountsConfigurationsUpdate"]["organizationalUnitsToAdd"],
+            ],
+        }
+    )
+    with Stubber(client) as stub:
+        stub.add_client_error(
+            "update_membership",
+            "InternalServerException",
+            http_status_code=500,
+            expected_params=first,
+        )
+        stub.add_response("get_membership", after_first, {"membershipId": MEMBERSHIP_ID})
+        stub.add_response("update_membership", {}, second)
+        applied = service(client, Clock()).apply(start, lambda now: plan_changes(desired, now))
+        stub.assert_no_pending_responses()
+    assert applied.calls == 1
+    assert applied.state.organizational_units == desired.organizational_units
+
+
+def test_network_errors(client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock()
+    svc = service(client, clock)
+    outcomes: list[Exception | dict[str, Any]] = [
+        ConnectTimeoutError(endpoint_url="x"),
+        ReadTimeoutError(endpoint_url="x"),
+        get_membership(),
+    ]
+
+    def fake_get(**_: Any) -> dict[str, Any]:
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    monkeypatch.setattr(client, "get_membership", fake_get)
+    assert svc.get(MEMBERSHIP_ID).membership_id == MEMBERSHIP_ID
+    assert svc.calls == 3
+    assert len(clock.sleeps) == 2
+
+
+def test_partial_failure_says_how_many_calls_were_applied(client: Any) -> None:
+    desired = add_ous(12)
+    start = state_from_api(get_membership())
+    plan = plan_changes(desired, start)
+    assert len(plan.requests) == 3
+    with Stubber(client) as stub:
+        stub.add_response("update_membership", {}, plan.requests[0].to_api())
+        stub.add_client_error(
+            "update_membership",
+            "ValidationException",
+            http_status_code=400,
+            modeled_fields={
+                "message": "bad",
+                "reason": "OTHER",
+                "fieldList": [{"name": "organizationalUnitsToAdd", "message": "x"}],
+            },
+        )
+        with pytest.raises(ServiceFailure) as info:
+            service(client, Clock()).apply(start, lambda now: plan_changes(desired, now))
+    assert str(info.value) == (
+        "UpdateMembership was rejected: ValidationException on organizationalUnitsToAdd "
+        "after 1 of 3 UpdateMembership calls were applied"
+    )
+    assert info.value.applied == 1
+
+
+def test_retries_stop_before_the_deadline(client: Any) -> None:
+    clock = Clock(remaining=25.0)
+    with Stubber(client) as stub:
+        for _ in range(10):
+            stub.add_client_error("get_membership", "ThrottlingException", http_status_code=429)
+        with pytest.raises(
+            ServiceFailure, match="ran out of time before GetMembership could be sent"
+        ):
+            service(client, clock).get(MEMBERSHIP_ID)
+    assert clock.left >= RetryPolicy().answer_reserve, "time is kept to answer CloudFormation"
+
+
+def test_attempts_are_bounded(client: Any) -> None:
+    with Stubber(client) as stub:
+        for _ in range(3):
+            stub.add_client_error("get_membership", "ThrottlingException", http_status_code=429)
+        with pytest.raises(ServiceFailure, match="still failing after 3 attempts"):
+            service(client, Clock(), max_attempts=3).get(MEMBERSHIP_ID)
+
+
+def test_not_found_says_to_check_account_and_region(client: Any) -> None:
+    with Stubber(client) as stub:
+        stub.add_client_error("get_membership", "ResourceNotFoundException", http_status_code=404)
+        svc = service(client, Clock())
+        with pytest.raises(MembershipNotFound) as info:
+            svc.get(MEMBERSHIP_ID)
+        stub.add_client_error("get_membership", "ResourceNotFoundException", http_status_code=404)
+        assert svc.find(MEMBERSHIP_ID) is None
+    assert str(info.value) == (
+        f"Membership {MEMBERSHIP_ID} was not found in account 123456789012 region us-east-1: "
+        "deploy this stack in the membership's account and region, and check MembershipId"
+    )
+
+
+def test_access_denied_names_the_permission(client: Any) -> None:
+    with Stubber(client) as stub:
+        stub.add_client_error("get_membership", "AccessDeniedException", http_status_code=403)
+        with pytest.raises(PermissionDenied, match="allow security-ir:GetMembership on arn:"):
+            service(client, Clock()).get(MEMBERSHIP_ID)
+
+
+def test_service_not_active(client: Any) -> None:
+    with Stubber(client) as stub:
+        stub.add_client_error(
+            "get_membership", "SecurityIncidentResponseNotActiveException", http_status_code=400
+        )
+        with pytest.raises(
+            ServiceFailure, match="not active in account 123456789012 region us-east-1"
+        ):
+            service(client, Clock()).get(MEMBERSHIP_ID)
