@@ -82,7 +82,9 @@ def test_apply_sends_each_planned_request_in_order(client: Any) -> None:
     with Stubber(client) as stub:
         for request in plan.requests:
             stub.add_response("update_membership", {}, request.to_api())
-        applied = service(client, Clock()).apply(start, lambda now: plan_changes(desired, now))
+        applied = service(client, Clock()).apply(
+            start, plan, lambda now: plan_changes(desired, now)
+        )
         stub.assert_no_pending_responses()
     assert applied.calls == 2
     assert applied.state.organizational_units == desired.organizational_units
@@ -103,7 +105,9 @@ def test_refused_calls_are_retried_with_backoff(client: Any, code: str) -> None:
                 expected_params=params,
             )
         stub.add_response("update_membership", {}, params)
-        applied = service(client, clock).apply(start, lambda now: plan_changes(desired, now))
+        applied = service(client, clock).apply(
+            start, plan_changes(desired, start), lambda now: plan_changes(desired, now)
+        )
         stub.assert_no_pending_responses()
     assert applied.calls == 1
     assert clock.sleeps == [0.4, 0.8, 1.6]
@@ -149,7 +153,9 @@ def test_5xx_rereads_and_replans_instead_of_resending(client: Any) -> None:
         )
         stub.add_response("get_membership", after_first, {"membershipId": MEMBERSHIP_ID})
         stub.add_response("update_membership", {}, second)
-        applied = service(client, Clock()).apply(start, lambda now: plan_changes(desired, now))
+        applied = service(client, Clock()).apply(
+            start, plan, lambda now: plan_changes(desired, now)
+        )
         stub.assert_no_pending_responses()
     assert applied.calls == 1
     assert applied.state.organizational_units == desired.organizational_units
@@ -194,7 +200,7 @@ def test_partial_failure_says_how_many_calls_were_applied(client: Any) -> None:
             },
         )
         with pytest.raises(ServiceFailure) as info:
-            service(client, Clock()).apply(start, lambda now: plan_changes(desired, now))
+            service(client, Clock()).apply(start, plan, lambda now: plan_changes(desired, now))
     assert str(info.value) == (
         "UpdateMembership was rejected: ValidationException on organizationalUnitsToAdd "
         "after 1 of 3 UpdateMembership calls were applied"

@@ -44,7 +44,7 @@ from botocore.config import Config
 from crhelper import CfnResource
 
 from . import resource
-from .errors import ConfigurationError, MembershipError
+from .errors import ConfigurationError, MembershipError, StillInProgress
 from .response import FAILED, Answer, ResponseSender, build_body
 from .service import MembershipService, RetryPolicy
 
@@ -65,7 +65,13 @@ SECURITY_IR = boto3.client(
     ),
 )
 TABLE_NAME = os.environ.get("IDEMPOTENCY_TABLE_NAME", "")
-PERSISTENCE = DynamoDBPersistenceLayer(table_name=TABLE_NAME or "unset")
+PERSISTENCE = DynamoDBPersistenceLayer(
+    table_name=TABLE_NAME or "unset",
+    # Bounded, so a slow table cannot outlast the invocation's answer.
+    boto_config=Config(
+        connect_timeout=2, read_timeout=5, retries={"total_max_attempts": 3, "mode": "standard"}
+    ),
+)
 IDEMPOTENCY = IdempotencyConfig(
     event_key_jmespath="[StackId, RequestId]",
     raise_on_no_idempotency_key=True,
@@ -127,7 +133,7 @@ def _answer(event: dict[str, Any], context: LambdaContext) -> Answer:
                 return _carry_out_once(event=event, service=service)
             except IdempotencyAlreadyInProgressError:
                 if remaining() < delay + RetryPolicy().answer_reserve:
-                    raise ConfigurationError(
+                    raise StillInProgress(
                         "the same request is still being processed by another invocation"
                     ) from None
                 logger.info("duplicate delivery in progress elsewhere; waiting for its answer")

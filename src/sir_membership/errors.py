@@ -49,5 +49,9 @@ class ServiceFailure(MembershipError):
         self.planned = planned
 
 
+class StillInProgress(MembershipError):
+    """A duplicate delivery waited for the first one's answer until out of time."""
+
+
 class ConfigurationError(MembershipError):
     """The function itself is misconfigured (environment, table)."""

@@ -96,9 +96,9 @@ def _converge(
     service: MembershipService, desired: MembershipProperties, previous: frozenset[str]
 ) -> Answer:
     state = service.get(desired.membership_id)
-    first = plan_changes(desired, state, previous)
-    _log_plan(first)
-    applied = service.apply(state, lambda now: plan_changes(desired, now, previous))
+    plan = plan_changes(desired, state, previous)
+    _log_plan(plan)
+    applied = service.apply(state, plan, lambda now: plan_changes(desired, now, previous))
     logger.info("applied", extra={"membershipId": desired.membership_id, "calls": applied.calls})
     return Answer.success(desired.membership_id, applied.state.attributes())
 
@@ -121,7 +121,7 @@ def _delete(service: MembershipService, request: Request) -> Answer:
         return Answer.success(physical, {})
     plan = plan_delete(declared, state)
     _log_plan(plan)
-    applied = service.apply(state, lambda now: plan_delete(declared, now))
+    applied = service.apply(state, plan, lambda now: plan_delete(declared, now))
     logger.info("applied", extra={"membershipId": physical, "calls": applied.calls})
     return Answer.success(physical, {})
 

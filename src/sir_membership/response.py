@@ -160,6 +160,8 @@ class ResponseSender:
         except (urllib.error.URLError, OSError, TimeoutError) as error:
             reason = getattr(error, "reason", error)
             return True, f"network error: {type(reason).__name__}"
+        except ValueError:
+            return False, "the ResponseURL is not a URL"
         if 200 <= status < 300:
             return None
         return (status >= 500 or status == 429), f"HTTP {status}"

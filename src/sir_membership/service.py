@@ -121,13 +121,15 @@ class MembershipService:
 
     # -- writing -----------------------------------------------------------------
 
-    def apply(self, state: MembershipState, replan: Callable[[MembershipState], Plan]) -> Applied:
-        """Send ``replan(state)``'s requests in order until none is left.
+    def apply(
+        self, state: MembershipState, plan: Plan, replan: Callable[[MembershipState], Plan]
+    ) -> Applied:
+        """Send ``plan``'s requests in order until none is left.
 
         After an ambiguous failure the membership is read again and
         ``replan`` decides what is still to do.
         """
-        pending = list(replan(state).requests)
+        pending = list(plan.requests)
         done = 0
         unknown = 0
         while pending:
