@@ -3,8 +3,10 @@
 The package is split into a functional core and an imperative shell:
 
 * core (pure, no I/O): ``properties`` (declared properties -> typed value),
-  ``state`` (GetMembership output -> typed value), ``plan`` (both -> the
-  fewest UpdateMembership requests), ``errors`` (failures as values).
+  ``membership`` (GetMembership output -> typed value), ``plan`` (both -> the
+  fewest UpdateMembership requests), ``request`` (a CloudFormation request ->
+  which membership to read and how to plan), ``service_model`` (rules read
+  from botocore's model), ``errors`` (failures as values).
 * shell: ``service`` (security-ir calls with retries inside the deadline),
   ``response`` (the one answer to CloudFormation), ``resource`` (one event ->
   one outcome), ``app`` (Lambda handler: crhelper, Powertools).

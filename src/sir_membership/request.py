@@ -1,0 +1,120 @@
+"""A CloudFormation request, and what it asks of the membership (pure).
+
+``decide`` turns a request into a ``Decision``: which membership to read and
+how to plan against what it finds. The Lambda function and the change-set
+preview both go through it, so the preview shows exactly what the function
+will do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .errors import InvalidProperties
+from .membership import MembershipState
+from .plan import Plan, plan_changes, plan_delete
+from .properties import parse_properties
+from .service_model import rules
+
+RequestType = Literal["Create", "Update", "Delete"]
+
+
+@dataclass(frozen=True)
+class Request:
+    """The parts of a CloudFormation event the resource uses (no ResponseURL)."""
+
+    request_type: RequestType
+    stack_id: str
+    request_id: str
+    logical_id: str
+    physical_id: str = ""
+    properties: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    old_properties: Mapping[str, Any] | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_event(cls, event: Mapping[str, Any]) -> Request:
+        """Pick the fields out of a raw event."""
+        request_type = event.get("RequestType")
+        if request_type not in ("Create", "Update", "Delete"):
+            raise InvalidProperties(f"Unsupported RequestType {request_type!r}")
+        return cls(
+            request_type=request_type,
+            stack_id=str(event.get("StackId", "")),
+            request_id=str(event.get("RequestId", "")),
+            logical_id=str(event.get("LogicalResourceId", "")),
+            physical_id=str(event.get("PhysicalResourceId", "")),
+            properties=event.get("ResourceProperties") or {},
+            old_properties=event.get("OldResourceProperties"),
+        )
+
+    def failed_physical_id(self) -> str:
+        """The id to answer with on failure.
+
+        A failed Create has no membership of its own: a stable id that is not
+        a membership id lets the Delete CloudFormation sends next succeed
+        without a call, and a duplicate gets the same id. Failed Updates and
+        Deletes keep the current id so nothing gets replaced.
+        """
+        if self.request_type == "Create" or not self.physical_id:
+            return f"{self.logical_id or 'resource'}-failed-{self.request_id[:36]}"
+        return self.physical_id
+
+
+def _old_ous(raw: Mapping[str, Any] | None, membership_id: str) -> frozenset[str]:
+    """The previous declaration's OUs, if it was valid and for the same membership.
+
+    Invalid old properties were never applied (their Create or Update failed
+    before any write), so there is nothing of theirs to remove.
+    """
+    try:
+        old = parse_properties(raw)
+    except InvalidProperties:
+        return frozenset()
+    return old.organizational_units if old.membership_id == membership_id else frozenset()
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a request asks for, before the membership is read.
+
+    ``membership_id`` is None when nothing is to be done (``reason`` says
+    why). ``plan`` maps the membership's actual state to the calls to make;
+    it is called again after an ambiguous failure.
+    """
+
+    membership_id: str | None
+    plan: Callable[[MembershipState], Plan] | None = None
+    must_exist: bool = True
+    replacement: bool = False
+    reason: str = ""
+
+
+def decide(request: Request) -> Decision:
+    """The pure part of handling a request. Raises ``InvalidProperties`` for Create/Update."""
+    if request.request_type == "Delete":
+        return _decide_delete(request)
+    desired = parse_properties(request.properties)
+    replaced = request.request_type == "Update" and desired.membership_id != request.physical_id
+    previous = frozenset[str]()
+    if request.request_type == "Update" and not replaced:
+        previous = _old_ous(request.old_properties, desired.membership_id)
+    return Decision(
+        desired.membership_id,
+        lambda state: plan_changes(desired, state, previous),
+        replacement=replaced,
+    )
+
+
+def _decide_delete(request: Request) -> Decision:
+    physical = request.physical_id
+    if not rules().membership_id.accepts(physical):
+        return Decision(None, reason="the resource never became a membership")
+    try:
+        declared = parse_properties(request.properties)
+    except InvalidProperties:
+        return Decision(None, reason="invalid properties: the membership is retained")
+    if declared.on_delete == "Retain" or declared.membership_id != physical:
+        return Decision(None, reason="OnDelete is Retain: the membership is kept as it is")
+    return Decision(physical, lambda state: plan_delete(declared, state), must_exist=False)
