@@ -6,7 +6,9 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := test
 
-PY313 := $(shell command -v python3.13 2>/dev/null || ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.13*/bin/python3.13 2>/dev/null | tail -n 1)
+# pyenv's real binary first: its shim loops when no 3.13 is selected.
+PY313 := $(shell for p in $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.13*/bin/python3.13 $$(command -v python3.13); do \
+	[ -x "$$p" ] && timeout 20 "$$p" -c '' 2>/dev/null && { echo "$$p"; break; }; done)
 PYTHON ?= $(if $(PY313),$(PY313),python3)
 # sam build looks for python3.13 on PATH.
 export PATH := $(if $(PY313),$(dir $(PY313)):,)$(PATH)
@@ -52,6 +54,14 @@ unit: $(BIN)/.installed
 	$(BIN)/pytest
 
 test: lint typecheck cfn-lint sam-validate artifact unit
+
+# A readable stack story against the local emulator (no AWS account needed).
+demo: $(BIN)/.installed
+	PYTHONPATH=src:local $(BIN)/python -m sirlocal.demo
+
+# Benchmarks; writes bench/results.md and bench/results.json.
+bench: $(BIN)/.installed $(TBIN)/.installed
+	PYTHONPATH=src:local $(BIN)/python bench/run.py --sam $(TBIN)/sam
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .aws-sam .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -1,0 +1,388 @@
+"""Security posture and contract of template.yaml, the sample events and the example stack.
+
+These read the files as data; nothing is deployed. CloudFormation short-form
+tags (``!Ref``, ``!Sub``, ``!GetAtt`` ...) are loaded as their long forms.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = ROOT / "template.yaml"
+EXAMPLE = ROOT / "examples" / "membership.yaml"
+EVENTS = sorted((ROOT / "events").glob("*.json"))
+
+FUNCTION = "MembershipFunction"
+ROLE = "FunctionRole"
+TABLE = "IdempotencyTable"
+LOG_GROUP = "FunctionLogGroup"
+MEMBERSHIP_ARN = "arn:${AWS::Partition}:security-ir:${AWS::Region}:${AWS::AccountId}:membership/*"
+CFN_MAX_SERVICE_TIMEOUT = 3600
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """SafeLoader that turns CloudFormation short-form tags into their long forms."""
+
+
+def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    name = suffix if suffix == "Ref" or suffix == "Condition" else f"Fn::{suffix}"
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+        if suffix == "GetAtt":
+            value = value.split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    elif isinstance(node, yaml.MappingNode):
+        value = loader.construct_mapping(node, deep=True)
+    else:
+        raise yaml.constructor.ConstructorError(None, None, f"unexpected node {node!r}")
+    return {name: value}
+
+
+_CfnLoader.add_multi_constructor("!", _cfn_tag)
+
+
+def load_cfn(path: Path) -> dict[str, Any]:
+    with path.open(encoding="utf-8") as f:
+        return yaml.load(f, Loader=_CfnLoader)
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return load_cfn(TEMPLATE)
+
+
+@pytest.fixture(scope="module")
+def resources(template: dict[str, Any]) -> dict[str, Any]:
+    return template["Resources"]
+
+
+@pytest.fixture(scope="module")
+def function(resources: dict[str, Any]) -> dict[str, Any]:
+    assert resources[FUNCTION]["Type"] == "AWS::Serverless::Function"
+    return resources[FUNCTION]["Properties"]
+
+
+@pytest.fixture(scope="module")
+def statements(resources: dict[str, Any]) -> list[dict[str, Any]]:
+    role = resources[ROLE]["Properties"]
+    return [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]]
+
+
+@pytest.fixture(scope="module")
+def example() -> dict[str, Any]:
+    return load_cfn(EXAMPLE)
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+# --- the function ------------------------------------------------------------
+
+
+def test_loader_reads_short_form_tags() -> None:
+    doc = yaml.load(
+        "a: !Ref X\nb: !GetAtt T.Arn\nc: !Sub 'x-${Y}'\nd: !If [C, 1, 2]\n", Loader=_CfnLoader
+    )
+    assert doc == {
+        "a": {"Ref": "X"},
+        "b": {"Fn::GetAtt": ["T", "Arn"]},
+        "c": {"Fn::Sub": "x-${Y}"},
+        "d": {"Fn::If": ["C", 1, 2]},
+    }
+
+
+def test_function_runtime_and_packaging(function: dict[str, Any]) -> None:
+    assert function["Handler"] == "sir_membership.app.handler"
+    assert function["CodeUri"] == "src/"
+    assert function["Runtime"] == "python3.13"
+    assert function["Architectures"] == ["arm64"]
+    assert function["Timeout"] == 300
+    assert function["MemorySize"] == 256
+    code = ROOT / function["CodeUri"]
+    assert (code / "requirements.txt").is_file()
+    assert (code / "sir_membership" / "__init__.py").is_file()
+
+
+def test_function_uses_the_explicit_role_only(function: dict[str, Any]) -> None:
+    assert function["Role"] == {"Fn::GetAtt": [ROLE, "Arn"]}
+    assert "Policies" not in function  # no SAM policy templates
+
+
+def test_function_environment(function: dict[str, Any], template: dict[str, Any]) -> None:
+    assert function["Environment"]["Variables"] == {
+        "IDEMPOTENCY_TABLE_NAME": {"Ref": TABLE},
+        "POWERTOOLS_SERVICE_NAME": "sir-membership",
+        "POWERTOOLS_LOG_LEVEL": {"Ref": "LogLevel"},
+    }
+    param = template["Parameters"]["LogLevel"]
+    assert param["Default"] == "INFO"
+    assert param["AllowedValues"] == ["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+def test_lambda_log_level_follows_the_parameter(
+    function: dict[str, Any], template: dict[str, Any]
+) -> None:
+    logging = function["LoggingConfig"]
+    assert logging["LogGroup"] == {"Ref": LOG_GROUP}
+    assert logging["LogFormat"] == "JSON"
+    assert logging["ApplicationLogLevel"] == {
+        "Fn::FindInMap": ["LambdaLogLevels", {"Ref": "LogLevel"}, "Name"]
+    }
+    levels = template["Mappings"]["LambdaLogLevels"]
+    assert {k: v["Name"] for k, v in levels.items()} == {
+        "DEBUG": "DEBUG",
+        "INFO": "INFO",
+        "WARNING": "WARN",
+        "ERROR": "ERROR",
+    }
+
+
+def test_async_retries_are_a_bounded_backstop(
+    function: dict[str, Any], example: dict[str, Any]
+) -> None:
+    config = function["EventInvokeConfig"]
+    assert config["MaximumRetryAttempts"] == 2
+    assert config["MaximumEventAgeInSeconds"] == 240
+    # Every attempt (started at most MaximumEventAgeInSeconds after the request,
+    # running at most Timeout) ends before CloudFormation stops waiting.
+    timeout = example["Resources"]["Membership"]["Properties"]["ServiceTimeout"]
+    assert config["MaximumEventAgeInSeconds"] + function["Timeout"] < timeout
+
+
+# --- IAM -----------------------------------------------------------------------
+
+
+def test_only_one_iam_principal_and_no_managed_policies(resources: dict[str, Any]) -> None:
+    iam = {k: v["Type"] for k, v in resources.items() if v["Type"].startswith("AWS::IAM::")}
+    assert iam == {ROLE: "AWS::IAM::Role"}
+    role = resources[ROLE]["Properties"]
+    assert "ManagedPolicyArns" not in role
+    assert "RoleName" not in role  # CAPABILITY_IAM is enough
+    assert "PermissionsBoundary" not in role
+    trust = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust == [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "lambda.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    ]
+
+
+def test_exact_set_of_actions(statements: list[dict[str, Any]]) -> None:
+    actions = sorted(a for s in statements for a in _as_list(s["Action"]))
+    assert actions == sorted(
+        [
+            "security-ir:GetMembership",
+            "security-ir:UpdateMembership",
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:DeleteItem",
+            "logs:CreateLogStream",
+            "logs:PutLogEvents",
+        ]
+    )
+
+
+def test_no_wildcards_denies_or_conditions_to_hide_behind(statements: list[dict[str, Any]]) -> None:
+    for s in statements:
+        assert s["Effect"] == "Allow"
+        assert "NotAction" not in s
+        assert "NotResource" not in s
+        for action in _as_list(s["Action"]):
+            assert "*" not in action, action
+        for resource in _as_list(s["Resource"]):
+            assert resource != "*"
+
+
+def _statement_for(statements: list[dict[str, Any]], prefix: str) -> dict[str, Any]:
+    found = [s for s in statements if any(a.startswith(prefix) for a in _as_list(s["Action"]))]
+    assert len(found) == 1, found
+    assert all(a.startswith(prefix) for a in _as_list(found[0]["Action"]))
+    return found[0]
+
+
+def test_security_ir_scoped_to_memberships_of_this_account_and_region(
+    statements: list[dict[str, Any]],
+) -> None:
+    s = _statement_for(statements, "security-ir:")
+    assert s["Resource"] == {"Fn::Sub": MEMBERSHIP_ARN}
+
+
+def test_dynamodb_item_level_on_the_table_only(statements: list[dict[str, Any]]) -> None:
+    s = _statement_for(statements, "dynamodb:")
+    assert sorted(_as_list(s["Action"])) == [
+        "dynamodb:DeleteItem",
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+    ]
+    assert s["Resource"] == {"Fn::GetAtt": [TABLE, "Arn"]}
+
+
+def test_logs_to_own_group_without_create_log_group(statements: list[dict[str, Any]]) -> None:
+    s = _statement_for(statements, "logs:")
+    assert sorted(_as_list(s["Action"])) == ["logs:CreateLogStream", "logs:PutLogEvents"]
+    assert s["Resource"] == {"Fn::GetAtt": [LOG_GROUP, "Arn"]}
+
+
+# --- table, logs, outputs, portability ------------------------------------------
+
+
+def test_idempotency_table_matches_powertools_defaults(resources: dict[str, Any]) -> None:
+    table = resources[TABLE]
+    assert table["Type"] == "AWS::DynamoDB::Table"
+    assert table["DeletionPolicy"] == "Delete"
+    assert table["UpdateReplacePolicy"] == "Delete"
+    props = table["Properties"]
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
+    assert props["AttributeDefinitions"] == [{"AttributeName": "id", "AttributeType": "S"}]
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "expiration", "Enabled": True}
+    assert "TableName" not in props
+
+
+def test_log_group_has_retention(resources: dict[str, Any], template: dict[str, Any]) -> None:
+    group = resources[LOG_GROUP]
+    assert group["Type"] == "AWS::Logs::LogGroup"
+    assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionInDays"}
+    assert "LogGroupName" not in group["Properties"]
+    param = template["Parameters"]["LogRetentionInDays"]
+    assert param["Default"] == 90
+    assert 90 in param["AllowedValues"]
+
+
+def test_service_token_output_is_exported(template: dict[str, Any]) -> None:
+    out = template["Outputs"]["ServiceToken"]
+    assert out["Value"] == {"Fn::GetAtt": [FUNCTION, "Arn"]}
+    assert out["Export"] == {"Name": {"Fn::Sub": "${AWS::StackName}-ServiceToken"}}
+    assert template["Outputs"]["IdempotencyTableName"]["Value"] == {"Ref": TABLE}
+    assert template["Outputs"]["FunctionName"]["Value"] == {"Ref": FUNCTION}
+
+
+def test_no_hard_coded_account_region_or_partition() -> None:
+    text = TEMPLATE.read_text(encoding="utf-8")
+    assert not re.search(r"\b\d{12}\b", text)
+    assert not re.search(r"\b(us|eu|ap|sa|ca|me|af|il|mx)-[a-z]+-\d\b", text)
+    assert "arn:aws:" not in text
+
+
+# --- sample events ---------------------------------------------------------------
+
+COMMON_FIELDS = {
+    "RequestType",
+    "ServiceToken",
+    "ResponseURL",
+    "StackId",
+    "RequestId",
+    "LogicalResourceId",
+    "ResourceType",
+    "ResourceProperties",
+}
+EXTRA_FIELDS = {
+    "Create": set(),
+    "Update": {"PhysicalResourceId", "OldResourceProperties"},
+    "Delete": {"PhysicalResourceId"},
+}
+
+
+def _leaves(value: Any) -> list[Any]:
+    if isinstance(value, dict):
+        return [leaf for v in value.values() for leaf in _leaves(v)]
+    if isinstance(value, list):
+        return [leaf for v in value for leaf in _leaves(v)]
+    return [value]
+
+
+def test_there_is_an_event_per_request_type() -> None:
+    kinds = {json.loads(p.read_text(encoding="utf-8"))["RequestType"] for p in EVENTS}
+    assert kinds == {"Create", "Update", "Delete"}
+    assert {p.name for p in EVENTS} >= {"create.json", "update.json", "delete.json"}
+
+
+@pytest.mark.parametrize("path", EVENTS, ids=lambda p: p.name)
+def test_event_has_what_cloudformation_sends(path: Path) -> None:
+    event = json.loads(path.read_text(encoding="utf-8"))
+    kind = event["RequestType"]
+    assert set(event) == COMMON_FIELDS | EXTRA_FIELDS[kind]
+    assert event["ResourceType"] == "Custom::SecurityIRMembership"
+    assert re.fullmatch(
+        r"arn:aws:cloudformation:us-east-1:123456789012:stack/[A-Za-z][-A-Za-z0-9]*/[-0-9a-f]{36}",
+        event["StackId"],
+    )
+    assert str(uuid.UUID(event["RequestId"])) == event["RequestId"]
+    assert re.fullmatch(
+        r"arn:aws:lambda:us-east-1:123456789012:function:[-A-Za-z0-9_]+", event["ServiceToken"]
+    )
+    url = urlsplit(event["ResponseURL"])
+    assert url.scheme == "https"
+    assert url.hostname == "cloudformation-custom-resource-response-useast1.s3.amazonaws.com"
+    query = parse_qs(url.query)
+    assert {"X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Signature", "X-Amz-Expires"} <= set(query)
+    for props_key in ("ResourceProperties", "OldResourceProperties"):
+        if props_key not in event:
+            continue
+        props = event[props_key]
+        assert props["ServiceToken"] == event["ServiceToken"]
+        assert props["ServiceTimeout"] == "600"
+        assert re.fullmatch(r"m-[a-z0-9]{10,32}", props["MembershipId"])
+        team = props["IncidentResponseTeam"]
+        assert len(team) == 2
+        assert all(member["Email"].endswith("@example.com") for member in team)
+        assert props["OptInFeatures"][0]["FeatureName"] == "Triage"
+        assert props["OptInFeatures"][0]["IsEnabled"] in {"true", "false"}
+        assert 2 <= len(props["OrganizationalUnits"]) <= 3
+        assert all(
+            re.fullmatch(r"ou-[0-9a-z]{4,32}-[a-z0-9]{8,32}", ou)
+            for ou in props["OrganizationalUnits"]
+        )
+        # CloudFormation sends every scalar property as a string.
+        assert all(isinstance(leaf, str) for leaf in _leaves(props)), props_key
+    if kind != "Create":
+        assert event["PhysicalResourceId"] == "m-abcdef0123"
+
+
+# --- example consumer stack -------------------------------------------------------
+
+
+def test_example_declares_the_resource_safely(example: dict[str, Any]) -> None:
+    resource = example["Resources"]["Membership"]
+    assert resource["Type"] == "Custom::SecurityIRMembership"
+    assert resource["DeletionPolicy"] == "Retain"
+    assert resource["UpdateReplacePolicy"] == "Retain"
+    props = resource["Properties"]
+    assert props["ServiceTimeout"] == 600
+    assert props["ServiceTimeout"] <= CFN_MAX_SERVICE_TIMEOUT
+    assert props["ServiceToken"] == {
+        "Fn::ImportValue": {"Fn::Sub": "${ProviderStackName}-ServiceToken"}
+    }
+    assert props["MembershipId"] == {"Ref": "MembershipId"}
+    assert example["Parameters"]["MembershipId"]["AllowedPattern"] == "^m-[a-z0-9]{10,32}$"
+
+
+def test_example_outputs_use_every_attribute(example: dict[str, Any]) -> None:
+    attributes = {
+        out["Value"]["Fn::GetAtt"][1]
+        for out in example["Outputs"].values()
+        if "Fn::GetAtt" in out["Value"]
+    }
+    assert attributes == {
+        "MembershipId",
+        "MembershipArn",
+        "MembershipStatus",
+        "Region",
+        "AccountId",
+    }
