@@ -14,6 +14,7 @@ class Receiver:
     def __init__(self) -> None:
         self.bodies: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        self.paths: list[str] = []
         self.statuses: list[int] = []
         self.hang_seconds = 0.0
         receiver = self
@@ -27,6 +28,7 @@ class Receiver:
                 status = receiver.statuses.pop(0) if receiver.statuses else 200
                 if status == 200:
                     receiver.bodies.append(json.loads(raw))
+                    receiver.paths.append(self.path)
                     receiver.headers.append({k.lower(): v for k, v in self.headers.items()})
                 self.send_response(status)
                 self.send_header("content-length", "0")

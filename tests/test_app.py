@@ -441,3 +441,24 @@ def test_shipped_events_get_correct_answers(sir: Stubber, cfn: Receiver, name: s
     body = answer(cfn, sent)
     assert body["Status"] == "SUCCESS", body["Reason"]
     sir._queue.clear()
+
+
+def test_malformed_event_is_answered_at_its_own_url(sir: Stubber, cfn: Receiver) -> None:
+    """crhelper fails to parse it; the FAILED answer goes to this request, not a previous one."""
+    earlier = event("Delete", cfn, ResourceProperties=props())
+    app.handler(earlier, context())
+    broken = event("Create", cfn, ResourceProperties=props())
+    del broken["LogicalResourceId"]
+    broken["ResponseURL"] = cfn.url.replace("cfn-response", "broken-request")
+    app.handler(broken, context())
+    assert len(cfn.bodies) == 2
+    assert cfn.paths[1].startswith("/broken-request")
+    assert cfn.bodies[1]["Status"] == "FAILED"
+    assert cfn.bodies[1]["RequestId"] == broken["RequestId"]
+    assert cfn.bodies[1]["PhysicalResourceId"]
+
+
+def test_the_root_logger_level_is_left_alone() -> None:
+    logging.root.setLevel(logging.WARNING)
+    app._Resource()
+    assert logging.root.level == logging.WARNING

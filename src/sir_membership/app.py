@@ -45,6 +45,7 @@ from crhelper import CfnResource
 
 from . import resource
 from .errors import ConfigurationError, MembershipError, StillInProgress
+from .request import failed_physical_id
 from .response import FAILED, Answer, ResponseSender, build_body
 from .service import MembershipService, RetryPolicy
 
@@ -167,11 +168,14 @@ class _Resource(CfnResource):
         # crhelper makes Lambda, EventBridge and CloudWatch Logs clients for its
         # polling mode unless AWS_SAM_LOCAL is set. No poller is registered
         # here, so they would only slow every cold start.
+        # It also sets the root logger's level; that is put back as it was.
         saved = os.environ.get("AWS_SAM_LOCAL")
+        root_level = logging.root.level
         os.environ["AWS_SAM_LOCAL"] = "true"
         try:
             super().__init__(log_level="INFO", boto_level="WARNING", sleep_on_delete=0)
         finally:
+            logging.root.setLevel(root_level)
             if saved is None:
                 del os.environ["AWS_SAM_LOCAL"]
             else:
@@ -186,6 +190,13 @@ class _Resource(CfnResource):
         """No sleeping on Delete: the function's logs do not depend on it."""
 
     def __call__(self, event: Any, context: Any) -> None:
+        # crhelper sets these only once the event has parsed; if it fails
+        # before, its FAILED answer must still go to this request, not the
+        # previous invocation's.
+        self._event = event if isinstance(event, dict) else {}
+        self._context = context
+        self._response_url = str(self._event.get("ResponseURL", ""))
+        self.PhysicalResourceId = ""
         with self._answer_lock:
             self._answered = False
         super().__call__(event, context)
@@ -198,25 +209,30 @@ class _Resource(CfnResource):
 
     def _timeout(self) -> None:
         logger.error("about to time out: answering FAILED")
-        self.PhysicalResourceId = resource.Request.from_event(self._event).failed_physical_id()
-        self._send(
-            FAILED,
-            "The function ran out of time: some calls may have been applied; the rollback "
-            "restores the previous declaration. Raise the function's Timeout and retry",
+        self._answer_once(
+            Answer.failed(
+                failed_physical_id(self._event),
+                "The function ran out of time: some calls may have been applied; the rollback "
+                "restores the previous declaration. Raise the function's Timeout and retry",
+            )
         )
 
     def _send(self, status: str | None = None, reason: str = "", send_response: Any = None) -> None:
+        """crhelper's answer: its normal path, or (with ``status``) its error path."""
+        if status == FAILED:
+            answer = Answer.failed(failed_physical_id(self._event), f"Malformed request: {reason}")
+        elif self.Status == FAILED:
+            answer = Answer.failed(str(self.PhysicalResourceId), str(self.Reason))
+        else:
+            answer = Answer.success(str(self.PhysicalResourceId), dict(self.Data))
+        self._answer_once(answer)
+
+    def _answer_once(self, answer: Answer) -> None:
         with self._answer_lock:
             if self._answered:
                 logger.info("already answered this request; not answering again")
                 return
             self._answered = True
-        answer = Answer(
-            status=FAILED if FAILED in (status, self.Status) else "SUCCESS",
-            physical_resource_id=str(self.PhysicalResourceId),
-            reason=reason if status else str(self.Reason),
-            data=dict(self.Data),
-        )
         body = build_body(self._event, answer)
         ResponseSender(remaining=_remaining(self._context)).send(self._response_url, body)
 

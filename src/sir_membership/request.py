@@ -50,16 +50,30 @@ class Request:
         )
 
     def failed_physical_id(self) -> str:
-        """The id to answer with on failure.
+        """The id to answer with on failure (see ``failed_physical_id``)."""
+        return failed_physical_id(
+            {
+                "RequestType": self.request_type,
+                "PhysicalResourceId": self.physical_id,
+                "LogicalResourceId": self.logical_id,
+                "RequestId": self.request_id,
+            }
+        )
 
-        A failed Create has no membership of its own: a stable id that is not
-        a membership id lets the Delete CloudFormation sends next succeed
-        without a call, and a duplicate gets the same id. Failed Updates and
-        Deletes keep the current id so nothing gets replaced.
-        """
-        if self.request_type == "Create" or not self.physical_id:
-            return f"{self.logical_id or 'resource'}-failed-{self.request_id[:36]}"
-        return self.physical_id
+
+def failed_physical_id(event: Mapping[str, Any]) -> str:
+    """The id to answer with on failure, from a raw (possibly malformed) event.
+
+    A failed Create has no membership of its own: a stable id that is not a
+    membership id lets the Delete CloudFormation sends next succeed without a
+    call, and a duplicate gets the same id. Failed Updates and Deletes keep
+    the current id so nothing gets replaced.
+    """
+    physical = event.get("PhysicalResourceId")
+    if event.get("RequestType") in ("Update", "Delete") and physical:
+        return str(physical)
+    logical = event.get("LogicalResourceId") or "resource"
+    return f"{logical}-failed-{str(event.get('RequestId', ''))[:36]}"
 
 
 def _old_ous(raw: Mapping[str, Any] | None, membership_id: str) -> frozenset[str]:
