@@ -21,6 +21,7 @@ from typing import Any
 
 import boto3
 import pytest
+from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyPersistenceLayerError
 from botocore.stub import Stubber
 from conftest import (
     MEMBERSHIP_ID,
@@ -282,10 +283,14 @@ def test_duplicate_in_progress_waits_for_the_first_answer(
 
     monkeypatch.setattr(resource, "handle", slow_handle)
     results: list[resource.Answer] = []
+
     # The first delivery, running in "another container": it holds the in-progress record.
-    first = threading.Thread(
-        target=lambda: results.append(app._answer(copy.deepcopy(sent), context()))
-    )
+    def first_delivery() -> None:
+        ctx = context()
+        app.IDEMPOTENCY.register_lambda_context(ctx)
+        results.append(app._answer(copy.deepcopy(sent), ctx))
+
+    first = threading.Thread(target=first_delivery)
     first.start()
     while not calls:
         time.sleep(0.01)
@@ -312,13 +317,14 @@ def test_timer_answers_once_when_the_work_hangs(
     sent = event("Create", cfn, ResourceProperties=props())
 
     def hang(request: resource.Request, service: Any) -> Any:
-        time.sleep(1.5)
+        time.sleep(1.0)
         return resource.Answer.success(MEMBERSHIP_ID, {})
 
     monkeypatch.setattr(resource, "handle", hang)
+    cfn.hang_seconds = 1.5  # the timer's PUT is still in flight when the work returns
     ctx = context(seconds=app.TIMER_RESERVE + 0.5)
     app.handler(sent, ctx)
-    body = answer(cfn, sent)  # exactly one: the main thread's later answer is dropped
+    body = answer(cfn, sent)  # delivered before handler returned; the main thread's is dropped
     assert body["Status"] == "FAILED"
     assert body["Reason"].startswith("The function ran out of time")
     assert body["PhysicalResourceId"] == f"Membership-failed-{sent['RequestId']}"
@@ -423,24 +429,36 @@ def test_logs_carry_correlation_but_no_sensitive_value(
 
 
 @pytest.mark.parametrize(
-    "name", ["create", "update", "delete", "update-replace", "delete-remove-ous"]
+    ("name", "reads", "writes"),
+    [
+        ("create", 1, 1),
+        ("update", 1, 1),
+        ("update-replace", 1, 1),
+        ("delete", 0, 0),
+        ("delete-remove-ous", 1, 1),
+    ],
 )
-def test_shipped_events_get_correct_answers(sir: Stubber, cfn: Receiver, name: str) -> None:
+def test_shipped_events_get_correct_answers(
+    sir: Stubber, cfn: Receiver, name: str, reads: int, writes: int
+) -> None:
     """The files in events/ (what `sam local invoke -e` sends) work against the handler."""
     sent = json.loads((EVENTS / f"{name}.json").read_text())
     sent["ResponseURL"] = cfn.url
-    if (
-        sent["RequestType"] != "Delete"
-        or sent["ResourceProperties"].get("OnDelete") == "RemoveOrganizationalUnits"
-    ):
-        membership_id = sent["ResourceProperties"]["MembershipId"]
-        sir.add_response("get_membership", get_membership(membershipId=membership_id))
+    declared = sent["ResourceProperties"]
+    actual = get_membership(
+        membershipId=declared["MembershipId"],
+        membershipAccountsConfigurations={
+            "organizationalUnits": declared["OrganizationalUnits"][:1]
+        },
+    )
+    for _ in range(reads):
+        sir.add_response("get_membership", actual, {"membershipId": declared["MembershipId"]})
+    for _ in range(writes):
         sir.add_response("update_membership", {})
-        sir.add_response("update_membership", {})
-    app.handler(sent, context())
+    app.handler(sent, context())  # the fixture fails the test on any call not planned here
     body = answer(cfn, sent)
     assert body["Status"] == "SUCCESS", body["Reason"]
-    sir._queue.clear()
+    assert body["PhysicalResourceId"] == declared["MembershipId"]
 
 
 def test_malformed_event_is_answered_at_its_own_url(sir: Stubber, cfn: Receiver) -> None:
@@ -462,3 +480,42 @@ def test_the_root_logger_level_is_left_alone() -> None:
     logging.root.setLevel(logging.WARNING)
     app._Resource()
     assert logging.root.level == logging.WARNING
+
+
+def test_work_done_but_record_not_saved_still_sends_the_real_answer(
+    sir: Stubber, cfn: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_save(*args: Any, **kwargs: Any) -> None:
+        raise IdempotencyPersistenceLayerError("table gone")
+
+    monkeypatch.setattr(app.PERSISTENCE, "_update_record", broken_save)
+    sent = event("Create", cfn, ResourceProperties=props(OrganizationalUnits=[ou(1), ou(2), ou(3)]))
+    sir.add_response("get_membership", get_membership())
+    sir.add_response("update_membership", {}, update_call(organizationalUnitsToAdd=[ou(3)]))
+    app.handler(sent, context())
+    body = answer(cfn, sent)
+    assert body["Status"] == "SUCCESS"
+    assert body["PhysicalResourceId"] == MEMBERSHIP_ID
+
+
+def test_bugs_and_bad_urls_leave_no_sensitive_text_in_logs(
+    dynamodb: Any, cfn: Receiver, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+
+    def boom(request: resource.Request, service: Any) -> Any:
+        raise RuntimeError(SECRET_EMAILS[0])
+
+    monkeypatch.setattr(resource, "handle", boom)
+    app.handler(event("Create", cfn, ResourceProperties=props()), context())
+    no_scheme = event("Create", cfn, ResourceProperties=props())
+    no_scheme["ResponseURL"] = "cfn-response?X-Amz-Signature=TOPSECRETSIG"
+    app.handler(no_scheme, context())  # cannot be answered, must not raise or log the URL
+    missing = event("Create", cfn, ResourceProperties=props())
+    del missing["ResponseURL"]
+    app.handler(missing, context())
+    text = caplog.text + json.dumps([r.__dict__ for r in caplog.records], default=str)
+    assert "unexpected error" in text
+    assert SECRET_EMAILS[0] not in text
+    assert "TOPSECRETSIG" not in text
+    assert len(cfn.bodies) == 1

@@ -107,6 +107,20 @@ def test_update_converges_with_the_fewest_calls(
     final = run(start, plan)
     assert final.organizational_units == new | (actual - (old - new))
     assert plan_changes(desired, final, old).empty, "a second run must find nothing to do"
+    # Every declared field now holds the declared value; undeclared ones are untouched.
+    assert final.name == (
+        desired.membership_name if desired.membership_name is not None else start.name
+    )
+    expected_team = desired.team if desired.team is not None else start.team
+    assert {(r.key, r.name, r.job_title) for r in final.team} == {
+        (r.key, r.name, r.job_title) for r in expected_team
+    }
+    for feature in desired.features or ():
+        assert final.feature_map()[feature.name] is feature.enabled
+    expected_cover = desired.cover_entire_organization
+    assert final.cover_entire_organization is (
+        expected_cover if expected_cover is not None else start.cover_entire_organization
+    )
 
 
 @settings(max_examples=300, deadline=None)
@@ -203,6 +217,20 @@ def test_team_comparison_is_by_email_ignoring_case_and_order() -> None:
     )
     assert same_team(TEAM_A, with_prefs), "undeclared preferences are not managed"
     assert not same_team(with_prefs, TEAM_A)
+
+
+def test_team_update_keeps_preferences_that_are_not_declared() -> None:
+    """UpdateMembership replaces the team: undeclared preferences are carried over."""
+    kept = frozenset({"Case Closed"})
+    actual = state(team=(replace(TEAM_A[0], communication_preferences=kept), TEAM_A[1]))
+    renamed = (replace(TEAM_A[0], job_title="Chief"), TEAM_A[1])
+    desired = MembershipProperties(MEMBERSHIP_ID, team=renamed)
+    sent = plan_changes(desired, actual).requests[0].to_api()["incidentResponseTeam"]
+    assert sent[0]["communicationPreferences"] == ["Case Closed"]
+    assert "communicationPreferences" not in sent[1]
+    declared = (replace(renamed[0], communication_preferences=frozenset()), TEAM_A[1])
+    sent = plan_changes(replace(desired, team=declared), actual).requests[0].to_api()
+    assert sent["incidentResponseTeam"][0]["communicationPreferences"] == [], "declared wins"
 
 
 def test_feature_change_is_sent() -> None:

@@ -21,6 +21,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from traceback import extract_tb
 from typing import Any, cast
 
 import boto3
@@ -98,9 +99,17 @@ def _remaining(context: LambdaContext) -> Callable[[], float]:
     return lambda: context.get_remaining_time_in_millis() / 1000.0
 
 
-def _carry_out(*, event: dict[str, Any], service: MembershipService) -> Answer:
-    """The side-effecting work, recorded per (StackId, RequestId)."""
-    return resource.handle(resource.Request.from_event(event), service)
+def _carry_out(
+    *, event: dict[str, Any], service: MembershipService, outcome: list[Answer]
+) -> Answer:
+    """The side-effecting work, recorded per (StackId, RequestId).
+
+    The answer is also put in ``outcome``: if saving the record fails after
+    the work was done, the real answer is still sent.
+    """
+    answer = resource.handle(resource.Request.from_event(event), service)
+    outcome.append(answer)
+    return answer
 
 
 _carry_out_once = cast(
@@ -126,12 +135,13 @@ def _answer(event: dict[str, Any], context: LambdaContext) -> Answer:
         region=SECURITY_IR.meta.region_name,
     )
     delay = 0.25
+    outcome: list[Answer] = []
     try:
         if not TABLE_NAME:
             raise ConfigurationError("IDEMPOTENCY_TABLE_NAME is not set on the function")
         while True:
             try:
-                return _carry_out_once(event=event, service=service)
+                return _carry_out_once(event=event, service=service, outcome=outcome)
             except IdempotencyAlreadyInProgressError:
                 if remaining() < delay + RetryPolicy().answer_reserve:
                     raise StillInProgress(
@@ -142,6 +152,9 @@ def _answer(event: dict[str, Any], context: LambdaContext) -> Answer:
                 delay = min(delay * 2, 4.0)
     except IdempotencyPersistenceLayerError as error:
         logger.warning("idempotency store failed", extra={"errorType": type(error).__name__})
+        if outcome:
+            logger.warning("the work was done but its record was not saved; answering anyway")
+            return outcome[0]
         reason = (
             f"idempotency table {TABLE_NAME} is unreachable: check the table exists "
             "and the role allows dynamodb:GetItem/PutItem/UpdateItem/DeleteItem on it"
@@ -151,17 +164,53 @@ def _answer(event: dict[str, Any], context: LambdaContext) -> Answer:
         return Answer.failed(request.failed_physical_id(), str(error))
 
 
+class _Invocation:
+    """The answer state of one invocation.
+
+    The timer thread holds its own invocation, so a timer that fires late (or
+    wakes after the sandbox was frozen) can only ever answer its own request,
+    never the next one's.
+    """
+
+    def __init__(self, event: dict[str, Any], context: Any) -> None:
+        self.event = event
+        self.context = context
+        self.url = str(event.get("ResponseURL", ""))
+        self._lock = threading.Lock()
+        self._claimed = False
+        self.delivered = threading.Event()
+
+    def answer_once(self, answer: Answer) -> None:
+        """Send ``answer`` unless this invocation has already been answered."""
+        with self._lock:
+            if self._claimed:
+                logger.info("already answered this request; not answering again")
+                return
+            self._claimed = True
+        try:
+            body = build_body(self.event, answer)
+            ResponseSender(remaining=_remaining(self.context)).send(self.url, body)
+        finally:
+            self.delivered.set()
+
+    def wait_for_answer(self) -> None:
+        """Block until a claimed answer is sent, so Lambda does not freeze it mid-PUT."""
+        with self._lock:
+            claimed = self._claimed
+        if claimed:
+            self.delivered.wait(max(0.0, _remaining(self.context)()))
+
+
 class _Resource(CfnResource):
     """crhelper's dispatch with this project's sender, timer and logging.
 
-    crhelper answers from two threads (its timeout timer and the main
-    thread); the lock makes the first answer the only one. The private
+    crhelper may answer from two threads (its timeout timer and the main
+    thread); ``_Invocation`` makes the first answer the only one. The private
     methods overridden here are crhelper 2.0.12's (pinned) extension points.
     """
 
     _event: dict[str, Any]
     _context: Any
-    _response_url: str
     _timer: threading.Timer | None
 
     def __init__(self) -> None:
@@ -180,8 +229,7 @@ class _Resource(CfnResource):
                 del os.environ["AWS_SAM_LOCAL"]
             else:
                 os.environ["AWS_SAM_LOCAL"] = saved
-        self._answer_lock = threading.Lock()
-        self._answered = False
+        self._invocation = _Invocation({}, None)
 
     def _log_setup(self, event: Any, context: Any) -> None:
         """Logging is configured once, by Powertools (crhelper would reset the root logger)."""
@@ -190,51 +238,45 @@ class _Resource(CfnResource):
         """No sleeping on Delete: the function's logs do not depend on it."""
 
     def __call__(self, event: Any, context: Any) -> None:
-        # crhelper sets these only once the event has parsed; if it fails
-        # before, its FAILED answer must still go to this request, not the
-        # previous invocation's.
-        self._event = event if isinstance(event, dict) else {}
+        # Set up before crhelper parses the event: if that fails, its FAILED
+        # answer still goes to this request.
+        invocation = _Invocation(event if isinstance(event, dict) else {}, context)
+        self._invocation = invocation
+        self._event = invocation.event
         self._context = context
-        self._response_url = str(self._event.get("ResponseURL", ""))
         self.PhysicalResourceId = ""
-        with self._answer_lock:
-            self._answered = False
         super().__call__(event, context)
+        invocation.wait_for_answer()
 
     def _set_timeout(self) -> None:
-        seconds = self._context.get_remaining_time_in_millis() / 1000.0 - TIMER_RESERVE
-        self._timer = threading.Timer(max(0.0, seconds), self._timeout)
+        invocation = self._invocation
+        seconds = invocation.context.get_remaining_time_in_millis() / 1000.0 - TIMER_RESERVE
+        self._timer = threading.Timer(max(0.0, seconds), _timeout, args=(invocation,))
         self._timer.daemon = True
         self._timer.start()
 
-    def _timeout(self) -> None:
-        logger.error("about to time out: answering FAILED")
-        self._answer_once(
-            Answer.failed(
-                failed_physical_id(self._event),
-                "The function ran out of time: some calls may have been applied; the rollback "
-                "restores the previous declaration. Raise the function's Timeout and retry",
-            )
-        )
-
     def _send(self, status: str | None = None, reason: str = "", send_response: Any = None) -> None:
         """crhelper's answer: its normal path, or (with ``status``) its error path."""
+        event = self._invocation.event
         if status == FAILED:
-            answer = Answer.failed(failed_physical_id(self._event), f"Malformed request: {reason}")
+            answer = Answer.failed(failed_physical_id(event), f"Malformed request: {reason}")
         elif self.Status == FAILED:
             answer = Answer.failed(str(self.PhysicalResourceId), str(self.Reason))
         else:
             answer = Answer.success(str(self.PhysicalResourceId), dict(self.Data))
-        self._answer_once(answer)
+        self._invocation.answer_once(answer)
 
-    def _answer_once(self, answer: Answer) -> None:
-        with self._answer_lock:
-            if self._answered:
-                logger.info("already answered this request; not answering again")
-                return
-            self._answered = True
-        body = build_body(self._event, answer)
-        ResponseSender(remaining=_remaining(self._context)).send(self._response_url, body)
+
+def _timeout(invocation: _Invocation) -> None:
+    """The timer's answer, shortly before Lambda would kill the function."""
+    logger.error("about to time out: answering FAILED")
+    invocation.answer_once(
+        Answer.failed(
+            failed_physical_id(invocation.event),
+            "The function ran out of time: some calls may have been applied; the rollback "
+            "restores the previous declaration. Raise the function's Timeout and retry",
+        )
+    )
 
 
 HELPER = _Resource()
@@ -248,12 +290,17 @@ def _dispatch(event: dict[str, Any], context: LambdaContext) -> str:
     """crhelper's callback: the answer's fields go on the helper, crhelper sends them."""
     try:
         answer = _answer(event, context)
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - a bug must still be answered
         # A bug, not a domain failure: answer FAILED with a pointer to the logs
         # (the exception's text could carry property values, so it is not sent).
-        logger.exception("unexpected error")
+        frames = [
+            f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in extract_tb(error.__traceback__)
+        ]
+        logger.error(  # noqa: TRY400 - the traceback's message could carry property values
+            "unexpected error", extra={"errorType": type(error).__name__, "frames": frames}
+        )
         answer = Answer.failed(
-            resource.Request.from_event(event).failed_physical_id(),
+            failed_physical_id(event),
             f"Internal error ({type(error).__name__}); see the function's logs for "
             f"RequestId {event.get('RequestId', '?')}",
         )

@@ -126,13 +126,30 @@ def same_team(declared: tuple[Responder, ...], actual: tuple[Responder, ...]) ->
     return True
 
 
+def _keep_unmanaged_preferences(
+    declared: tuple[Responder, ...], actual: tuple[Responder, ...]
+) -> tuple[Responder, ...]:
+    """The team to send: undeclared preferences keep the service's current ones.
+
+    UpdateMembership replaces the whole team, so a responder sent without
+    preferences would lose those set outside the stack.
+    """
+    have = {r.key: r.communication_preferences for r in actual}
+    return tuple(
+        replace(r, communication_preferences=have[r.key])
+        if r.communication_preferences is None and have.get(r.key)
+        else r
+        for r in declared
+    )
+
+
 def _field_changes(desired: MembershipProperties, actual: MembershipState) -> UpdateRequest:
     """The non-OU fields that differ, as a request carrying only those."""
     request = UpdateRequest(actual.membership_id)
     if desired.membership_name is not None and desired.membership_name != actual.name:
         request = replace(request, membership_name=desired.membership_name)
     if desired.team is not None and not same_team(desired.team, actual.team):
-        request = replace(request, team=desired.team)
+        request = replace(request, team=_keep_unmanaged_preferences(desired.team, actual.team))
     if desired.features is not None:
         have = actual.feature_map()
         if any(have.get(f.name) != f.enabled for f in desired.features):

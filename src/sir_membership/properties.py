@@ -136,9 +136,10 @@ def _responder(label: str, raw: Any, problems: _Problems) -> Responder | None:
             _string(f"{plabel}[{i}]", v, r.communication_type, problems, echo=True)
             for i, v in enumerate(items)
         ]
-        if len(set(items)) != len(items):
+        valid = [p for p in parsed if p is not None]
+        if len(set(valid)) != len(valid):
             problems.add(f"{plabel} has duplicates")
-        prefs = frozenset(p for p in parsed if p is not None)
+        prefs = frozenset(valid)
     name, title, email = values.get("Name"), values.get("JobTitle"), values.get("Email")
     if name is None or title is None or email is None:
         return None

@@ -146,13 +146,13 @@ class ResponseSender:
 
     def _put(self, url: str, data: bytes, timeout: float) -> tuple[bool, str] | None:
         """One attempt: None when delivered, else (retryable, cause without the URL)."""
-        request = urllib.request.Request(  # noqa: S310 - the URL is CloudFormation's https URL
-            url,
-            data=data,
-            method="PUT",
-            headers={"content-type": "", "content-length": str(len(data))},
-        )
         try:
+            request = urllib.request.Request(  # noqa: S310 - the URL is CloudFormation's https URL
+                url,
+                data=data,
+                method="PUT",
+                headers={"content-type": "", "content-length": str(len(data))},
+            )
             with self._open(request, timeout=timeout) as response:
                 status = int(response.status)
         except urllib.error.HTTPError as error:
