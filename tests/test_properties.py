@@ -179,3 +179,15 @@ def test_repr_hides_sensitive_fields() -> None:
     text = repr(parsed)
     for secret in (*SECRET_NAMES[:2], *SECRET_EMAILS[:2], *SECRET_TITLES[:2]):
         assert secret not in text
+
+
+def test_preferences_of_the_wrong_type_are_named_not_crashed() -> None:
+    members = team(2)
+    members[0]["CommunicationPreferences"] = [{"x": 1}, ["Case Created"]]
+    message = reason(props(IncidentResponseTeam=members))
+    assert "IncidentResponseTeam[0].CommunicationPreferences[0] must be a string" in message
+    assert "IncidentResponseTeam[0].CommunicationPreferences[1] must be a string" in message
+    members[0]["CommunicationPreferences"] = ["Case Created", "Case Created"]
+    assert "IncidentResponseTeam[0].CommunicationPreferences has duplicates" in reason(
+        props(IncidentResponseTeam=members)
+    )
