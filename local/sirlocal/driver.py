@@ -1,0 +1,925 @@
+"""A CloudFormation stand-in that plays a stack through the real handler.
+
+Why: unit tests call the handler function; they cannot show what a stack
+goes through. This driver does what CloudFormation does with a custom
+resource, end to end and offline:
+
+* it builds the events CloudFormation sends (``RequestType``,
+  ``ServiceToken``, a pre-signed-looking ``ResponseURL`` from the receiver,
+  the stack ARN, a fresh ``RequestId``, ``PhysicalResourceId``, properties
+  with CloudFormation's string scalars, ``OldResourceProperties``);
+* it invokes the handler in a :class:`LambdaWorker` (a child process that
+  imported ``sir_membership.app`` once, with a real deadline; killed at the
+  deadline as Lambda would) and waits for the answer PUT at the receiver;
+* it refuses an answer that breaks the response contract, by raising
+  :class:`ContractViolation` (ids not echoed, empty physical id, FAILED
+  without a reason, over 4,096 bytes, answered more than once);
+* it follows the answer the way a stack does: a failed Create rolls back
+  with a Delete of the answered physical id; a failed Update rolls back with
+  an Update whose old and new properties are swapped; a replacement (new
+  physical id) deletes the old resource in the cleanup phase, and a rolled
+  back replacement deletes the new one;
+* it records the stack events (``CREATE_COMPLETE``, ``UPDATE_FAILED``,
+  ``UPDATE_ROLLBACK_COMPLETE``, ...) with their reasons, and times each
+  operation.
+
+Everything started here is stopped by the context managers, also on error;
+each worker runs in its own process group.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import copy
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Literal
+
+from sirlocal.receiver import ReceivedPut, ResponseReceiver, normalize_path
+from sirlocal.worker import ACCOUNT_ID, DEFAULT_FUNCTION_NAME, DEFAULT_HANDLER
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+REGION = "us-east-1"
+RESOURCE_TYPE = "Custom::SecurityIRMembership"
+FUNCTION_ARN = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{DEFAULT_FUNCTION_NAME}"
+MAX_BODY_BYTES = 4096
+#: Seconds after the deadline before a still-running invocation is killed.
+KILL_GRACE = 0.5
+NO_RESPONSE_REASON = (
+    "CloudFormation did not receive a response from your Custom Resource before the "
+    "ServiceTimeout. Please check your custom resource function's logs"
+)
+
+RequestType = Literal["Create", "Update", "Delete"]
+
+_LIVE_WORKERS: set[LambdaWorker] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+class DriverError(Exception):
+    """The driver could not play the stack (worker failed to start, wrong stack state)."""
+
+
+class ContractViolation(DriverError):
+    """The function's answer breaks CloudFormation's custom resource response contract."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("response contract broken: " + "; ".join(problems))
+        self.problems = list(problems)
+
+
+class NoResponse(ContractViolation):
+    """No answer was accepted before the invocation ended (CloudFormation would time out)."""
+
+
+# --------------------------------------------------------------------------- the Lambda worker
+
+
+@dataclass(frozen=True)
+class InvocationResult:
+    """How one invocation ended, as Lambda would report it."""
+
+    aws_request_id: str
+    seconds: float
+    error: str | None = None
+    timed_out: bool = False
+    crashed: bool = False
+    cold: bool = False
+
+
+class Invocation:
+    """An invocation in flight on one worker."""
+
+    def __init__(self, worker: LambdaWorker, request_id: str, deadline: float, cold: bool) -> None:
+        self.worker = worker
+        self.aws_request_id = request_id
+        self.deadline = deadline  # epoch seconds
+        self.started = time.time()
+        self.cold = cold
+        self._result: InvocationResult | None = None
+        self._lock = threading.Lock()
+
+    def done(self) -> bool:
+        """True once the handler returned (does not block)."""
+        if self._result is not None:
+            return True
+        return self._poll(0.0) is not None
+
+    def wait(self) -> InvocationResult:
+        """Block until the handler returns, or kill the worker at the deadline."""
+        result = self._poll(max(0.0, self.deadline + KILL_GRACE - time.time()))
+        if result is not None:
+            return result
+        with self._lock:
+            if self._result is None:
+                self.worker.kill()
+                self._result = InvocationResult(
+                    self.aws_request_id, time.time() - self.started, "Task timed out", True, False
+                )
+            return self._result
+
+    def _poll(self, timeout: float) -> InvocationResult | None:
+        with self._lock:
+            if self._result is not None:
+                return self._result
+            message = self.worker._next_message(timeout)
+            if message is None:
+                return None
+            self.worker._busy = False
+            if "done" not in message:  # the pipe closed: the process died
+                self._result = InvocationResult(
+                    self.aws_request_id,
+                    time.time() - self.started,
+                    "Runtime.ExitError",
+                    crashed=True,
+                    cold=self.cold,
+                )
+            else:
+                done = message["done"]
+                self._result = InvocationResult(
+                    self.aws_request_id, float(done["seconds"]), done.get("error"), cold=self.cold
+                )
+            return self._result
+
+
+class LambdaWorker:
+    """A Lambda execution environment: ``python -m sirlocal.worker`` in its own process group.
+
+    Started lazily (the first invocation is a cold start); :meth:`restart`
+    forces the next one to be cold again. stdout and stderr (the function's
+    logs) go to one file that survives restarts; :meth:`logs` reads it.
+    """
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        *,
+        timeout: float = 30.0,
+        name: str = "worker",
+        handler: str = DEFAULT_HANDLER,
+        function_name: str = DEFAULT_FUNCTION_NAME,
+        memory_mb: int = 256,
+        start_timeout: float = 60.0,
+    ) -> None:
+        self.env = dict(env)
+        self.timeout = timeout
+        self.name = name
+        self.handler = handler
+        self.function_name = function_name
+        self.memory_mb = memory_mb
+        self.start_timeout = start_timeout
+        self.cold_starts = 0
+        self.init_seconds: list[float] = []
+        self._process: subprocess.Popen[bytes] | None = None
+        self._messages: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._busy = False
+        self._directory = tempfile.mkdtemp(prefix=f"sirlocal-{name}-")
+        self.log_path = Path(self._directory, "function.log")
+        self.log_path.touch()
+
+    # lifecycle -----------------------------------------------------------------
+
+    @property
+    def alive(self) -> bool:
+        """True while the worker process runs."""
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def busy(self) -> bool:
+        """True while an invocation is in flight."""
+        return self._busy
+
+    @property
+    def pid(self) -> int | None:
+        """The worker's pid (= its process group id) while it runs."""
+        return self._process.pid if self.alive and self._process is not None else None
+
+    def start(self) -> LambdaWorker:
+        """Spawn the worker and wait until it imported the handler (a cold start)."""
+        if self.alive:
+            return self
+        read_fd, write_fd = os.pipe()
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
+        try:
+            self._process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "sirlocal.worker",
+                    "--result-fd",
+                    str(write_fd),
+                    "--handler",
+                    self.handler,
+                    "--function-name",
+                    self.function_name,
+                    "--memory",
+                    str(self.memory_mb),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=log,
+                pass_fds=(write_fd,),
+                env=self.env,
+                cwd=REPO_ROOT,
+                start_new_session=True,
+            )
+        finally:
+            os.close(write_fd)
+            log.close()
+        with _LIVE_LOCK:
+            _LIVE_WORKERS.add(self)
+        self._messages = queue.Queue()
+        reader = os.fdopen(read_fd, "r", encoding="utf-8")
+        threading.Thread(
+            target=_read_messages, args=(reader, self._messages), daemon=True, name=self.name
+        ).start()
+        self._busy = False
+        message = self._next_message(self.start_timeout)
+        if message is None or "ready" not in message:
+            tail = self.logs()[-3000:]
+            self.kill()
+            raise DriverError(f"{self.name} did not start ({message}):\n{tail}")
+        self.cold_starts += 1
+        self.init_seconds.append(float(message["ready"]["init_seconds"]))
+        return self
+
+    def stop(self, grace: float = 3.0) -> None:
+        """Ask the worker to exit, then make sure its whole process group is gone."""
+        process = self._process
+        if process is not None and process.poll() is None and process.stdin is not None:
+            with contextlib.suppress(OSError, ValueError):
+                process.stdin.write(b'{"exit": true}\n')
+                process.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=grace)
+        self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL the worker's process group (Lambda ending a timed-out environment)."""
+        process = self._process
+        if process is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=5)
+            if process.stdin is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    process.stdin.close()
+        self._process = None
+        self._busy = False
+        with _LIVE_LOCK:
+            _LIVE_WORKERS.discard(self)
+
+    def restart(self) -> LambdaWorker:
+        """Kill the environment and start a fresh one (the next invocation is cold)."""
+        self.kill()
+        return self.start()
+
+    def close(self) -> None:
+        """Stop the worker and delete its log."""
+        self.stop()
+        with contextlib.suppress(OSError):
+            self.log_path.unlink()
+            os.rmdir(self._directory)
+
+    def __enter__(self) -> LambdaWorker:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # invocations ---------------------------------------------------------------
+
+    def invoke(self, event: Mapping[str, Any], timeout: float | None = None) -> Invocation:
+        """Start one invocation (asynchronously, like CloudFormation's); see :meth:`Invocation.wait`."""
+        if self._busy:
+            raise DriverError(f"{self.name} is still running an invocation")
+        cold = not self.alive
+        if cold:
+            self.start()
+        process = self._process
+        assert process is not None
+        assert process.stdin is not None
+        seconds = self.timeout if timeout is None else timeout
+        request_id = str(uuid.uuid4())
+        invocation = Invocation(self, request_id, time.time() + seconds, cold)
+        line = json.dumps(
+            {
+                "event": event,
+                "deadline_ms": int(invocation.deadline * 1000),
+                "aws_request_id": request_id,
+            }
+        )
+        self._busy = True
+        process.stdin.write(line.encode() + b"\n")
+        process.stdin.flush()
+        return invocation
+
+    def _next_message(self, timeout: float) -> dict[str, Any] | None:
+        try:
+            message = (
+                self._messages.get(timeout=timeout) if timeout > 0 else self._messages.get_nowait()
+            )
+        except queue.Empty:
+            return None
+        return message if message is not None else {"eof": True}
+
+    # logs ----------------------------------------------------------------------
+
+    def log_mark(self) -> int:
+        """The current end of the log, for :meth:`logs` ``since``."""
+        return self.log_path.stat().st_size
+
+    def logs(self, since: int = 0) -> str:
+        """The function's logs (stdout and stderr) from byte offset ``since``."""
+        with open(self.log_path, "rb") as log:
+            log.seek(since)
+            return log.read().decode("utf-8", "replace")
+
+
+def _read_messages(reader: IO[str], messages: queue.Queue[dict[str, Any] | None]) -> None:
+    with reader:
+        for line in reader:
+            with contextlib.suppress(ValueError):
+                messages.put(json.loads(line))
+    messages.put(None)
+
+
+@atexit.register
+def stop_all_workers() -> None:
+    """Kill every worker still running (registered with ``atexit``)."""
+    with _LIVE_LOCK:
+        live = list(_LIVE_WORKERS)
+    for worker in live:
+        worker.kill()
+
+
+def worker_env(base: Mapping[str, str], **extra: str) -> dict[str, str]:
+    """``base`` (``LocalServices.child_env()``) plus what the Lambda runtime and template set."""
+    src, local = REPO_ROOT / "src", REPO_ROOT / "local"
+    env = dict(base)
+    env.update(
+        {
+            "PYTHONPATH": os.pathsep.join((str(src), str(local))),
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "AWS_LAMBDA_FUNCTION_NAME": DEFAULT_FUNCTION_NAME,
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{DEFAULT_FUNCTION_NAME}",
+            "_HANDLER": DEFAULT_HANDLER,
+            "POWERTOOLS_SERVICE_NAME": "sir-membership",
+            "POWERTOOLS_LOG_LEVEL": "INFO",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+class WorkerPool:
+    """Numbered workers started on first use (a second one for concurrent deliveries)."""
+
+    def __init__(self, env: Mapping[str, str], *, timeout: float = 30.0) -> None:
+        self.env = dict(env)
+        self.timeout = timeout
+        self._workers: list[LambdaWorker] = []
+
+    def get(self, index: int = 0) -> LambdaWorker:
+        """Worker ``index`` (created, not started, if new)."""
+        while len(self._workers) <= index:
+            n = len(self._workers)
+            self._workers.append(LambdaWorker(self.env, timeout=self.timeout, name=f"worker-{n}"))
+        return self._workers[index]
+
+    @property
+    def workers(self) -> list[LambdaWorker]:
+        """Every worker made so far."""
+        return list(self._workers)
+
+    def log_marks(self) -> dict[int, int]:
+        """Each worker's current log end."""
+        return {i: w.log_mark() for i, w in enumerate(self._workers)}
+
+    def logs_since(self, marks: Mapping[int, int]) -> str:
+        """Every worker's logs written after ``marks``."""
+        return "".join(w.logs(marks.get(i, 0)) for i, w in enumerate(self._workers))
+
+    def close(self) -> None:
+        """Stop every worker."""
+        for worker in self._workers:
+            worker.close()
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------- events and answers
+
+
+def cfn_value(value: Any) -> Any:
+    """A property value as CloudFormation delivers it: scalars become strings."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): cfn_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [cfn_value(v) for v in value]
+    return value
+
+
+def cfn_properties(
+    properties: Mapping[str, Any], *, service_token: str = FUNCTION_ARN, service_timeout: int = 600
+) -> dict[str, Any]:
+    """``ResourceProperties`` for a declared property set (ServiceToken first, like CloudFormation)."""
+    out: dict[str, Any] = {"ServiceToken": service_token, "ServiceTimeout": str(service_timeout)}
+    out.update(cfn_value(dict(properties)))
+    return out
+
+
+def response_problems(event: Mapping[str, Any], put: ReceivedPut) -> list[str]:
+    """Why CloudFormation would refuse (or misread) this answer to ``event``; [] if fine."""
+    problems = [f"receiver: {p}" for p in put.problems]
+    if len(put.raw.encode()) > MAX_BODY_BYTES:
+        problems.append(f"body is {len(put.raw.encode())} bytes, over {MAX_BODY_BYTES}")
+    body = put.body
+    if not isinstance(body, dict):
+        return [*problems, "body is not a JSON object"]
+    for key in ("StackId", "RequestId", "LogicalResourceId"):
+        if not body.get(key):
+            problems.append(f"{key} is missing")
+        elif body[key] != event.get(key):
+            problems.append(f"{key} does not echo the request")
+    if body.get("Status") not in ("SUCCESS", "FAILED"):
+        problems.append("Status is not SUCCESS or FAILED")
+    physical = body.get("PhysicalResourceId")
+    if not isinstance(physical, str) or not physical:
+        problems.append("PhysicalResourceId is empty")
+    elif len(physical) > 1024:
+        problems.append("PhysicalResourceId is over 1 KB")
+    if body.get("Status") == "FAILED" and not str(body.get("Reason") or "").strip():
+        problems.append("FAILED without a Reason")
+    if "Data" in body and not isinstance(body["Data"], dict):
+        problems.append("Data is not an object")
+    return problems
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The accepted answer to one request, as CloudFormation reads it."""
+
+    status: str
+    physical_id: str
+    reason: str
+    data: dict[str, Any]
+
+    @property
+    def ok(self) -> bool:
+        """True for SUCCESS."""
+        return self.status == "SUCCESS"
+
+
+@dataclass
+class Delivery:
+    """One request sent to the function (by one or more workers) and what came back."""
+
+    event: dict[str, Any]
+    path: str
+    started: float
+    results: list[InvocationResult]
+    puts: list[ReceivedPut]
+    timeout: float
+    expected_answers: int = 1
+
+    @property
+    def accepted(self) -> list[ReceivedPut]:
+        """The PUTs the receiver stored (answered 200)."""
+        return [p for p in self.puts if p.accepted]
+
+    @property
+    def answer(self) -> Answer | None:
+        """The first accepted answer (None: CloudFormation got no answer)."""
+        if not self.accepted:
+            return None
+        body = self.accepted[0].body
+        return Answer(
+            str(body.get("Status")),
+            str(body.get("PhysicalResourceId")),
+            str(body.get("Reason") or ""),
+            dict(body.get("Data") or {}),
+        )
+
+    @property
+    def answer_seconds(self) -> float | None:
+        """Seconds from the invocation to the first accepted PUT."""
+        return self.accepted[0].time - self.started if self.accepted else None
+
+    def problems(self) -> list[str]:
+        """Contract problems of every accepted answer, and of answering too often."""
+        out: list[str] = []
+        for put in self.accepted:
+            out += response_problems(self.event, put)
+        if len(self.accepted) > self.expected_answers:
+            out.append(
+                f"answered {len(self.accepted)} times for {self.expected_answers} invocation(s)"
+            )
+        return out
+
+
+@dataclass(frozen=True)
+class StackEvent:
+    """One line of ``describe-stack-events``."""
+
+    time: float
+    logical_id: str
+    resource_type: str
+    status: str
+    physical_id: str = ""
+    reason: str = ""
+
+
+@dataclass
+class Operation:
+    """One stack operation (create, update, delete): its deliveries, events and duration."""
+
+    action: str
+    stack_status: str = ""
+    events: list[StackEvent] = field(default_factory=list)
+    deliveries: list[Delivery] = field(default_factory=list)
+    answers: list[Answer] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def first_answer(self) -> Answer | None:
+        """The answer CloudFormation took for the operation's own request (not its rollback)."""
+        return self.answers[0] if self.answers else None
+
+    @property
+    def ok(self) -> bool:
+        """True when the stack ended in a *_COMPLETE state that is not a rollback."""
+        return self.stack_status in ("CREATE_COMPLETE", "UPDATE_COMPLETE", "DELETE_COMPLETE")
+
+
+def format_events(events: Sequence[StackEvent], *, width: int = 100) -> str:
+    """Stack events as a plain-text table, oldest first (CloudFormation's console is newest first)."""
+    if not events:
+        return "  (no events)"
+    origin = events[0].time
+    rows = [("t(s)", "Logical id", "Status", "Reason")]
+    for e in events:
+        rows.append((f"{e.time - origin:5.2f}", e.logical_id, e.status, e.reason))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = []
+    for row in rows:
+        head = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3]))
+        reason = row[3]
+        room = max(20, width - len(head) - 4)
+        if len(reason) > room:
+            reason = reason[: room - 3] + "..."
+        lines.append(f"  {head}  {reason}".rstrip())
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- the stack
+
+
+class StackDriver:
+    """One stack holding one ``Custom::SecurityIRMembership``, played like CloudFormation.
+
+    ``strict`` (default) raises :class:`ContractViolation` when an answer
+    breaks the contract and :class:`NoResponse` when none arrives; with
+    ``strict=False`` a missing answer becomes CloudFormation's timeout failure.
+    """
+
+    def __init__(
+        self,
+        receiver: ResponseReceiver,
+        worker: LambdaWorker,
+        *,
+        stack_name: str = "sir-membership-stack",
+        logical_id: str = "Membership",
+        timeout: float | None = None,
+        strict: bool = True,
+    ) -> None:
+        self.receiver = receiver
+        self.worker = worker
+        self.stack_name = stack_name
+        self.logical_id = logical_id
+        self.timeout = worker.timeout if timeout is None else timeout
+        self.strict = strict
+        self.stack_id = ""
+        self.status = "NONE"
+        self.physical_id: str | None = None
+        self.properties: dict[str, Any] | None = None  # as CloudFormation sends them
+        self.attributes: dict[str, Any] = {}
+        self.events: list[StackEvent] = []
+        self.operations: list[Operation] = []
+        self.deliveries: list[Delivery] = []
+        self._operation: Operation | None = None
+
+    # events and deliveries -----------------------------------------------------
+
+    def event(
+        self,
+        request_type: RequestType,
+        properties: Mapping[str, Any],
+        *,
+        physical_id: str | None = None,
+        old_properties: Mapping[str, Any] | None = None,
+        request_id: str | None = None,
+    ) -> dict[str, Any]:
+        """The event CloudFormation would send (``properties`` already in CloudFormation form)."""
+        if not self.stack_id:
+            self.stack_id = f"arn:aws:cloudformation:{REGION}:{ACCOUNT_ID}:stack/{self.stack_name}/{uuid.uuid4()}"
+        request_id = request_id or str(uuid.uuid4())
+        event: dict[str, Any] = {
+            "RequestType": request_type,
+            "ServiceToken": properties.get("ServiceToken", FUNCTION_ARN),
+            "ResponseURL": "",
+            "StackId": self.stack_id,
+            "RequestId": request_id,
+            "LogicalResourceId": self.logical_id,
+            "ResourceType": RESOURCE_TYPE,
+        }
+        if request_type != "Create":
+            event["PhysicalResourceId"] = physical_id or ""
+        event["ResourceProperties"] = copy.deepcopy(dict(properties))
+        if request_type == "Update":
+            event["OldResourceProperties"] = copy.deepcopy(dict(old_properties or {}))
+        name = f"{self.stack_id}|{self.logical_id}|{request_id}"
+        event["ResponseURL"] = self.receiver.url_for(name, event=event)
+        return event
+
+    def deliver(
+        self,
+        event: Mapping[str, Any],
+        *,
+        workers: Sequence[LambdaWorker] | None = None,
+        timeout: float | None = None,
+    ) -> Delivery:
+        """Invoke ``event`` on each of ``workers`` at once (default: this stack's worker).
+
+        Waits for every invocation to end (killing it at its deadline) and
+        returns the PUTs made to the event's ResponseURL meanwhile. Raises
+        :class:`ContractViolation` in strict mode when an answer breaks the contract.
+        """
+        chosen = list(workers) if workers else [self.worker]
+        seconds = self.timeout if timeout is None else timeout
+        path = normalize_path(str(event["ResponseURL"]))
+        before = len(self.receiver.requests(path))
+        started = time.time()
+        invocations = [w.invoke(event, seconds) for w in chosen]
+        self._wait_for_answer(path, before, invocations)
+        results = [i.wait() for i in invocations]
+        delivery = Delivery(
+            event=dict(event),
+            path=path,
+            started=started,
+            results=results,
+            puts=self.receiver.requests(path)[before:],
+            timeout=seconds,
+            expected_answers=len(chosen),
+        )
+        self.deliveries.append(delivery)
+        if self.strict:
+            problems = delivery.problems()
+            if problems:
+                raise ContractViolation(problems)
+        return delivery
+
+    def _wait_for_answer(self, path: str, before: int, invocations: Sequence[Invocation]) -> None:
+        """Wait for the first accepted PUT (receiver.wait_for) while any invocation runs."""
+        while True:
+            if before == 0:
+                with contextlib.suppress(TimeoutError):
+                    self.receiver.wait_for(path, timeout=0.05)
+                    return
+            elif any(p.accepted for p in self.receiver.requests(path)[before:]):
+                return
+            else:
+                time.sleep(0.02)
+            if all(i.done() or time.time() > i.deadline + KILL_GRACE for i in invocations):
+                return
+
+    def _answer(self, event: dict[str, Any]) -> tuple[Answer, Delivery]:
+        delivery = self.deliver(event)
+        assert self._operation is not None
+        self._operation.deliveries.append(delivery)
+        answer = delivery.answer
+        if answer is None:
+            if self.strict:
+                raise NoResponse([f"no answer to {event['RequestType']} before the deadline"])
+            fallback = event.get("PhysicalResourceId") or event["RequestId"]
+            answer = Answer("FAILED", str(fallback), NO_RESPONSE_REASON, {})
+        self._operation.answers.append(answer)
+        return answer, delivery
+
+    def _record(
+        self, status: str, reason: str = "", *, stack: bool = False, physical_id: str | None = None
+    ) -> None:
+        if stack:
+            logical, kind, physical = self.stack_name, "AWS::CloudFormation::Stack", self.stack_id
+            self.status = status
+        else:
+            logical, kind = self.logical_id, RESOURCE_TYPE
+            physical = physical_id if physical_id is not None else (self.physical_id or "")
+        event = StackEvent(time.time(), logical, kind, status, physical, reason)
+        self.events.append(event)
+        if self._operation is not None:
+            self._operation.events.append(event)
+
+    @contextlib.contextmanager
+    def _operate(self, action: str) -> Iterator[Operation]:
+        operation = Operation(action)
+        self._operation = operation
+        started = time.monotonic()
+        try:
+            yield operation
+        finally:
+            operation.seconds = time.monotonic() - started
+            operation.stack_status = self.status
+            self.operations.append(operation)
+            self._operation = None
+
+    # stack operations ----------------------------------------------------------
+
+    def create(self, properties: Mapping[str, Any]) -> Operation:
+        """Create the stack with the resource declared as ``properties``."""
+        if self.status not in ("NONE", "DELETE_COMPLETE", "ROLLBACK_COMPLETE"):
+            raise DriverError(f"cannot create: the stack is {self.status}")
+        self.stack_id = ""
+        self.physical_id, self.properties, self.attributes = None, None, {}
+        declared = cfn_properties(properties)
+        with self._operate("Create") as operation:
+            event = self.event("Create", declared)
+            self._record("CREATE_IN_PROGRESS", "User Initiated", stack=True)
+            self._record("CREATE_IN_PROGRESS", physical_id="")
+            answer, _ = self._answer(event)
+            if answer.ok:
+                self.physical_id, self.properties = answer.physical_id, declared
+                self.attributes = dict(answer.data)
+                self._record("CREATE_COMPLETE")
+                self._record("CREATE_COMPLETE", stack=True)
+                return operation
+            self._record("CREATE_FAILED", answer.reason, physical_id=answer.physical_id)
+            self._record(
+                "ROLLBACK_IN_PROGRESS",
+                f"The following resource(s) failed to create: [{self.logical_id}]. "
+                "Rollback requested by user.",
+                stack=True,
+            )
+            if self._delete_resource(answer.physical_id, declared):
+                self._record("ROLLBACK_COMPLETE", stack=True)
+            else:  # the stack keeps a resource CloudFormation could not delete
+                self.physical_id, self.properties = answer.physical_id, declared
+                self._record("ROLLBACK_FAILED", stack=True)
+            return operation
+
+    def update(
+        self,
+        properties: Mapping[str, Any],
+        *,
+        later_failure: str | None = None,
+        force: bool = False,
+    ) -> Operation:
+        """Update the resource to ``properties``.
+
+        ``later_failure``: another resource of the stack fails after this one
+        was updated, so CloudFormation rolls this one back too. Unchanged
+        properties send nothing (as CloudFormation) unless ``force``.
+        """
+        if self.status not in ("CREATE_COMPLETE", "UPDATE_COMPLETE", "UPDATE_ROLLBACK_COMPLETE"):
+            raise DriverError(f"cannot update: the stack is {self.status}")
+        assert self.physical_id is not None
+        assert self.properties is not None
+        old, new = self.properties, cfn_properties(properties)
+        with self._operate("Update") as operation:
+            self._record("UPDATE_IN_PROGRESS", "User Initiated", stack=True)
+            if old == new and not force:
+                self._record("UPDATE_COMPLETE", stack=True)
+                return operation
+            before = self.physical_id
+            self._record("UPDATE_IN_PROGRESS")
+            event = self.event("Update", new, physical_id=before, old_properties=old)
+            answer, _ = self._answer(event)
+            if not answer.ok:
+                self._record("UPDATE_FAILED", answer.reason)
+                self._record(
+                    "UPDATE_ROLLBACK_IN_PROGRESS",
+                    f"The following resource(s) failed to update: [{self.logical_id}].",
+                    stack=True,
+                )
+                self._roll_back(old, new, current=before, replaced=None)
+                return operation
+            replaced = answer.physical_id != before
+            if replaced:
+                self._record(
+                    "UPDATE_IN_PROGRESS",
+                    "Requested update required the provider to create a new physical resource",
+                    physical_id=answer.physical_id,
+                )
+            self.physical_id, self.properties = answer.physical_id, new
+            self.attributes = dict(answer.data)
+            self._record("UPDATE_COMPLETE")
+            if later_failure is not None:
+                failed = StackEvent(
+                    time.time(),
+                    "LaterResource",
+                    "AWS::SSM::Parameter",
+                    "UPDATE_FAILED",
+                    "",
+                    later_failure,
+                )
+                self.events.append(failed)
+                operation.events.append(failed)
+                self._record(
+                    "UPDATE_ROLLBACK_IN_PROGRESS",
+                    "The following resource(s) failed to update: [LaterResource].",
+                    stack=True,
+                )
+                self._roll_back(
+                    old, new, current=answer.physical_id, replaced=before if replaced else None
+                )
+                return operation
+            self._record("UPDATE_COMPLETE_CLEANUP_IN_PROGRESS", stack=True)
+            if replaced:
+                self._delete_resource(before, old)
+            self._record("UPDATE_COMPLETE", stack=True)
+            return operation
+
+    def _roll_back(
+        self,
+        old: dict[str, Any],
+        new: dict[str, Any],
+        *,
+        current: str,
+        replaced: str | None,
+    ) -> None:
+        """Update back to ``old`` (old and new swapped); delete a replacement's new resource."""
+        self._record("UPDATE_IN_PROGRESS", physical_id=current)
+        event = self.event("Update", old, physical_id=current, old_properties=new)
+        answer, _ = self._answer(event)
+        if not answer.ok:
+            self._record("UPDATE_FAILED", answer.reason, physical_id=current)
+            self._record("UPDATE_ROLLBACK_FAILED", stack=True)
+            return
+        self.physical_id, self.properties = answer.physical_id, old
+        self.attributes = dict(answer.data)
+        self._record("UPDATE_COMPLETE")
+        self._record("UPDATE_ROLLBACK_COMPLETE_CLEANUP_IN_PROGRESS", stack=True)
+        if answer.physical_id != current:
+            self._delete_resource(current, new)
+        self._record("UPDATE_ROLLBACK_COMPLETE", stack=True)
+
+    def delete(self) -> Operation:
+        """Delete the stack (and so the resource, if the stack has one)."""
+        if self.status in ("NONE", "DELETE_COMPLETE"):
+            raise DriverError(f"cannot delete: the stack is {self.status}")
+        with self._operate("Delete") as operation:
+            self._record("DELETE_IN_PROGRESS", "User Initiated", stack=True)
+            if self.physical_id is None or self.properties is None:  # after ROLLBACK_COMPLETE
+                self._record("DELETE_COMPLETE", stack=True)
+                return operation
+            if self._delete_resource(self.physical_id, self.properties):
+                self.physical_id, self.properties, self.attributes = None, None, {}
+                self._record("DELETE_COMPLETE", stack=True)
+            else:
+                self._record("DELETE_FAILED", stack=True)
+            return operation
+
+    def _delete_resource(self, physical_id: str, properties: dict[str, Any]) -> bool:
+        self._record("DELETE_IN_PROGRESS", physical_id=physical_id)
+        event = self.event("Delete", properties, physical_id=physical_id)
+        answer, _ = self._answer(event)
+        if answer.ok:
+            self._record("DELETE_COMPLETE", physical_id=physical_id)
+            return True
+        self._record("DELETE_FAILED", answer.reason, physical_id=physical_id)
+        return False

@@ -1,0 +1,1586 @@
+"""End-to-end scenarios as data, shared by ``tests/e2e`` and ``sirlocal.reliability``.
+
+Why: a reliability claim is only as good as the runs behind it. Each
+:class:`Scenario` says what is seeded in the emulator, which stack
+operations run (with which faults armed), and what must hold afterwards:
+the stack statuses, the membership's final state, and the exact list of
+security-ir calls. :func:`run_scenario` plays it through the real handler
+(:mod:`sirlocal.driver`) and returns every broken expectation, so the tests
+assert on it and the reliability report tabulates it from the same source.
+
+Every run also checks, whatever the scenario: each answer honours the
+response contract and arrives before the invocation's deadline, and the
+function's logs hold no responder name, email, job title, membership name
+or ResponseURL query/signature.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import parse_qs, urlsplit
+
+from sirlocal.driver import (
+    ContractViolation,
+    Delivery,
+    LambdaWorker,
+    Operation,
+    StackDriver,
+    WorkerPool,
+    cfn_properties,
+)
+from sirlocal.emulator import CallRecord
+from sirlocal.services import LocalServices, free_port
+
+# --------------------------------------------------------------------------- fixtures as data
+
+A = "m-e2ea00000001"
+B = "m-e2eb00000002"
+C = "m-e2ec00000003"  # never seeded
+ALIASES = {A: "A", B: "B", C: "C"}
+
+#: Fake people: distinctive strings, so a leak into the logs cannot go unnoticed.
+PEOPLE = (
+    ("Quentin Zephyrsson", "Head of Secret Response", "quentin.zephyrsson@example.com"),
+    ("Ottilie Marchbanks", "Incident Whisperer", "ottilie.marchbanks@example.com"),
+    ("Wilhelmina Tarrant", "Forensics Oracle", "wilhelmina.tarrant@example.com"),
+)
+NAMES = ("Quokka Secret Membership", "Renamed Quokka Membership", "Wombat Secret Membership")
+FOREIGN = ("ou-f0re-00000001", "ou-f0re-00000002")  # associated by someone else
+
+
+def ou(i: int) -> str:
+    """A valid, distinct OU id."""
+    return f"ou-e2e1-{i:08d}"
+
+
+def ous(first: int, last: int) -> list[str]:
+    """``ou(first)`` .. ``ou(last)`` inclusive."""
+    return [ou(i) for i in range(first, last + 1)]
+
+
+def team(first: int = 0, last: int = 2) -> list[dict[str, Any]]:
+    """Declared responders ``PEOPLE[first:last]`` (property form)."""
+    return [{"Name": n, "JobTitle": t, "Email": e} for n, t, e in PEOPLE[first:last]]
+
+
+def api_team(first: int = 0, last: int = 2) -> list[dict[str, Any]]:
+    """The same responders as the service holds them."""
+    return [{"name": n, "jobTitle": t, "email": e} for n, t, e in PEOPLE[first:last]]
+
+
+def seed(
+    membership_id: str = A,
+    *,
+    name: str = NAMES[0],
+    status: str = "Active",
+    ou_ids: Iterable[str] = (ou(1), ou(2), FOREIGN[0]),
+    cover: bool = False,
+) -> dict[str, Any]:
+    """A membership for the emulator (2 responders, Triage on)."""
+    return {
+        "membershipId": membership_id,
+        "membershipName": name,
+        "membershipStatus": status,
+        "incidentResponseTeam": api_team(),
+        "optInFeatures": [{"featureName": "Triage", "isEnabled": True}],
+        "membershipAccountsConfigurations": {
+            "coverEntireOrganization": cover,
+            "organizationalUnits": list(ou_ids),
+        },
+    }
+
+
+def declare(**overrides: Any) -> dict[str, Any]:
+    """A valid declaration matching ``seed()`` (``None`` drops a key)."""
+    base: dict[str, Any] = {
+        "MembershipId": A,
+        "MembershipName": NAMES[0],
+        "IncidentResponseTeam": team(),
+        "OptInFeatures": [{"FeatureName": "Triage", "IsEnabled": True}],
+        "OrganizationalUnits": [ou(1), ou(2)],
+        "OnDelete": "Retain",
+    }
+    base.update(overrides)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+# --------------------------------------------------------------------------- scenario model
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One fault armed right before a step (emulator or receiver side)."""
+
+    kind: Literal["error", "reset", "hang", "propagation", "put_status", "put_reset", "put_hang"]
+    operation: str = "*"
+    on_call: int = 1
+    times: int | None = 1
+    error: str | None = None
+    seconds: float = 0.0
+    status: int = 500
+
+    def arm(self, services: LocalServices) -> None:
+        """Arm it."""
+        emulator, receiver = services.emulator, services.receiver
+        if self.kind == "propagation":
+            emulator.set_propagation(calls=self.times)
+        elif self.kind == "put_status":
+            receiver.fail_next(self.status, self.times or 1)
+        elif self.kind == "put_reset":
+            receiver.reset_next(self.times or 1)
+        elif self.kind == "put_hang":
+            receiver.hang_next(self.seconds, self.times or 1)
+        else:
+            emulator.add_fault(
+                self.kind,
+                self.operation,
+                on_call=self.on_call,
+                times=self.times,
+                seconds=self.seconds,
+                error=self.error,
+            )
+
+    def describe(self) -> str:
+        """A short human description."""
+        op = self.operation.replace("Membership", "") if self.operation != "*" else "any call"
+        nth = "" if self.on_call == 1 else f" from call #{self.on_call}"
+        times = "always" if self.times is None else f"x{self.times}"
+        if self.kind == "error":
+            return f"{self.error} on {op}{nth} {times}"
+        if self.kind == "reset":
+            return f"TCP reset on {op}{nth} {times}"
+        if self.kind == "hang":
+            return f"{op}{nth} hangs {self.seconds:g} s"
+        if self.kind == "propagation":
+            return f"Conflict x{self.times} after each OU change"
+        if self.kind == "put_status":
+            return f"response PUT answered {self.status} {times}"
+        if self.kind == "put_hang":
+            return f"response PUT unanswered for {self.seconds:g} s {times}"
+        return f"response PUT reset {times}"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One stack operation (or ``cold``: the next invocation starts a new worker)."""
+
+    action: Literal["create", "update", "delete", "cold"]
+    properties: Mapping[str, Any] | None = None
+    expect: str = ""  # the stack status afterwards
+    faults: tuple[Fault, ...] = ()
+    later_failure: str | None = None
+    reason_has: tuple[str, ...] = ()  # in the reason of the operation's first answer
+    answer_within: float | None = None  # seconds, for every answer of this step
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What a membership must look like at the end (``None``: not checked)."""
+
+    ous: frozenset[str] | None = None
+    name: str | None = None
+    status: str | None = "Active"
+    emails: frozenset[str] | None = None
+    features: Mapping[str, bool] | None = None
+    cover: bool | None = None
+
+
+@dataclass
+class Run:
+    """A scenario being played: the services, the stack, and the problems found."""
+
+    scenario: Scenario
+    services: LocalServices
+    pool: WorkerPool
+    stack: StackDriver
+    started: float
+    problems: list[str] = field(default_factory=list)
+    statuses: list[str] = field(default_factory=list)
+    extra_logs: list[str] = field(default_factory=list)  # from workers outside the pool
+    extra_urls: list[str] = field(default_factory=list)  # ResponseURLs of other stacks
+
+    def expect(self, condition: bool, message: str) -> None:
+        """Record ``message`` as a problem unless ``condition``."""
+        if not condition:
+            self.problems.append(message)
+
+    def calls(self) -> list[CallRecord]:
+        """The security-ir calls made since the scenario started."""
+        return [c for c in self.services.emulator.calls() if c.timestamp >= self.started]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A named stack story with its faults and expectations."""
+
+    name: str
+    group: str
+    title: str
+    seeds: tuple[Mapping[str, Any], ...]
+    steps: tuple[Step, ...] = ()
+    final: Mapping[str, Expect] = field(default_factory=dict)
+    calls: tuple[str, ...] | None = None
+    timeout: float = 30.0
+    strict: bool = True
+    custom: Callable[[Run], None] | None = None
+    custom_faults: str = ""
+    #: Set when the expectations describe the intended behaviour that the handler
+    #: does not have yet (see the text); tests mark the scenario xfail(strict).
+    known_issue: str = ""
+
+    @property
+    def faults(self) -> str:
+        """Every fault injected, described."""
+        described = [f.describe() for s in self.steps for f in s.faults]
+        if self.custom_faults:
+            described.append(self.custom_faults)
+        return "; ".join(described) or "none"
+
+
+@dataclass(frozen=True)
+class ScenarioResult:
+    """How a scenario went."""
+
+    name: str
+    group: str
+    title: str
+    faults: str
+    outcome: str
+    writes: int
+    write_attempts: int
+    final_ok: bool
+    calls_ok: bool
+    problems: tuple[str, ...]
+    seconds: float
+    slowest_answer: float
+    known_issue: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True when every expectation held."""
+        return not self.problems
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def call_summary(record: CallRecord, aliases: Mapping[str, str] = ALIASES) -> str:
+    """One call as ``"Update A +5 -2 name !ThrottlingException"`` (counts only, no values)."""
+    op = {"GetMembership": "Get", "UpdateMembership": "Update"}.get(
+        record.operation, record.operation
+    )
+    text = f"{op} {aliases.get(record.membership_id or '', record.membership_id or '?')}"
+    if record.operation == "UpdateMembership":
+        request = record.request
+        accounts = request.get("membershipAccountsConfigurationsUpdate") or {}
+        adds = len(accounts.get("organizationalUnitsToAdd") or [])
+        removes = len(accounts.get("organizationalUnitsToRemove") or [])
+        text += f" +{adds} -{removes}"
+        present = {
+            "cover": "coverEntireOrganization" in accounts,
+            "features": "optInFeatures" in request,
+            "name": "membershipName" in request,
+            "team": "incidentResponseTeam" in request,
+            "undo": "undoMembershipCancellation" in request,
+        }
+        fields = [label for label, there in present.items() if there]
+        if fields:
+            text += " " + " ".join(fields)
+    if record.error:
+        text += f" !{record.error}"
+    elif record.status is None:
+        text += " !reset"
+    return text
+
+
+def mask(value: str | None) -> str:
+    """A sensitive string shown as its first letter and length."""
+    if not value:
+        return "-"
+    return f"{value[0]}*** ({len(value)} chars)"
+
+
+def state_problems(membership: Mapping[str, Any], expect: Expect, alias: str) -> list[str]:
+    """How ``membership`` (as the emulator stores it) differs from ``expect``."""
+    out = []
+    accounts = membership.get("membershipAccountsConfigurations") or {}
+    actual_ous = frozenset(accounts.get("organizationalUnits") or ())
+    if expect.ous is not None and actual_ous != expect.ous:
+        missing = sorted(expect.ous - actual_ous)
+        extra = sorted(actual_ous - expect.ous)
+        out.append(f"{alias}: OUs differ (missing {missing}, unexpected {extra})")
+    if expect.name is not None and membership.get("membershipName") != expect.name:
+        out.append(
+            f"{alias}: name is {mask(membership.get('membershipName'))}, "
+            f"expected {mask(expect.name)}"
+        )
+    if expect.status is not None and membership.get("membershipStatus") != expect.status:
+        out.append(f"{alias}: status {membership.get('membershipStatus')} != {expect.status}")
+    if expect.emails is not None:
+        emails = frozenset(r["email"].lower() for r in membership.get("incidentResponseTeam") or [])
+        if emails != {e.lower() for e in expect.emails}:
+            out.append(f"{alias}: team has {len(emails)} responders, not the declared ones")
+    if expect.features is not None:
+        features = {f["featureName"]: f["isEnabled"] for f in membership.get("optInFeatures") or []}
+        if features != dict(expect.features):
+            out.append(f"{alias}: features {features} != {dict(expect.features)}")
+    if expect.cover is not None and bool(accounts.get("coverEntireOrganization")) != expect.cover:
+        out.append(f"{alias}: coverEntireOrganization != {expect.cover}")
+    return out
+
+
+_SENSITIVE_KEYS = frozenset(
+    {"Name", "JobTitle", "Email", "MembershipName", "name", "jobTitle", "email", "membershipName"}
+)
+
+
+def sensitive_values(*documents: Any) -> set[str]:
+    """Every name, job title, email and membership name in ``documents`` (5+ chars)."""
+    found: set[str] = set()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                if key in _SENSITIVE_KEYS and isinstance(item, str) and len(item) >= 5:
+                    found.add(item)
+                walk(item)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                walk(item)
+
+    for document in documents:
+        walk(document)
+    return found
+
+
+def log_leaks(logs: str, secrets: Iterable[str], urls: Iterable[str]) -> list[str]:
+    """What of ``secrets`` and the pre-signed ``urls`` appears in ``logs``."""
+    lowered = logs.lower()
+    leaks = [f"log holds a sensitive value {mask(s)}" for s in secrets if s.lower() in lowered]
+    for marker in ("X-Amz-Signature", "X-Amz-Credential"):
+        if marker.lower() in lowered:
+            leaks.append(f"log holds {marker}")
+    for url in urls:
+        query = urlsplit(url).query
+        signature = (parse_qs(query).get("X-Amz-Signature") or [""])[0]
+        if query and query in logs:
+            leaks.append("log holds a ResponseURL query string")
+        if signature and signature in logs:
+            leaks.append("log holds a ResponseURL signature")
+    return sorted(set(leaks))
+
+
+def _check_deliveries(run: Run, deliveries: Sequence[Delivery], step: Step | None) -> None:
+    for delivery in deliveries:
+        seconds = delivery.answer_seconds
+        kind = delivery.event["RequestType"]
+        if seconds is None:
+            if run.scenario.strict:
+                run.problems.append(f"{kind}: no answer")
+            continue
+        run.expect(
+            seconds < delivery.timeout,
+            f"{kind}: answered after {seconds:.1f} s, past the {delivery.timeout:g} s deadline",
+        )
+        if step is not None and step.answer_within is not None:
+            run.expect(
+                seconds < step.answer_within,
+                f"{kind}: answered after {seconds:.1f} s, expected < {step.answer_within:g} s",
+            )
+        for result in delivery.results:
+            run.expect(not result.timed_out, f"{kind}: the invocation was killed at its deadline")
+            run.expect(result.error is None, f"{kind}: the handler raised {result.error}")
+
+
+def _play_step(run: Run, step: Step) -> None:
+    stack, services = run.stack, run.services
+    for fault in step.faults:
+        fault.arm(services)
+    try:
+        operation: Operation | None = None
+        if step.action == "cold":
+            stack.worker.kill()
+            return
+        if step.action == "create":
+            assert step.properties is not None
+            operation = stack.create(step.properties)
+        elif step.action == "update":
+            assert step.properties is not None
+            operation = stack.update(step.properties, later_failure=step.later_failure)
+        else:
+            operation = stack.delete()
+        run.statuses.append(operation.stack_status)
+        if step.expect:
+            run.expect(
+                operation.stack_status == step.expect,
+                f"{step.action}: stack is {operation.stack_status}, expected {step.expect}",
+            )
+        answer = operation.first_answer
+        reason = answer.reason if answer is not None else ""
+        for text in step.reason_has:
+            run.expect(text in reason, f"{step.action}: reason lacks {text!r}: {reason!r}")
+        _check_deliveries(run, operation.deliveries, step)
+    finally:
+        services.emulator.clear_faults()
+        services.receiver.clear_faults()
+
+
+def run_scenario(
+    scenario: Scenario, services: LocalServices, pool: WorkerPool, *, stack_name: str = ""
+) -> ScenarioResult:
+    """Play ``scenario`` from a clean emulator; every broken expectation is in ``problems``."""
+    services.emulator.reset()
+    services.receiver.reset()
+    services.emulator.seed_many(scenario.seeds)
+    marks = pool.log_marks()
+    stack = StackDriver(
+        services.receiver,
+        pool.get(0),
+        stack_name=stack_name or f"e2e-{scenario.name}",
+        timeout=scenario.timeout,
+        strict=scenario.strict,
+    )
+    run = Run(scenario, services, pool, stack, time.time())
+    began = time.monotonic()
+    try:
+        for step in scenario.steps:
+            _play_step(run, step)
+        if scenario.custom is not None:
+            scenario.custom(run)
+    except ContractViolation as error:
+        run.problems.append(str(error))
+    finally:
+        services.emulator.clear_faults()
+        services.receiver.clear_faults()
+    seconds = time.monotonic() - began
+    final_problems: list[str] = []
+    for membership_id, expect in scenario.final.items():
+        alias = ALIASES.get(membership_id, membership_id)
+        final_problems += state_problems(services.emulator.state(membership_id), expect, alias)
+    calls = run.calls()
+    summary = [call_summary(c) for c in calls]
+    calls_ok = scenario.calls is None or tuple(summary) == scenario.calls
+    if not calls_ok:
+        run.problems.append(f"calls were {summary}, expected {list(scenario.calls or ())}")
+    secrets = sensitive_values(
+        scenario.seeds, [s.properties for s in scenario.steps], stack.properties
+    )
+    urls = [str(d.event["ResponseURL"]) for d in stack.deliveries] + run.extra_urls
+    logs = pool.logs_since(marks) + "".join(run.extra_logs)
+    run.problems += log_leaks(logs, secrets, urls)
+    updates = [c for c in calls if c.operation == "UpdateMembership"]
+    answers = [d.answer_seconds for d in stack.deliveries if d.answer_seconds is not None]
+    return ScenarioResult(
+        name=scenario.name,
+        group=scenario.group,
+        title=scenario.title,
+        faults=scenario.faults,
+        outcome=" > ".join(run.statuses) or "-",
+        writes=sum(1 for c in updates if c.status == 200),
+        write_attempts=len(updates),
+        final_ok=not final_problems,
+        calls_ok=calls_ok,
+        problems=tuple(run.problems + final_problems),
+        seconds=seconds,
+        slowest_answer=max(answers, default=0.0),
+        known_issue=scenario.known_issue,
+    )
+
+
+# --------------------------------------------------------------------------- custom bodies
+
+
+def _same_bodies(run: Run, deliveries: Sequence[Delivery], label: str) -> None:
+    bodies = [p.body for d in deliveries for p in d.accepted]
+    run.expect(len(bodies) >= 2, f"{label}: expected several answers, got {len(bodies)}")
+    # Compared as JSON documents (as CloudFormation reads them): the replayed answer's
+    # Data comes back from the idempotency store with its keys in another order.
+    run.expect(all(b == bodies[0] for b in bodies), f"{label}: the answers differ")
+
+
+def _duplicate_in_a_row(run: Run) -> None:
+    """The same Create event delivered twice to a warm worker, then once more cold."""
+    stack = run.stack
+    event = stack.event("Create", cfn_properties(declare(MembershipName=NAMES[1])))
+    first = stack.deliver(event)
+    second = stack.deliver(event)
+    stack.worker.kill()
+    third = stack.deliver(event)
+    run.expect(third.results[0].cold, "third delivery: expected a cold start")
+    _check_deliveries(run, [first, second, third], None)
+    _same_bodies(run, [first, second, third], "duplicate in a row")
+    answer = first.answer
+    run.expect(answer is not None and answer.ok, "duplicate in a row: first answer not SUCCESS")
+    run.statuses.append("3 x SUCCESS" if all(d.answer for d in (first, second, third)) else "?")
+
+
+def _duplicate_at_once(run: Run) -> None:
+    """The same Create event delivered to two warm workers at the same moment."""
+    stack = run.stack
+    workers = [run.pool.get(0), run.pool.get(1)]
+    for worker in workers:
+        worker.start()
+    run.services.emulator.hang("GetMembership", 1.5)
+    event = stack.event("Create", cfn_properties(declare(MembershipName=NAMES[1])))
+    delivery = stack.deliver(event, workers=workers)
+    _check_deliveries(run, [delivery], None)
+    run.expect(len(delivery.accepted) == 2, f"expected 2 answers, got {len(delivery.accepted)}")
+    _same_bodies(run, [delivery], "duplicate at once")
+    run.statuses.append(f"{len(delivery.accepted)} x {delivery.answer and delivery.answer.status}")
+
+
+def _put_retried(run: Run) -> None:
+    delivery = run.stack.deliveries[0]
+    statuses = [p.status for p in delivery.puts]
+    run.expect(statuses == [500, 500, 200], f"response PUT statuses {statuses} != [500, 500, 200]")
+    run.expect(len({p.raw for p in delivery.puts}) == 1, "the retried PUT bodies differ")
+
+
+def _put_reset(run: Run) -> None:
+    delivery = run.stack.deliveries[0]
+    statuses = [p.status for p in delivery.puts]
+    run.expect(statuses == [None, 200], f"response PUT statuses {statuses} != [None, 200]")
+
+
+def _put_forbidden(run: Run) -> None:
+    delivery = run.stack.deliveries[0]
+    statuses = [p.status for p in delivery.puts]
+    run.expect(statuses == [403], f"a 403 must not be retried; PUT statuses were {statuses}")
+    seconds = delivery.results[0].seconds
+    run.expect(seconds < 5, f"the invocation took {seconds:.1f} s after a 403")
+
+
+def _late_write_settles(run: Run) -> None:
+    """Wait until the emulator answered the hung call (its answer comes after the handler's)."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if len([c for c in run.calls() if c.operation == "UpdateMembership"]) >= 2:
+            return
+        time.sleep(0.1)
+    run.problems.append("the hung UpdateMembership was never answered")
+
+
+def _put_hang(run: Run) -> None:
+    delivery = run.stack.deliveries[0]
+    statuses = [p.status for p in delivery.puts]
+    run.expect(statuses == [None, 200], f"response PUT statuses {statuses} != [None, 200]")
+
+
+def _table_unreachable(run: Run) -> None:
+    """A worker whose idempotency table endpoint refuses connections."""
+    env = dict(run.pool.env)
+    env["AWS_ENDPOINT_URL_DYNAMODB"] = f"http://127.0.0.1:{free_port()}"
+    with LambdaWorker(env, timeout=run.scenario.timeout, name="no-table") as worker:
+        stack = StackDriver(
+            run.services.receiver, worker, stack_name="e2e-no-table", timeout=worker.timeout
+        )
+        try:
+            operation = stack.create(declare(MembershipName=N1))
+            run.statuses.append(operation.stack_status)
+            answer = operation.first_answer
+            reason = answer.reason if answer is not None else ""
+            run.expect("idempotency table" in reason, f"Create reason: {reason!r}")
+            run.expect(
+                operation.stack_status == "ROLLBACK_COMPLETE",
+                f"create: stack is {operation.stack_status}, expected ROLLBACK_COMPLETE "
+                "(the rollback Delete needs no call, so it should not need the table)",
+            )
+            _check_deliveries(run, operation.deliveries, None)
+        finally:
+            run.extra_logs.append(worker.logs())
+            run.extra_urls += [str(d.event["ResponseURL"]) for d in stack.deliveries]
+
+
+def _cold_each_step(run: Run) -> None:
+    colds = [d.results[0].cold for d in run.stack.deliveries]
+    run.expect(colds == [True, True, True], f"cold starts per delivery: {colds}")
+
+
+# --------------------------------------------------------------------------- the scenarios
+
+N0, N1 = NAMES[0], NAMES[1]
+BASE_OUS = frozenset({ou(1), ou(2), FOREIGN[0]})
+TRIAGE_ON = {"Triage": True}
+
+
+def _s(*steps: Step) -> tuple[Step, ...]:
+    return steps
+
+
+SCENARIOS: tuple[Scenario, ...] = (
+    # -- lifecycle ------------------------------------------------------------------------
+    Scenario(
+        "update-name",
+        "lifecycle",
+        "create, rename, delete (Retain)",
+        (seed(),),
+        _s(
+            Step("create", declare(), "CREATE_COMPLETE"),
+            Step("update", declare(MembershipName=N1), "UPDATE_COMPLETE"),
+            Step("delete", expect="DELETE_COMPLETE"),
+        ),
+        {A: Expect(ous=BASE_OUS, name=N1)},
+        ("Get A", "Get A", "Update A +0 -0 name"),
+    ),
+    Scenario(
+        "update-team",
+        "lifecycle",
+        "replace the team, then reorder it with other email case (no call)",
+        (seed(),),
+        _s(
+            Step("create", declare(), "CREATE_COMPLETE"),
+            Step("update", declare(IncidentResponseTeam=team(0, 3)), "UPDATE_COMPLETE"),
+            Step(
+                "update",
+                declare(
+                    IncidentResponseTeam=[
+                        {**r, "Email": r["Email"].upper()} for r in reversed(team(0, 3))
+                    ]
+                ),
+                "UPDATE_COMPLETE",
+            ),
+        ),
+        {A: Expect(emails=frozenset(p[2] for p in PEOPLE), name=N0)},
+        ("Get A", "Get A", "Update A +0 -0 team", "Get A"),
+    ),
+    Scenario(
+        "update-features",
+        "lifecycle",
+        "turn Triage off",
+        (seed(),),
+        _s(
+            Step("create", declare(), "CREATE_COMPLETE"),
+            Step(
+                "update",
+                declare(OptInFeatures=[{"FeatureName": "Triage", "IsEnabled": False}]),
+                "UPDATE_COMPLETE",
+            ),
+        ),
+        {A: Expect(features={"Triage": False}, ous=BASE_OUS)},
+        ("Get A", "Get A", "Update A +0 -0 features"),
+    ),
+    Scenario(
+        "update-cover-entire-org",
+        "lifecycle",
+        "switch to CoverEntireOrganization (declared OUs removed, foreign kept)",
+        (seed(),),
+        _s(
+            Step("create", declare(), "CREATE_COMPLETE"),
+            Step(
+                "update",
+                declare(CoverEntireOrganization=True, OrganizationalUnits=[]),
+                "UPDATE_COMPLETE",
+            ),
+        ),
+        {A: Expect(cover=True, ous=frozenset({FOREIGN[0]}))},
+        ("Get A", "Get A", "Update A +0 -2 cover"),
+    ),
+    Scenario(
+        "update-ous",
+        "lifecycle",
+        "add 12 OUs and remove 1 (3 calls, batches of 5)",
+        (seed(),),
+        _s(
+            Step("create", declare(), "CREATE_COMPLETE"),
+            Step("update", declare(OrganizationalUnits=ous(2, 14)), "UPDATE_COMPLETE"),
+        ),
+        {A: Expect(ous=frozenset({*ous(2, 14), FOREIGN[0]}))},
+        ("Get A", "Get A", "Update A +5 -1", "Update A +5 -0", "Update A +2 -0"),
+    ),
+    Scenario(
+        "undo-cancellation",
+        "lifecycle",
+        "Cancelled membership: a change without Undo fails, with Undo reactivates",
+        (seed(status="Cancelled"),),
+        _s(
+            Step("create", declare(), "CREATE_COMPLETE"),
+            Step(
+                "update",
+                declare(MembershipName=N1),
+                "UPDATE_ROLLBACK_COMPLETE",
+                reason_has=("is Cancelled", "UndoMembershipCancellation"),
+            ),
+            Step(
+                "update",
+                declare(MembershipName=N1, UndoMembershipCancellation=True),
+                "UPDATE_COMPLETE",
+            ),
+        ),
+        {A: Expect(status="Active", name=N1)},
+        ("Get A", "Get A", "Get A", "Get A", "Update A +0 -0 name undo"),
+    ),
+    Scenario(
+        "update-unmanaged-only",
+        "lifecycle",
+        "an update that changes only OnDelete makes no write",
+        (seed(),),
+        _s(
+            Step("create", declare(), "CREATE_COMPLETE"),
+            Step("update", declare(OnDelete="RemoveOrganizationalUnits"), "UPDATE_COMPLETE"),
+        ),
+        {A: Expect(ous=BASE_OUS, name=N0)},
+        ("Get A", "Get A"),
+    ),
+    Scenario(
+        "replacement",
+        "lifecycle",
+        "new MembershipId: B adopted, A cleaned up (RemoveOrganizationalUnits)",
+        (seed(), seed(B, name=NAMES[2], ou_ids=[ou(5)])),
+        _s(
+            Step("create", declare(OnDelete="RemoveOrganizationalUnits"), "CREATE_COMPLETE"),
+            Step(
+                "update",
+                declare(
+                    MembershipId=B,
+                    OrganizationalUnits=[ou(5), ou(6)],
+                    OnDelete="RemoveOrganizationalUnits",
+                ),
+                "UPDATE_COMPLETE",
+            ),
+            Step("delete", expect="DELETE_COMPLETE"),
+        ),
+        {A: Expect(ous=frozenset({FOREIGN[0]}), name=N0), B: Expect(ous=frozenset(), name=N0)},
+        (
+            "Get A",
+            "Get B",
+            "Update B +1 -0 name",
+            "Get A",
+            "Update A +0 -2",
+            "Get B",
+            "Update B +0 -2",
+        ),
+    ),
+    Scenario(
+        "replacement-rolled-back",
+        "rollback",
+        "replacement succeeds, a later resource fails: back to A, B's new OUs removed",
+        (seed(), seed(B, name=NAMES[2], ou_ids=[ou(5)])),
+        _s(
+            Step("create", declare(OnDelete="RemoveOrganizationalUnits"), "CREATE_COMPLETE"),
+            Step(
+                "update",
+                declare(
+                    MembershipId=B,
+                    OrganizationalUnits=[ou(6)],
+                    OnDelete="RemoveOrganizationalUnits",
+                ),
+                "UPDATE_ROLLBACK_COMPLETE",
+                later_failure="Resource handler returned message: injected failure",
+            ),
+        ),
+        {A: Expect(ous=BASE_OUS, name=N0), B: Expect(ous=frozenset({ou(5)}), name=N0)},
+        ("Get A", "Get B", "Update B +1 -0 name", "Get A", "Get B", "Update B +0 -1"),
+    ),
+    Scenario(
+        "delete-remove-ous",
+        "lifecycle",
+        "OnDelete RemoveOrganizationalUnits removes the declared OUs only",
+        (seed(),),
+        _s(
+            Step(
+                "create",
+                declare(OrganizationalUnits=ous(1, 3), OnDelete="RemoveOrganizationalUnits"),
+                "CREATE_COMPLETE",
+            ),
+            Step("delete", expect="DELETE_COMPLETE"),
+        ),
+        {A: Expect(ous=frozenset({FOREIGN[0]}))},
+        ("Get A", "Update A +1 -0", "Get A", "Update A +0 -3"),
+    ),
+    Scenario(
+        "delete-retain",
+        "lifecycle",
+        "OnDelete Retain makes no call",
+        (seed(),),
+        _s(
+            Step("create", declare(OrganizationalUnits=ous(1, 3)), "CREATE_COMPLETE"),
+            Step("delete", expect="DELETE_COMPLETE"),
+        ),
+        {A: Expect(ous=frozenset({*ous(1, 3), FOREIGN[0]}))},
+        ("Get A", "Update A +1 -0"),
+    ),
+    Scenario(
+        "cold-starts",
+        "lifecycle",
+        "every operation on a fresh worker (cold start)",
+        (seed(),),
+        _s(
+            Step("cold"),
+            Step("create", declare(MembershipName=N1), "CREATE_COMPLETE"),
+            Step("cold"),
+            Step("update", declare(MembershipName=N1, OrganizationalUnits=ous(1, 3))),
+            Step("cold"),
+            Step(
+                "delete",
+                expect="DELETE_COMPLETE",
+            ),
+        ),
+        {A: Expect(ous=frozenset({*ous(1, 3), FOREIGN[0]}), name=N1)},
+        ("Get A", "Update A +0 -0 name", "Get A", "Update A +1 -0"),
+        custom=_cold_each_step,
+    ),
+    Scenario(
+        "create-not-found",
+        "lifecycle",
+        "MembershipId of no membership: CREATE_FAILED, rollback makes no call",
+        (seed(),),
+        _s(
+            Step(
+                "create",
+                declare(MembershipId=C),
+                "ROLLBACK_COMPLETE",
+                reason_has=("m-e2ec00000003 was not found",),
+            ),
+        ),
+        {A: Expect(ous=BASE_OUS, name=N0)},
+        ("Get C !ResourceNotFoundException",),
+    ),
+    Scenario(
+        "create-terminated",
+        "lifecycle",
+        "a Terminated membership cannot be changed",
+        (seed(status="Terminated"),),
+        _s(
+            Step(
+                "create",
+                declare(MembershipName=N1),
+                "ROLLBACK_COMPLETE",
+                reason_has=("is Terminated",),
+            ),
+        ),
+        {A: Expect(status="Terminated", name=N0)},
+        ("Get A",),
+    ),
+    # -- faults ---------------------------------------------------------------------------
+    Scenario(
+        "throttle-storm",
+        "faults",
+        "5 throttles in a row on UpdateMembership (60 s function timeout)",
+        (seed(),),
+        _s(
+            Step("create", declare(), "CREATE_COMPLETE"),
+            Step(
+                "update",
+                declare(OrganizationalUnits=ous(1, 3)),
+                "UPDATE_COMPLETE",
+                faults=(Fault("error", "UpdateMembership", times=5, error="ThrottlingException"),),
+            ),
+        ),
+        {A: Expect(ous=frozenset({*ous(1, 3), FOREIGN[0]}))},
+        ("Get A", "Get A", *["Update A +1 -0 !ThrottlingException"] * 5, "Update A +1 -0"),
+        timeout=60.0,
+    ),
+    Scenario(
+        "throttle-get",
+        "faults",
+        "2 throttles on GetMembership during Create",
+        (seed(),),
+        _s(
+            Step(
+                "create",
+                declare(MembershipName=N1),
+                "CREATE_COMPLETE",
+                faults=(Fault("error", "GetMembership", times=2, error="ThrottlingException"),),
+            ),
+        ),
+        {A: Expect(name=N1, ous=BASE_OUS)},
+        (
+            "Get A !ThrottlingException",
+            "Get A !ThrottlingException",
+            "Get A",
+            "Update A +0 -0 name",
+        ),
+    ),
+    Scenario(
+        "propagation-conflicts",
+        "faults",
+        "ConflictException x2 after each OU change while accounts propagate",
+        (seed(),),
+        _s(
+            Step("create", declare(), "CREATE_COMPLETE"),
+            Step(
+                "update",
+                declare(OrganizationalUnits=ous(1, 14)),
+                "UPDATE_COMPLETE",
+                faults=(Fault("propagation", times=2),),
+            ),
+        ),
+        {A: Expect(ous=frozenset({*ous(1, 14), FOREIGN[0]}))},
+        (
+            "Get A",
+            "Get A",
+            "Update A +5 -0",
+            "Update A +5 -0 !ConflictException",
+            "Update A +5 -0 !ConflictException",
+            "Update A +5 -0",
+            "Update A +2 -0 !ConflictException",
+            "Update A +2 -0 !ConflictException",
+            "Update A +2 -0",
+        ),
+    ),
+    Scenario(
+        "5xx-then-replan",
+        "faults",
+        "InternalServerException on the 2nd and 3rd UpdateMembership: re-read, re-plan",
+        (seed(),),
+        _s(
+            Step("create", declare(), "CREATE_COMPLETE"),
+            Step(
+                "update",
+                declare(OrganizationalUnits=ous(1, 14)),
+                "UPDATE_COMPLETE",
+                faults=(
+                    Fault(
+                        "error",
+                        "UpdateMembership",
+                        on_call=2,
+                        times=2,
+                        error="InternalServerException",
+                    ),
+                ),
+            ),
+        ),
+        {A: Expect(ous=frozenset({*ous(1, 14), FOREIGN[0]}))},
+        (
+            "Get A",
+            "Get A",
+            "Update A +5 -0",
+            "Update A +5 -0 !InternalServerException",
+            "Get A",
+            "Update A +5 -0 !InternalServerException",
+            "Get A",
+            "Update A +5 -0",
+            "Update A +2 -0",
+        ),
+    ),
+    Scenario(
+        "connection-resets",
+        "faults",
+        "TCP reset on GetMembership, then on UpdateMembership",
+        (seed(),),
+        _s(
+            Step(
+                "create",
+                declare(),
+                "CREATE_COMPLETE",
+                faults=(Fault("reset", "GetMembership"),),
+            ),
+            Step(
+                "update",
+                declare(OrganizationalUnits=ous(1, 3)),
+                "UPDATE_COMPLETE",
+                faults=(Fault("reset", "UpdateMembership"),),
+            ),
+        ),
+        {A: Expect(ous=frozenset({*ous(1, 3), FOREIGN[0]}))},
+        (
+            "Get A !reset",
+            "Get A",
+            "Get A",
+            "Update A +1 -0 !reset",
+            "Get A",
+            "Update A +1 -0",
+        ),
+    ),
+    Scenario(
+        "api-hangs-past-deadline",
+        "faults",
+        "GetMembership hangs 40 s, function timeout 25 s: FAILED before the deadline",
+        (seed(),),
+        _s(
+            Step(
+                "create",
+                declare(MembershipName=N1),
+                "ROLLBACK_COMPLETE",
+                faults=(Fault("hang", "GetMembership", seconds=40.0),),
+                reason_has=("ran out of time", "ReadTimeoutError"),
+                answer_within=22.0,
+            ),
+        ),
+        {A: Expect(name=N0, ous=BASE_OUS)},
+        (),  # the hung call is recorded only when the emulator answers it, 40 s later
+        timeout=25.0,
+    ),
+    Scenario(
+        "slow-api-out-of-time",
+        "faults",
+        "GetMembership takes 9 s of a 25 s timeout: no UpdateMembership is started",
+        (seed(),),
+        _s(
+            Step("create", declare(), "CREATE_COMPLETE"),
+            Step(
+                "update",
+                declare(MembershipName=N1),
+                "UPDATE_ROLLBACK_COMPLETE",
+                faults=(Fault("hang", "GetMembership", seconds=9.0),),
+                reason_has=("ran out of time before UpdateMembership", "no change was applied"),
+                answer_within=22.0,
+            ),
+        ),
+        {A: Expect(name=N0, ous=BASE_OUS)},
+        ("Get A", "Get A", "Get A"),
+        timeout=25.0,
+    ),
+    Scenario(
+        "ambiguous-write",
+        "faults",
+        "UpdateMembership hangs 12 s (read timeout 10 s): re-read, re-sent once, no double add",
+        (seed(),),
+        _s(
+            Step("create", declare(), "CREATE_COMPLETE"),
+            Step(
+                "update",
+                declare(OrganizationalUnits=ous(1, 3)),
+                "UPDATE_COMPLETE",
+                faults=(Fault("hang", "UpdateMembership", seconds=12.0),),
+            ),
+        ),
+        {A: Expect(ous=frozenset({*ous(1, 3), FOREIGN[0]}))},
+        (
+            "Get A",
+            "Get A",
+            "Get A",
+            "Update A +1 -0",
+            "Update A +1 -0 !ValidationException",  # the late first call, refused
+        ),
+        timeout=40.0,
+        custom=_late_write_settles,
+    ),
+    Scenario(
+        "response-put-hang",
+        "faults",
+        "the ResponseURL never answers the first PUT: timed out after 10 s and retried",
+        (seed(),),
+        _s(
+            Step(
+                "create",
+                declare(),
+                "CREATE_COMPLETE",
+                faults=(Fault("put_hang", seconds=15.0),),
+            ),
+        ),
+        {A: Expect(name=N0, ous=BASE_OUS)},
+        ("Get A",),
+        custom=_put_hang,
+    ),
+    Scenario(
+        "access-denied",
+        "faults",
+        "the role lacks security-ir:GetMembership",
+        (seed(),),
+        _s(
+            Step(
+                "create",
+                declare(MembershipName=N1),
+                "ROLLBACK_COMPLETE",
+                faults=(
+                    Fault("error", "GetMembership", times=None, error="AccessDeniedException"),
+                ),
+                reason_has=("Access denied for security-ir:GetMembership",),
+            ),
+        ),
+        {A: Expect(name=N0, ous=BASE_OUS)},
+        ("Get A !AccessDeniedException",),
+    ),
+    Scenario(
+        "response-put-5xx",
+        "faults",
+        "the ResponseURL answers 500 twice: the answer is retried and delivered",
+        (seed(),),
+        _s(
+            Step(
+                "create",
+                declare(MembershipName=N1),
+                "CREATE_COMPLETE",
+                faults=(Fault("put_status", status=500, times=2),),
+            ),
+        ),
+        {A: Expect(name=N1, ous=BASE_OUS)},
+        ("Get A", "Update A +0 -0 name"),
+        custom=_put_retried,
+    ),
+    Scenario(
+        "response-put-reset",
+        "faults",
+        "the ResponseURL resets the connection once: retried and delivered",
+        (seed(),),
+        _s(
+            Step(
+                "create",
+                declare(),
+                "CREATE_COMPLETE",
+                faults=(Fault("put_reset", times=1),),
+            ),
+        ),
+        {A: Expect(name=N0, ous=BASE_OUS)},
+        ("Get A",),
+        custom=_put_reset,
+    ),
+    Scenario(
+        "response-put-403",
+        "faults",
+        "the ResponseURL answers 403: not retried; CloudFormation times out the Create",
+        (seed(),),
+        _s(
+            Step(
+                "create",
+                declare(MembershipName=N1),
+                "ROLLBACK_COMPLETE",
+                faults=(Fault("put_status", status=403, times=1),),
+                reason_has=("did not receive a response",),
+            ),
+        ),
+        {A: Expect(name=N1, ous=BASE_OUS)},  # the write was made; CloudFormation never knew
+        ("Get A", "Update A +0 -0 name"),
+        strict=False,
+        custom=_put_forbidden,
+    ),
+    # -- partial failure and rollback -----------------------------------------------------
+    Scenario(
+        "partial-failure-rollback",
+        "rollback",
+        "+12 -4 OUs and a rename; AccessDenied on the 2nd of 3 calls; rollback",
+        (seed(ou_ids=[*ous(1, 4), *FOREIGN]),),
+        _s(
+            Step("create", declare(OrganizationalUnits=ous(1, 4)), "CREATE_COMPLETE"),
+            Step(
+                "update",
+                declare(MembershipName=N1, OrganizationalUnits=ous(5, 16)),
+                "UPDATE_ROLLBACK_COMPLETE",
+                faults=(
+                    Fault("error", "UpdateMembership", on_call=2, error="AccessDeniedException"),
+                ),
+                reason_has=("after 1 of 3 UpdateMembership calls were applied",),
+            ),
+        ),
+        {A: Expect(ous=frozenset({*ous(1, 4), *FOREIGN}), name=N0)},
+        (
+            "Get A",
+            "Get A",
+            "Update A +5 -4 name",
+            "Update A +5 -0 !AccessDeniedException",
+            "Get A",
+            "Update A +4 -5 name",
+        ),
+    ),
+    Scenario(
+        "later-failure-rollback",
+        "rollback",
+        "+7 -1 OUs succeed, a later resource fails: rolled back",
+        (seed(ou_ids=[*ous(1, 2), *FOREIGN]),),
+        _s(
+            Step("create", declare(), "CREATE_COMPLETE"),
+            Step(
+                "update",
+                declare(OrganizationalUnits=ous(2, 9)),
+                "UPDATE_ROLLBACK_COMPLETE",
+                later_failure="Resource handler returned message: injected failure",
+            ),
+        ),
+        {A: Expect(ous=frozenset({*ous(1, 2), *FOREIGN}), name=N0)},
+        (
+            "Get A",
+            "Get A",
+            "Update A +5 -1",
+            "Update A +2 -0",
+            "Get A",
+            "Update A +1 -5",
+            "Update A +0 -2",
+        ),
+    ),
+    Scenario(
+        "replacement-to-missing",
+        "rollback",
+        "Update to a MembershipId that does not exist: A is kept as it was",
+        (seed(),),
+        _s(
+            Step("create", declare(), "CREATE_COMPLETE"),
+            Step(
+                "update",
+                declare(MembershipId=C, OrganizationalUnits=[ou(7)]),
+                "UPDATE_ROLLBACK_COMPLETE",
+                reason_has=("was not found",),
+            ),
+        ),
+        {A: Expect(ous=BASE_OUS, name=N0)},
+        ("Get A", "Get C !ResourceNotFoundException", "Get A"),
+    ),
+    # -- known issues: expectations state the intended behaviour -------------------------
+    Scenario(
+        "create-partial-failure",
+        "known-issues",
+        "Create adds 12 OUs and renames; AccessDenied on the 2nd of 3 calls",
+        (seed(),),
+        _s(
+            Step(
+                "create",
+                declare(MembershipName=N1, OrganizationalUnits=ous(1, 14)),
+                "ROLLBACK_COMPLETE",
+                faults=(
+                    Fault("error", "UpdateMembership", on_call=2, error="AccessDeniedException"),
+                ),
+                reason_has=("after 1 of 3 UpdateMembership calls were applied",),
+            ),
+        ),
+        {A: Expect(ous=BASE_OUS, name=N0)},
+        (
+            "Get A",
+            "Update A +5 -0 name",
+            "Update A +5 -0 !AccessDeniedException",
+        ),
+        known_issue=(
+            "a failed Create is never undone: its rollback Delete has a non-membership "
+            "physical id and makes no call, so the first call's rename and 5 OUs stay"
+        ),
+    ),
+    Scenario(
+        "rollback-keeps-preexisting-ou",
+        "known-issues",
+        "the new declaration lists an OU someone else had associated; the update fails",
+        (seed(),),
+        _s(
+            Step("create", declare(), "CREATE_COMPLETE"),
+            Step(
+                "update",
+                declare(OrganizationalUnits=[ou(1), ou(2), FOREIGN[0], *ous(3, 8)]),
+                "UPDATE_ROLLBACK_COMPLETE",
+                faults=(
+                    Fault("error", "UpdateMembership", on_call=2, error="AccessDeniedException"),
+                ),
+            ),
+        ),
+        {A: Expect(ous=BASE_OUS, name=N0)},
+        (
+            "Get A",
+            "Get A",
+            "Update A +5 -0",
+            "Update A +1 -0 !AccessDeniedException",
+            "Get A",
+            "Update A +0 -5",
+        ),
+        known_issue=(
+            "the rollback removes (new - old) & actual, which includes an OU that was "
+            "associated outside the stack before the failed update declared it"
+        ),
+    ),
+    Scenario(
+        "replacement-partial-failure",
+        "known-issues",
+        "Update to B (+7 OUs, rename) fails on the 2nd call: B keeps the first call",
+        (seed(), seed(B, name=NAMES[2], ou_ids=[ou(20)])),
+        _s(
+            Step("create", declare(), "CREATE_COMPLETE"),
+            Step(
+                "update",
+                declare(MembershipId=B, OrganizationalUnits=[ou(20), *ous(21, 27)]),
+                "UPDATE_ROLLBACK_COMPLETE",
+                faults=(
+                    Fault("error", "UpdateMembership", on_call=2, error="AccessDeniedException"),
+                ),
+            ),
+        ),
+        {A: Expect(ous=BASE_OUS, name=N0), B: Expect(ous=frozenset({ou(20)}), name=NAMES[2])},
+        (
+            "Get A",
+            "Get B",
+            "Update B +5 -0 name",
+            "Update B +2 -0 !AccessDeniedException",
+            "Get A",
+        ),
+        known_issue=(
+            "the rollback Update targets A (the old physical id) and CloudFormation sends "
+            "no Delete for B, so B keeps the partial rename and OUs"
+        ),
+    ),
+    Scenario(
+        "table-unreachable",
+        "known-issues",
+        "the idempotency table refuses connections: Create fails, its rollback too",
+        (seed(),),
+        final={A: Expect(ous=BASE_OUS, name=N0)},
+        calls=(),
+        custom=_table_unreachable,
+        custom_faults="DynamoDB endpoint refuses connections",
+        known_issue=(
+            "a Delete that needs no call (failed-Create id, OnDelete Retain) still goes "
+            "through the idempotency table, so the rollback ends ROLLBACK_FAILED"
+        ),
+    ),
+    # -- duplicates ------------------------------------------------------------------------
+    Scenario(
+        "duplicate-in-a-row",
+        "duplicates",
+        "the same Create delivered twice (warm), then again after a cold start",
+        (seed(),),
+        final={A: Expect(name=N1, ous=BASE_OUS)},
+        calls=("Get A", "Update A +0 -0 name"),
+        custom=_duplicate_in_a_row,
+        custom_faults="same event x3",
+    ),
+    Scenario(
+        "duplicate-at-once",
+        "duplicates",
+        "the same Create delivered to two workers at the same moment",
+        (seed(),),
+        final={A: Expect(name=N1, ous=BASE_OUS)},
+        calls=("Get A", "Update A +0 -0 name"),
+        custom=_duplicate_at_once,
+        custom_faults="same event on 2 workers at once; GetMembership hangs 1.5 s",
+    ),
+)
+
+SCENARIOS_BY_NAME = {s.name: s for s in SCENARIOS}
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@dataclass(frozen=True)
+class BadInput:
+    """An invalid declaration and the property its FAILED reason must name."""
+
+    name: str
+    properties: Mapping[str, Any]
+    names: tuple[str, ...]
+
+
+def _bad(name: str, names: str | tuple[str, ...], **overrides: Any) -> BadInput:
+    return BadInput(name, declare(**overrides), (names,) if isinstance(names, str) else names)
+
+
+def _bad_raw(name: str, names: str | tuple[str, ...], properties: Mapping[str, Any]) -> BadInput:
+    return BadInput(name, properties, (names,) if isinstance(names, str) else names)
+
+
+def _with(key: str, value: Any) -> dict[str, Any]:
+    return {**declare(), key: value}
+
+
+_P = PEOPLE[0]
+INVALID_INPUTS: tuple[BadInput, ...] = (
+    # unknown keys and typos
+    _bad_raw("unknown-key", "Foo", _with("Foo", "bar")),
+    _bad_raw("typo-membership-name", "MembershipNmae", _with("MembershipNmae", N0)),
+    _bad_raw("typo-ous", "OrganisationalUnits", _with("OrganisationalUnits", [ou(1)])),
+    _bad_raw("typo-on-delete", "OnDeletion", _with("OnDeletion", "Retain")),
+    _bad_raw("lowercase-key", "membershipId", _with("membershipId", A)),
+    _bad_raw("typo-cover", "CoverEntireOrg", _with("CoverEntireOrg", "true")),
+    # MembershipId
+    _bad("missing-membership-id", "MembershipId", MembershipId=None),
+    _bad("membership-id-no-prefix", "MembershipId", MembershipId="abcdef012345"),
+    _bad("membership-id-uppercase", "MembershipId", MembershipId="m-ABCDEF012345"),
+    _bad("membership-id-short", "MembershipId", MembershipId="m-abc123"),
+    _bad("membership-id-long", "MembershipId", MembershipId="m-" + "a" * 33),
+    _bad("membership-id-list", "MembershipId", MembershipId=[A]),
+    _bad(
+        "membership-id-arn", "MembershipId", MembershipId=f"arn:aws:security-ir::1:membership/{A}"
+    ),
+    # MembershipName
+    _bad("name-too-short", "MembershipName", MembershipName="ab"),
+    _bad("name-too-long", "MembershipName", MembershipName="Long Secret Name " * 4),
+    _bad("name-object", "MembershipName", MembershipName={"Fn::Sub": "x"}),
+    # OrganizationalUnits
+    _bad("ou-bad-pattern", "OrganizationalUnits[0]", OrganizationalUnits=["ou-bad"]),
+    _bad("ou-uppercase", "OrganizationalUnits[1]", OrganizationalUnits=[ou(1), "ou-AB12-ABCDEF12"]),
+    _bad("ou-root-id", "OrganizationalUnits[0]", OrganizationalUnits=["r-ab12"]),
+    _bad("ou-account-id", "OrganizationalUnits[0]", OrganizationalUnits=["123456789012"]),
+    _bad("ou-whitespace", "OrganizationalUnits[0]", OrganizationalUnits=[" " + ou(1)]),
+    _bad("ou-duplicate", "OrganizationalUnits[2]", OrganizationalUnits=[ou(1), ou(2), ou(1)]),
+    _bad("ou-not-a-list", "OrganizationalUnits", OrganizationalUnits=ou(1)),
+    _bad("ou-comma-string", "OrganizationalUnits", OrganizationalUnits=f"{ou(1)},{ou(2)}"),
+    # booleans (CloudFormation sends strings)
+    _bad("cover-yes", "CoverEntireOrganization", CoverEntireOrganization="yes"),
+    _bad("cover-one", "CoverEntireOrganization", CoverEntireOrganization=1),
+    _bad("cover-empty", "CoverEntireOrganization", CoverEntireOrganization=""),
+    _bad("undo-maybe", "UndoMembershipCancellation", UndoMembershipCancellation="maybe"),
+    _bad(
+        "cover-with-ous",
+        ("CoverEntireOrganization", "OrganizationalUnits"),
+        CoverEntireOrganization=True,
+    ),
+    # OptInFeatures
+    _bad(
+        "feature-enabled-word",
+        "OptInFeatures[0].IsEnabled",
+        OptInFeatures=[{"FeatureName": "Triage", "IsEnabled": "enabled"}],
+    ),
+    _bad(
+        "feature-unknown-name",
+        "OptInFeatures[0].FeatureName",
+        OptInFeatures=[{"FeatureName": "Containment", "IsEnabled": True}],
+    ),
+    _bad(
+        "feature-duplicate",
+        "OptInFeatures[1].FeatureName",
+        OptInFeatures=[{"FeatureName": "Triage", "IsEnabled": True}] * 2,
+    ),
+    _bad("features-empty", "OptInFeatures", OptInFeatures=[]),
+    _bad(
+        "features-too-many",
+        "OptInFeatures",
+        OptInFeatures=[{"FeatureName": "Triage", "IsEnabled": True}] * 3,
+    ),
+    _bad(
+        "feature-missing-enabled",
+        "OptInFeatures[0].IsEnabled",
+        OptInFeatures=[{"FeatureName": "Triage"}],
+    ),
+    _bad(
+        "feature-typo-key",
+        "OptInFeatures[0].Enabled",
+        OptInFeatures=[{"FeatureName": "Triage", "Enabled": True}],
+    ),
+    _bad("features-object", "OptInFeatures", OptInFeatures={"Triage": True}),
+    # IncidentResponseTeam
+    _bad("team-of-one", "IncidentResponseTeam", IncidentResponseTeam=team(0, 1)),
+    _bad(
+        "team-of-eleven",
+        "IncidentResponseTeam",
+        IncidentResponseTeam=[
+            {"Name": f"{_P[0]} {i:02d}", "JobTitle": _P[1], "Email": f"r{i:02d}.{_P[2]}"}
+            for i in range(11)
+        ],
+    ),
+    _bad(
+        "team-duplicate-email",
+        "IncidentResponseTeam[1].Email",
+        IncidentResponseTeam=[team()[0], {**team()[1], "Email": _P[2].upper()}],
+    ),
+    _bad(
+        "team-bad-email",
+        "IncidentResponseTeam[0].Email",
+        IncidentResponseTeam=[{**team()[0], "Email": "quentin.zephyrsson"}, team()[1]],
+    ),
+    _bad(
+        "team-email-with-space",
+        "IncidentResponseTeam[1].Email",
+        IncidentResponseTeam=[team()[0], {**team()[1], "Email": "ottilie marchbanks@example.com"}],
+    ),
+    _bad(
+        "team-missing-job-title",
+        "IncidentResponseTeam[1].JobTitle",
+        IncidentResponseTeam=[
+            team()[0],
+            {k: v for k, v in team()[1].items() if k != "JobTitle"},
+        ],
+    ),
+    _bad(
+        "team-name-too-short",
+        "IncidentResponseTeam[0].Name",
+        IncidentResponseTeam=[{**team()[0], "Name": "Qz"}, team()[1]],
+    ),
+    _bad(
+        "team-title-too-long",
+        "IncidentResponseTeam[0].JobTitle",
+        IncidentResponseTeam=[{**team()[0], "JobTitle": "Secret Title " * 5}, team()[1]],
+    ),
+    _bad(
+        "team-unknown-key",
+        "IncidentResponseTeam[0].Phone",
+        IncidentResponseTeam=[{**team()[0], "Phone": "+1 555 0100"}, team()[1]],
+    ),
+    _bad(
+        "team-bad-preference",
+        "IncidentResponseTeam[0].CommunicationPreferences[0]",
+        IncidentResponseTeam=[{**team()[0], "CommunicationPreferences": ["Pager"]}, team()[1]],
+    ),
+    _bad(
+        "team-member-string",
+        "IncidentResponseTeam[1]",
+        IncidentResponseTeam=[team()[0], _P[2]],
+    ),
+    _bad("team-object", "IncidentResponseTeam", IncidentResponseTeam=team()[0]),
+    # OnDelete
+    _bad("on-delete-delete", "OnDelete", OnDelete="Delete"),
+    _bad("on-delete-lowercase", "OnDelete", OnDelete="retain"),
+    # several at once: every problem is named
+    _bad(
+        "everything-wrong",
+        ("MembershipId", "MembershipName", "OrganizationalUnits[0]", "OnDelete", "Colour"),
+        MembershipId="x",
+        MembershipName="y",
+        OrganizationalUnits=["z"],
+        OnDelete="Keep",
+        Colour="blue",
+    ),
+)
+
+#: Answers to bad input must come at once (no call is made, nothing to wait for).
+BAD_INPUT_ANSWER_SECONDS = 3.0
+
+
+@dataclass(frozen=True)
+class BadInputResult:
+    """How one invalid declaration was answered, on Create and on Update."""
+
+    name: str
+    problems: tuple[str, ...]
+    create_seconds: float
+    update_seconds: float
+
+
+def check_bad_input(
+    bad: BadInput, services: LocalServices, pool: WorkerPool, stack: StackDriver
+) -> BadInputResult:
+    """Create with ``bad`` (then rollback), and Update a healthy stack to it (then rollback).
+
+    ``stack`` must hold a healthy resource for ``A`` (CREATE/UPDATE_*_COMPLETE);
+    it is left that way.
+    """
+    problems: list[str] = []
+    marks = pool.log_marks()
+    before = time.time()
+    fresh = StackDriver(
+        services.receiver, pool.get(0), stack_name=f"bad-{bad.name}", timeout=stack.timeout
+    )
+    create = fresh.create(bad.properties)
+    problems += _bad_answer(bad, create, "Create", "ROLLBACK_COMPLETE")
+    calls = [c for c in services.emulator.calls() if c.timestamp >= before]
+    if calls:
+        problems.append(f"Create: calls were made: {[call_summary(c) for c in calls]}")
+    before = time.time()
+    update = stack.update(bad.properties)
+    problems += _bad_answer(bad, update, "Update", "UPDATE_ROLLBACK_COMPLETE")
+    failed_update = update.deliveries[0]
+    during = [
+        c
+        for c in services.emulator.calls()
+        if before <= c.timestamp <= failed_update.started + (failed_update.answer_seconds or 0)
+    ]
+    if during:
+        problems.append(f"Update: calls were made: {[call_summary(c) for c in during]}")
+    writes = [
+        c
+        for c in services.emulator.calls()
+        if c.timestamp >= before and c.operation == "UpdateMembership"
+    ]
+    if writes:
+        problems.append("Update or its rollback wrote to the membership")
+    secrets = sensitive_values(bad.properties, stack.properties)
+    urls = [str(d.event["ResponseURL"]) for d in (*fresh.deliveries, *update.deliveries)]
+    problems += log_leaks(pool.logs_since(marks), secrets, urls)
+    return BadInputResult(
+        bad.name,
+        tuple(problems),
+        create.deliveries[0].answer_seconds or float("inf"),
+        failed_update.answer_seconds or float("inf"),
+    )
+
+
+def _bad_answer(bad: BadInput, operation: Operation, kind: str, status: str) -> list[str]:
+    out = []
+    if operation.stack_status != status:
+        out.append(f"{kind}: stack is {operation.stack_status}, expected {status}")
+    answer = operation.first_answer
+    if answer is None or answer.status != "FAILED":
+        return [*out, f"{kind}: not answered FAILED"]
+    for name in bad.names:
+        if name not in answer.reason:
+            out.append(f"{kind}: reason does not name {name}: {answer.reason!r}")
+    seconds = operation.deliveries[0].answer_seconds or float("inf")
+    if seconds >= BAD_INPUT_ANSWER_SECONDS:
+        out.append(f"{kind}: answered after {seconds:.1f} s")
+    return out

@@ -1,0 +1,1 @@
+"""End-to-end tests: the real handler, played as CloudFormation plays a stack."""
