@@ -208,6 +208,61 @@ def test_failed_update_keeps_the_physical_id_and_counts_applied_calls(
     assert body["Reason"].endswith("after 1 of 2 UpdateMembership calls were applied")
 
 
+def test_failed_create_undoes_the_calls_it_applied(sir: Stubber, cfn: Receiver) -> None:
+    """CloudFormation rolls a failed Create back with a Delete that cannot reach it."""
+    new_ous = [ou(i) for i in range(1, 13)]
+    sent = event("Create", cfn, ResourceProperties=props(OrganizationalUnits=new_ous))
+    before = get_membership()
+    sir.add_response("get_membership", before)
+    sir.add_response("update_membership", {}, update_call(organizationalUnitsToAdd=new_ous[2:7]))
+    sir.add_client_error("update_membership", "ThrottlingException", http_status_code=400)
+    sir.add_client_error("update_membership", "AccessDeniedException", http_status_code=403)
+    partial = copy.deepcopy(before)
+    partial["membershipAccountsConfigurations"]["organizationalUnits"] += new_ous[2:7]
+    sir.add_response("get_membership", partial)
+    sir.add_response("update_membership", {}, update_call(organizationalUnitsToRemove=new_ous[2:7]))
+    app.handler(sent, context())
+    body = answer(cfn, sent)
+    assert body["Status"] == "FAILED"
+    assert body["PhysicalResourceId"].startswith("Membership-failed-")
+    assert "after 1 of 2 UpdateMembership calls were applied" in body["Reason"]
+    assert body["Reason"].endswith(f"they were undone, membership {MEMBERSHIP_ID} is as it was")
+    sir.assert_no_pending_responses()
+
+
+def test_failed_undo_says_what_is_left(sir: Stubber, cfn: Receiver) -> None:
+    new_ous = [ou(i) for i in range(1, 9)]
+    sent = event("Create", cfn, ResourceProperties=props(OrganizationalUnits=new_ous))
+    sir.add_response("get_membership", get_membership())
+    sir.add_response("update_membership", {}, update_call(organizationalUnitsToAdd=new_ous[2:7]))
+    sir.add_client_error("update_membership", "ValidationException", http_status_code=400)
+    sir.add_client_error("get_membership", "AccessDeniedException", http_status_code=403)
+    app.handler(sent, context())
+    reason = answer(cfn, sent)["Reason"]
+    assert "UpdateMembership was rejected: ValidationException" in reason
+    assert reason.endswith(
+        f"undoing them failed too (PermissionDenied): membership {MEMBERSHIP_ID} keeps "
+        "those changes; set its OUs and fields back by hand"
+    )
+
+
+def test_requests_that_cannot_write_do_not_need_the_table(
+    sir: Stubber, cfn: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rollback Delete after a failed Create, or invalid input, answers without DynamoDB."""
+    monkeypatch.setattr(app.PERSISTENCE, "table_name", "no-such-table")
+    monkeypatch.setattr(app, "TABLE_NAME", "no-such-table")
+    delete = event("Delete", cfn, ResourceProperties=props(), PhysicalResourceId="X-failed-1")
+    app.handler(delete, context())
+    invalid = event("Create", cfn, ResourceProperties=props(MembershipNmae="x"))
+    app.handler(invalid, context())
+    deleted, failed = cfn.bodies
+    assert (deleted["Status"], deleted["PhysicalResourceId"]) == ("SUCCESS", "X-failed-1")
+    assert failed["Reason"].startswith(
+        "Invalid properties: unknown property MembershipNmae (did you mean MembershipName?)"
+    )
+
+
 @pytest.mark.parametrize(
     ("on_delete", "physical", "calls"),
     [

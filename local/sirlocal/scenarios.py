@@ -1208,11 +1208,10 @@ SCENARIOS: tuple[Scenario, ...] = (
         {A: Expect(ous=BASE_OUS, name=N0)},
         ("Get A", "Get C !ResourceNotFoundException", "Get A"),
     ),
-    # -- known issues: expectations state the intended behaviour -------------------------
     Scenario(
         "create-partial-failure",
-        "known-issues",
-        "Create adds 12 OUs and renames; AccessDenied on the 2nd of 3 calls",
+        "rollback",
+        "Create adds 12 OUs and renames; AccessDenied on the 2nd of 3 calls: undone",
         (seed(),),
         _s(
             Step(
@@ -1222,7 +1221,10 @@ SCENARIOS: tuple[Scenario, ...] = (
                 faults=(
                     Fault("error", "UpdateMembership", on_call=2, error="AccessDeniedException"),
                 ),
-                reason_has=("after 1 of 3 UpdateMembership calls were applied",),
+                reason_has=(
+                    "after 1 of 3 UpdateMembership calls were applied",
+                    "they were undone",
+                ),
             ),
         ),
         {A: Expect(ous=BASE_OUS, name=N0)},
@@ -1230,10 +1232,8 @@ SCENARIOS: tuple[Scenario, ...] = (
             "Get A",
             "Update A +5 -0 name",
             "Update A +5 -0 !AccessDeniedException",
-        ),
-        known_issue=(
-            "a failed Create is never undone: its rollback Delete has a non-membership "
-            "physical id and makes no call, so the first call's rename and 5 OUs stay"
+            "Get A",
+            "Update A +0 -5 name",
         ),
     ),
     Scenario(
@@ -1268,8 +1268,8 @@ SCENARIOS: tuple[Scenario, ...] = (
     ),
     Scenario(
         "replacement-partial-failure",
-        "known-issues",
-        "Update to B (+7 OUs, rename) fails on the 2nd call: B keeps the first call",
+        "rollback",
+        "Update to B (+7 OUs, rename) fails on the 2nd call: B is put back, A untouched",
         (seed(), seed(B, name=NAMES[2], ou_ids=[ou(20)])),
         _s(
             Step("create", declare(), "CREATE_COMPLETE"),
@@ -1288,26 +1288,20 @@ SCENARIOS: tuple[Scenario, ...] = (
             "Get B",
             "Update B +5 -0 name",
             "Update B +2 -0 !AccessDeniedException",
+            "Get B",
+            "Update B +0 -5 name",
             "Get A",
-        ),
-        known_issue=(
-            "the rollback Update targets A (the old physical id) and CloudFormation sends "
-            "no Delete for B, so B keeps the partial rename and OUs"
         ),
     ),
     Scenario(
         "table-unreachable",
-        "known-issues",
-        "the idempotency table refuses connections: Create fails, its rollback too",
+        "faults",
+        "the idempotency table refuses connections: Create fails, its rollback Delete succeeds",
         (seed(),),
         final={A: Expect(ous=BASE_OUS, name=N0)},
         calls=(),
         custom=_table_unreachable,
         custom_faults="DynamoDB endpoint refuses connections",
-        known_issue=(
-            "a Delete that needs no call (failed-Create id, OnDelete Retain) still goes "
-            "through the idempotency table, so the rollback ends ROLLBACK_FAILED"
-        ),
     ),
     # -- duplicates ------------------------------------------------------------------------
     Scenario(

@@ -8,9 +8,11 @@ invocation:
    RequestType and the LogicalResourceId.
 2. crhelper dispatches Create/Update/Delete to ``_dispatch`` and arms a timer
    that answers FAILED shortly before Lambda would kill the function.
-3. ``_dispatch`` runs ``resource.handle`` at most once per (StackId,
-   RequestId) through Powertools idempotency on DynamoDB; a duplicate
-   delivery gets the stored answer back instead of writing again.
+3. ``_dispatch`` answers at once a request that cannot write (invalid
+   properties, a Delete with nothing to do); otherwise it runs
+   ``resource.handle`` at most once per (StackId, RequestId) through
+   Powertools idempotency on DynamoDB, and a duplicate delivery gets the
+   stored answer back instead of writing again.
 4. ``_Resource._send`` PUTs the single answer with ``response.ResponseSender``.
 """
 
@@ -126,6 +128,9 @@ _carry_out_once = cast(
 def _answer(event: dict[str, Any], context: LambdaContext) -> Answer:
     """Carry the request out once, or wait for the invocation already doing it."""
     request = resource.Request.from_event(event)
+    at_once = resource.answer_without_writes(request)
+    if at_once is not None:
+        return at_once
     remaining = _remaining(context)
     service = MembershipService(
         SECURITY_IR,

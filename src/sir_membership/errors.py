@@ -10,14 +10,32 @@ marks sensitive.
 
 from __future__ import annotations
 
+import copy
+
 
 class MembershipError(Exception):
-    """Base class: a failure that becomes the CloudFormation ``Reason``."""
+    """Base class: a failure that becomes the CloudFormation ``Reason``.
+
+    ``applied`` and ``planned`` count the UpdateMembership calls of the plan
+    that had succeeded and that were planned when the failure happened, so
+    the caller can tell a failure before any write from one part-way.
+    """
+
+    def __init__(self, message: str, *, applied: int = 0, planned: int = 0) -> None:
+        super().__init__(message)
+        self.applied = applied
+        self.planned = planned
 
     @property
     def reason(self) -> str:
         """The one-line reason sent to CloudFormation."""
         return str(self)
+
+    def noted(self, note: str) -> MembershipError:
+        """The same failure with ``note`` appended to its reason (e.g. what was undone)."""
+        noted = copy.copy(self)
+        noted.args = (f"{self.reason}; {note}",)
+        return noted
 
 
 class InvalidProperties(MembershipError):
@@ -37,16 +55,7 @@ class MembershipNotUpdatable(MembershipError):
 
 
 class ServiceFailure(MembershipError):
-    """The service rejected a call, or retries ran out of time.
-
-    ``applied`` counts the UpdateMembership calls of the plan that had already
-    succeeded, so the stack event says how far the change got.
-    """
-
-    def __init__(self, message: str, *, applied: int = 0, planned: int = 0) -> None:
-        super().__init__(message)
-        self.applied = applied
-        self.planned = planned
+    """The service rejected a call, or retries ran out of time."""
 
 
 class StillInProgress(MembershipError):

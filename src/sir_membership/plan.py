@@ -268,6 +268,28 @@ def plan_delete(declared: MembershipProperties, actual: MembershipState) -> Plan
     )
 
 
+def plan_restore(before: MembershipState, now: MembershipState, attempted: Plan) -> Plan:
+    """Plan undoing what part of ``attempted`` did: back from ``now`` to ``before``.
+
+    Used when a Create (or an Update that replaces the membership) fails
+    part-way: CloudFormation's rollback of those is a Delete or an Update of
+    the old membership, neither of which reaches the changes already made,
+    so the function puts them back itself. Only what ``attempted`` touched is
+    restored: OUs it added are removed, OUs it removed are added back, and
+    fields that now differ from ``before`` get ``before``'s values. A
+    reactivated membership cannot be cancelled again and stays Active.
+    """
+    restore = MembershipProperties(
+        membership_id=before.membership_id,
+        membership_name=before.name,
+        team=before.team or None,
+        features=before.features or None,
+        cover_entire_organization=before.cover_entire_organization,
+        organizational_units=before.organizational_units & frozenset(attempted.ous_to_remove),
+    )
+    return plan_changes(restore, now, frozenset(attempted.ous_to_add))
+
+
 def apply_request(state: MembershipState, request: UpdateRequest) -> MembershipState:
     """What the membership becomes once ``request`` succeeds (the service's semantics)."""
     if request.membership_name is not None:

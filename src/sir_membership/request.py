@@ -102,7 +102,19 @@ class Decision:
     plan: Callable[[MembershipState], Plan] | None = None
     must_exist: bool = True
     replacement: bool = False
+    create: bool = False
     reason: str = ""
+
+    @property
+    def undo_on_failure(self) -> bool:
+        """Whether the function must undo a failure part-way itself.
+
+        CloudFormation rolls a failed Create back with a Delete, and a failed
+        replacing Update with an Update of the old membership: neither reaches
+        what was already changed on this membership. A failed Update of the
+        same membership is undone by CloudFormation's rollback Update.
+        """
+        return self.must_exist and (self.replacement or self.create)
 
 
 def decide(request: Request) -> Decision:
@@ -118,6 +130,7 @@ def decide(request: Request) -> Decision:
         desired.membership_id,
         lambda state: plan_changes(desired, state, previous),
         replacement=replaced,
+        create=request.request_type == "Create",
     )
 
 

@@ -1,9 +1,12 @@
 """One CloudFormation request in, one ``Answer`` out.
 
-This is the side-effecting work that runs at most once per request (the
-shell wraps it in Powertools idempotency). Domain failures become FAILED
-answers here, so a duplicate delivery gets the same answer back; only bugs
-escape as exceptions.
+``handle`` is the side-effecting work that runs at most once per request
+(the shell wraps it in Powertools idempotency). ``answer_without_writes``
+answers the requests that cannot lead to a write (invalid properties, a
+Delete with nothing to do) before that, so they never depend on the
+idempotency table: a rollback Delete after a failed Create succeeds even if
+the table is unreachable. Domain failures become FAILED answers here, so a
+duplicate delivery gets the same answer back; only bugs escape as exceptions.
 """
 
 from __future__ import annotations
@@ -11,19 +14,20 @@ from __future__ import annotations
 import logging
 
 from .errors import MembershipError
-from .plan import Plan
-from .request import Request, decide
+from .membership import MembershipState
+from .plan import Plan, plan_restore
+from .request import Decision, Request, decide
 from .response import Answer
 from .service import MembershipService
 
-__all__ = ["Answer", "Request", "handle"]
+__all__ = ["Answer", "Request", "answer_without_writes", "handle"]
 
 logger = logging.getLogger(__name__)
 
 
-def _log_plan(plan: Plan) -> None:
+def _log_plan(message: str, plan: Plan) -> None:
     logger.info(
-        "planned",
+        message,
         extra={
             "membershipId": plan.membership_id,
             "calls": len(plan.requests),
@@ -34,11 +38,55 @@ def _log_plan(plan: Plan) -> None:
     )
 
 
-def _carry_out(request: Request, service: MembershipService) -> Answer:
-    decision = decide(request)
-    if decision.membership_id is None or decision.plan is None:
+def _failed(request: Request, error: MembershipError) -> Answer:
+    logger.warning("failed", extra={"errorType": type(error).__name__, "applied": error.applied})
+    return Answer.failed(request.failed_physical_id(), error.reason)
+
+
+def _decide(request: Request) -> Decision | Answer:
+    """The decision, or the answer when the request cannot lead to a write."""
+    try:
+        decision = decide(request)
+    except MembershipError as error:
+        return _failed(request, error)
+    if decision.membership_id is None:
         logger.info("nothing to do", extra={"why": decision.reason})
         return Answer.success(request.physical_id, {})
+    return decision
+
+
+def answer_without_writes(request: Request) -> Answer | None:
+    """The answer to a request that cannot write anything, or None if it may write.
+
+    These answers depend only on the event, so a duplicate delivery gets the
+    same one without an idempotency record.
+    """
+    decided = _decide(request)
+    return decided if isinstance(decided, Answer) else None
+
+
+def _undo(
+    service: MembershipService, before: MembershipState, attempted: Plan, error: MembershipError
+) -> MembershipError:
+    """Put back what a failed Create or replacing Update applied (see ``plan_restore``)."""
+    membership_id = before.membership_id
+    try:
+        now = service.get(membership_id)
+        undo = plan_restore(before, now, attempted)
+        _log_plan("undoing", undo)
+        service.apply(now, undo, lambda state: plan_restore(before, state, attempted))
+    except MembershipError as undo_error:
+        logger.warning("undo failed", extra={"errorType": type(undo_error).__name__})
+        return error.noted(
+            f"undoing them failed too ({type(undo_error).__name__}): membership "
+            f"{membership_id} keeps those changes; set its OUs and fields back by hand"
+        )
+    return error.noted(f"they were undone, membership {membership_id} is as it was")
+
+
+def _carry_out(request: Request, decision: Decision, service: MembershipService) -> Answer:
+    assert decision.membership_id is not None
+    assert decision.plan is not None
     if decision.must_exist:
         state = service.get(decision.membership_id)
     else:
@@ -48,8 +96,13 @@ def _carry_out(request: Request, service: MembershipService) -> Answer:
             return Answer.success(request.physical_id, {})
         state = found
     plan = decision.plan(state)
-    _log_plan(plan)
-    applied = service.apply(state, plan, decision.plan)
+    _log_plan("planned", plan)
+    try:
+        applied = service.apply(state, plan, decision.plan)
+    except MembershipError as error:
+        if error.applied and decision.undo_on_failure:
+            raise _undo(service, state, plan, error) from None
+        raise
     logger.info("applied", extra={"membershipId": state.membership_id, "calls": applied.calls})
     if request.request_type == "Delete":
         return Answer.success(request.physical_id, {})
@@ -58,8 +111,10 @@ def _carry_out(request: Request, service: MembershipService) -> Answer:
 
 def handle(request: Request, service: MembershipService) -> Answer:
     """Carry out ``request`` and say how it went. Never raises ``MembershipError``."""
+    decided = _decide(request)
+    if isinstance(decided, Answer):
+        return decided
     try:
-        return _carry_out(request, service)
+        return _carry_out(request, decided, service)
     except MembershipError as error:
-        logger.warning("failed", extra={"errorType": type(error).__name__})
-        return Answer.failed(request.failed_physical_id(), error.reason)
+        return _failed(request, error)

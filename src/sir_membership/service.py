@@ -101,10 +101,17 @@ class MembershipService:
 
     # -- reading -----------------------------------------------------------------
 
-    def get(self, membership_id: str) -> MembershipState:
-        """Read the membership; ``MembershipNotFound`` if it is not there."""
+    def get(self, membership_id: str, *, applied: int = 0, planned: int = 0) -> MembershipState:
+        """Read the membership; ``MembershipNotFound`` if it is not there.
+
+        ``applied``/``planned`` say how far a plan had got when it is read again.
+        """
         response = self._with_retries(
-            "GetMembership", membership_id, lambda: self._get(membership_id), applied=0, planned=0
+            "GetMembership",
+            membership_id,
+            lambda: self._get(membership_id),
+            applied=applied,
+            planned=planned,
         )
         return state_from_api(response)
 
@@ -146,7 +153,7 @@ class MembershipService:
             except _Retry as retry:
                 unknown += 1
                 self._backoff(unknown, retry, "UpdateMembership", done, done + len(pending))
-                state = self.get(request.membership_id)
+                state = self.get(request.membership_id, applied=done, planned=done + len(pending))
                 pending = list(replan(state).requests)
                 continue
             done += 1
@@ -256,13 +263,17 @@ class MembershipService:
         if code == "ResourceNotFoundException":
             return MembershipNotFound(
                 f"Membership {membership_id} was not found in {where}: deploy this stack "
-                f"in the membership's account and region, and check MembershipId{progress}"
+                f"in the membership's account and region, and check MembershipId{progress}",
+                applied=applied,
+                planned=planned,
             )
         if code == "AccessDeniedException":
             return PermissionDenied(
                 f"Access denied for security-ir:{operation} on membership {membership_id}: "
                 f"allow security-ir:{operation} on arn:<partition>:security-ir:<region>:"
-                f"<account>:membership/* in the function's role{progress}"
+                f"<account>:membership/* in the function's role{progress}",
+                applied=applied,
+                planned=planned,
             )
         if code == "SecurityIncidentResponseNotActiveException":
             return self._failure(
