@@ -37,6 +37,7 @@ from moto import mock_aws
 from receiver import Receiver
 
 from sir_membership import app, resource
+from sir_membership.adoption import AdoptionNotes
 from sir_membership.response import contract_problems
 
 EVENTS = Path(__file__).parent.parent / "events"
@@ -82,6 +83,7 @@ def dynamodb(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         monkeypatch.setattr(app.PERSISTENCE, "client", client)
         monkeypatch.setattr(app.PERSISTENCE, "table_name", TABLE)
         monkeypatch.setattr(app, "TABLE_NAME", TABLE)
+        monkeypatch.setattr(app, "NOTES", AdoptionNotes(client, TABLE))
         yield client
 
 
@@ -263,6 +265,61 @@ def test_requests_that_cannot_write_do_not_need_the_table(
     )
 
 
+FOREIGN_OU = "ou-ab12-f0f0f0f0"
+
+
+def test_rollback_keeps_an_ou_the_failed_update_adopted(
+    sir: Stubber, cfn: Receiver, dynamodb: Any
+) -> None:
+    """The failed Update declared an OU someone else had associated: its rollback keeps it."""
+    before = get_membership()
+    before["membershipAccountsConfigurations"]["organizationalUnits"].append(FOREIGN_OU)
+    old = props()
+    new = props(OrganizationalUnits=[ou(1), ou(2), FOREIGN_OU, ou(3)])
+    failing = event("Update", cfn, ResourceProperties=new, OldResourceProperties=old)
+    sir.add_response("get_membership", before)
+    sir.add_client_error("update_membership", "AccessDeniedException", http_status_code=403)
+    app.handler(failing, context())
+    assert cfn.bodies[-1]["Status"] == "FAILED"
+    note = dynamodb.get_item(
+        TableName=TABLE, Key={"id": {"S": f"adopted#{failing['StackId']}#Membership"}}
+    )["Item"]
+    assert note["ous"]["SS"] == [FOREIGN_OU]
+
+    rollback = event("Update", cfn, ResourceProperties=old, OldResourceProperties=new)
+    sir.add_response("get_membership", before)  # nothing was applied: no call to undo
+    app.handler(rollback, context())
+    assert cfn.bodies[-1]["Status"] == "SUCCESS"
+    assert "Item" not in dynamodb.get_item(TableName=TABLE, Key={"id": note["id"]})
+
+    # Once the note is gone, dropping an OU removes it as the property reference says.
+    forward = event("Update", cfn, ResourceProperties=old, OldResourceProperties=new)
+    sir.add_response("get_membership", before)
+    sir.add_response("update_membership", {}, update_call(organizationalUnitsToRemove=[FOREIGN_OU]))
+    app.handler(forward, context())
+    assert cfn.bodies[-1]["Status"] == "SUCCESS"
+
+
+def test_an_unreadable_note_fails_the_update_before_any_write(
+    sir: Stubber, cfn: Receiver, dynamodb: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(app, "NOTES", AdoptionNotes(dynamodb, "no-such-table"))
+    sent = event(
+        "Update",
+        cfn,
+        ResourceProperties=props(OrganizationalUnits=[ou(1)]),
+        OldResourceProperties=props(),
+    )
+    app.handler(sent, context())
+    body = answer(cfn, sent)
+    assert body["Status"] == "FAILED"
+    assert body["Reason"] == (
+        "could not read the idempotency table no-such-table (ResourceNotFoundException): "
+        "check the table exists and the role allows dynamodb:GetItem/PutItem/DeleteItem on it; "
+        "no change was applied"
+    )
+
+
 @pytest.mark.parametrize(
     ("on_delete", "physical", "calls"),
     [
@@ -331,7 +388,7 @@ def test_duplicate_in_progress_waits_for_the_first_answer(
     release = threading.Event()
     calls: list[str] = []
 
-    def slow_handle(request: resource.Request, service: Any) -> Any:
+    def slow_handle(request: resource.Request, service: Any, *_: Any) -> Any:
         calls.append(request.request_id)
         release.wait(5)
         return resource.Answer.success(MEMBERSHIP_ID, {"MembershipId": MEMBERSHIP_ID})
@@ -371,7 +428,7 @@ def test_timer_answers_once_when_the_work_hangs(
 ) -> None:
     sent = event("Create", cfn, ResourceProperties=props())
 
-    def hang(request: resource.Request, service: Any) -> Any:
+    def hang(request: resource.Request, service: Any, *_: Any) -> Any:
         time.sleep(1.0)
         return resource.Answer.success(MEMBERSHIP_ID, {})
 
@@ -388,7 +445,7 @@ def test_timer_answers_once_when_the_work_hangs(
 def test_unexpected_errors_answer_without_their_text(
     dynamodb: Any, cfn: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def boom(request: resource.Request, service: Any) -> Any:
+    def boom(request: resource.Request, service: Any, *_: Any) -> Any:
         raise RuntimeError(SECRET_EMAILS[0])
 
     monkeypatch.setattr(resource, "handle", boom)
@@ -558,7 +615,7 @@ def test_bugs_and_bad_urls_leave_no_sensitive_text_in_logs(
 ) -> None:
     caplog.set_level("DEBUG")
 
-    def boom(request: resource.Request, service: Any) -> Any:
+    def boom(request: resource.Request, service: Any, *_: Any) -> Any:
         raise RuntimeError(SECRET_EMAILS[0])
 
     monkeypatch.setattr(resource, "handle", boom)

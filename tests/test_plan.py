@@ -144,6 +144,23 @@ def test_rollback_after_partial_failure_restores_the_old_declaration(
 
 
 @settings(max_examples=300, deadline=None)
+@given(old=ous, new=ous, actual=ous, cut=st.integers(min_value=0, max_value=20))
+def test_rollback_keeping_adopted_ous_restores_the_state_exactly(
+    old: frozenset[str], new: frozenset[str], actual: frozenset[str], cut: int
+) -> None:
+    """With the forward plan's adopted OUs kept, the rollback ends at ``actual | old``."""
+    start = MembershipState(MEMBERSHIP_ID, organizational_units=actual)
+    forward = plan_changes(
+        MembershipProperties(MEMBERSHIP_ID, organizational_units=new), start, old
+    )
+    assert set(forward.ous_adopted) == (new - old) & actual
+    partial = run(start, replace(forward, requests=forward.requests[:cut]))
+    back = MembershipProperties(MEMBERSHIP_ID, organizational_units=old)
+    final = run(partial, plan_changes(back, partial, new, frozenset(forward.ous_adopted)))
+    assert final.organizational_units == actual | old
+
+
+@settings(max_examples=300, deadline=None)
 @given(
     declared=ous,
     actual=ous,

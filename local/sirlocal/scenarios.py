@@ -1238,7 +1238,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     ),
     Scenario(
         "rollback-keeps-preexisting-ou",
-        "known-issues",
+        "rollback",
         "the new declaration lists an OU someone else had associated; the update fails",
         (seed(),),
         _s(
@@ -1260,10 +1260,6 @@ SCENARIOS: tuple[Scenario, ...] = (
             "Update A +1 -0 !AccessDeniedException",
             "Get A",
             "Update A +0 -5",
-        ),
-        known_issue=(
-            "the rollback removes (new - old) & actual, which includes an OU that was "
-            "associated outside the stack before the failed update declared it"
         ),
     ),
     Scenario(

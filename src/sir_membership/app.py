@@ -47,6 +47,7 @@ from botocore.config import Config
 from crhelper import CfnResource
 
 from . import resource
+from .adoption import AdoptionNotes
 from .errors import ConfigurationError, MembershipError, StillInProgress
 from .request import failed_physical_id
 from .response import FAILED, Answer, ResponseSender, build_body
@@ -76,6 +77,8 @@ PERSISTENCE = DynamoDBPersistenceLayer(
         connect_timeout=2, read_timeout=5, retries={"total_max_attempts": 3, "mode": "standard"}
     ),
 )
+#: What an Update adopted, for its rollback; kept in the same table.
+NOTES = AdoptionNotes(PERSISTENCE.client, TABLE_NAME)
 IDEMPOTENCY = IdempotencyConfig(
     event_key_jmespath="[StackId, RequestId]",
     raise_on_no_idempotency_key=True,
@@ -109,7 +112,7 @@ def _carry_out(
     The answer is also put in ``outcome``: if saving the record fails after
     the work was done, the real answer is still sent.
     """
-    answer = resource.handle(resource.Request.from_event(event), service)
+    answer = resource.handle(resource.Request.from_event(event), service, NOTES)
     outcome.append(answer)
     return answer
 

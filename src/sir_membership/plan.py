@@ -100,6 +100,9 @@ class Plan:
     changes: tuple[Change, ...] = ()
     ous_to_add: tuple[str, ...] = ()
     ous_to_remove: tuple[str, ...] = ()
+    #: Newly declared OUs that were already associated: this change adopts
+    #: them without a call, so undoing it must leave them associated.
+    ous_adopted: tuple[str, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -232,14 +235,17 @@ def plan_changes(
     desired: MembershipProperties,
     actual: MembershipState,
     previous_ous: frozenset[str] = frozenset(),
+    keep: frozenset[str] = frozenset(),
 ) -> Plan:
     """Plan a Create (``previous_ous`` empty) or an Update (``previous_ous`` = old declaration).
 
-    Raises ``MembershipNotUpdatable`` when changes are needed but the
-    membership's status forbids them.
+    ``keep`` are OUs never to remove: those the change being rolled back had
+    adopted (see ``Plan.ous_adopted``). Raises ``MembershipNotUpdatable`` when
+    changes are needed but the membership's status forbids them.
     """
-    adds = sorted(desired.organizational_units - actual.organizational_units)
-    removes = sorted((previous_ous - desired.organizational_units) & actual.organizational_units)
+    declared = desired.organizational_units
+    adds = sorted(declared - actual.organizational_units)
+    removes = sorted((previous_ous - declared - keep) & actual.organizational_units)
     first = _field_changes(desired, actual)
     plan = Plan(
         membership_id=actual.membership_id,
@@ -247,6 +253,7 @@ def plan_changes(
         changes=_describe(first, actual, len(adds), len(removes)),
         ous_to_add=tuple(adds),
         ous_to_remove=tuple(removes),
+        ous_adopted=tuple(sorted((declared - previous_ous) & actual.organizational_units)),
     )
     return _check_status(plan, actual)
 

@@ -9,7 +9,7 @@ will do.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from .errors import InvalidProperties
@@ -99,11 +99,33 @@ class Decision:
     """
 
     membership_id: str | None
-    plan: Callable[[MembershipState], Plan] | None = None
+    planner: Callable[[MembershipState, frozenset[str]], Plan] | None = None
     must_exist: bool = True
     replacement: bool = False
     create: bool = False
     reason: str = ""
+    #: The OUs declared now and, for an Update of the same membership, before.
+    declared: frozenset[str] = frozenset()
+    previous: frozenset[str] = frozenset()
+    #: OUs never to remove (``Plan.ous_adopted`` of the change being undone).
+    keep: frozenset[str] = frozenset()
+
+    @property
+    def plan(self) -> Callable[[MembershipState], Plan] | None:
+        """The planner for this request, given the membership's actual state."""
+        if self.planner is None:
+            return None
+        planner, keep = self.planner, self.keep
+        return lambda state: planner(state, keep)
+
+    def keeping(self, keep: frozenset[str]) -> Decision:
+        """The same decision, leaving ``keep`` associated whatever the declarations say."""
+        return replace(self, keep=keep)
+
+    @property
+    def dropped(self) -> frozenset[str]:
+        """OUs the old declaration had and the new one drops: the only ones it may remove."""
+        return self.previous - self.declared
 
     @property
     def undo_on_failure(self) -> bool:
@@ -115,6 +137,11 @@ class Decision:
         same membership is undone by CloudFormation's rollback Update.
         """
         return self.must_exist and (self.replacement or self.create)
+
+    @property
+    def rolled_back_by_update(self) -> bool:
+        """An Update of the same membership: CloudFormation's rollback is an Update too."""
+        return self.must_exist and not (self.replacement or self.create)
 
 
 def decide(request: Request) -> Decision:
@@ -128,9 +155,11 @@ def decide(request: Request) -> Decision:
         previous = _old_ous(request.old_properties, desired.membership_id)
     return Decision(
         desired.membership_id,
-        lambda state: plan_changes(desired, state, previous),
+        lambda state, keep: plan_changes(desired, state, previous, keep),
         replacement=replaced,
         create=request.request_type == "Create",
+        declared=desired.organizational_units,
+        previous=previous,
     )
 
 
@@ -144,4 +173,4 @@ def _decide_delete(request: Request) -> Decision:
         return Decision(None, reason="invalid properties: the membership is retained")
     if declared.on_delete == "Retain" or declared.membership_id != physical:
         return Decision(None, reason="OnDelete is Retain: the membership is kept as it is")
-    return Decision(physical, lambda state: plan_delete(declared, state), must_exist=False)
+    return Decision(physical, lambda state, _keep: plan_delete(declared, state), must_exist=False)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 
+from .adoption import AdoptionNotes
 from .errors import MembershipError
 from .membership import MembershipState
 from .plan import Plan, plan_restore
@@ -84,37 +85,69 @@ def _undo(
     return error.noted(f"they were undone, membership {membership_id} is as it was")
 
 
-def _carry_out(request: Request, decision: Decision, service: MembershipService) -> Answer:
+def _keep_adopted(request: Request, decision: Decision, notes: AdoptionNotes | None) -> Decision:
+    """An Update that drops OUs keeps those the Update it undoes had adopted."""
+    if notes is None or not decision.rolled_back_by_update or not decision.dropped:
+        return decision
     assert decision.membership_id is not None
-    assert decision.plan is not None
+    keep = notes.recall(
+        request.stack_id, request.logical_id, decision.membership_id, decision.previous
+    )
+    if keep & decision.dropped:
+        logger.info("keeping adopted OUs", extra={"ousKept": len(keep & decision.dropped)})
+    return decision.keeping(keep)
+
+
+def _carry_out(
+    request: Request, decision: Decision, service: MembershipService, notes: AdoptionNotes | None
+) -> Answer:
+    membership_id = decision.membership_id
+    assert membership_id is not None
+    decision = _keep_adopted(request, decision, notes)
+    plan_for = decision.plan
+    assert plan_for is not None
     if decision.must_exist:
-        state = service.get(decision.membership_id)
+        state = service.get(membership_id)
     else:
-        found = service.find(decision.membership_id)
+        found = service.find(membership_id)
         if found is None:
             logger.info("membership no longer exists: nothing to do")
             return Answer.success(request.physical_id, {})
         state = found
-    plan = decision.plan(state)
+    plan = plan_for(state)
     _log_plan("planned", plan)
+    # Written before the first call: a failure at any point must find it.
+    note = decision.rolled_back_by_update and bool(plan.requests and plan.ous_adopted)
+    if notes is not None and note:
+        adopted = frozenset(plan.ous_adopted)
+        notes.remember(
+            request.stack_id, request.logical_id, membership_id, decision.declared, adopted
+        )
     try:
-        applied = service.apply(state, plan, decision.plan)
+        applied = service.apply(state, plan, plan_for)
     except MembershipError as error:
         if error.applied and decision.undo_on_failure:
             raise _undo(service, state, plan, error) from None
         raise
-    logger.info("applied", extra={"membershipId": state.membership_id, "calls": applied.calls})
+    logger.info("applied", extra={"membershipId": membership_id, "calls": applied.calls})
+    if notes is not None and (note or decision.keep):
+        notes.forget(request.stack_id, request.logical_id)
     if request.request_type == "Delete":
         return Answer.success(request.physical_id, {})
-    return Answer.success(state.membership_id, applied.state.attributes())
+    return Answer.success(membership_id, applied.state.attributes())
 
 
-def handle(request: Request, service: MembershipService) -> Answer:
-    """Carry out ``request`` and say how it went. Never raises ``MembershipError``."""
+def handle(
+    request: Request, service: MembershipService, notes: AdoptionNotes | None = None
+) -> Answer:
+    """Carry out ``request`` and say how it went. Never raises ``MembershipError``.
+
+    ``notes`` keeps what an Update adopted for its rollback (see ``adoption``).
+    """
     decided = _decide(request)
     if isinstance(decided, Answer):
         return decided
     try:
-        return _carry_out(request, decided, service)
+        return _carry_out(request, decided, service, notes)
     except MembershipError as error:
         return _failed(request, error)
