@@ -18,7 +18,7 @@ TOOLS := .venv-tools
 BIN := $(VENV)/bin
 TBIN := $(TOOLS)/bin
 
-.PHONY: test setup lint typecheck cfn-lint sam-validate artifact unit demo bench clean
+.PHONY: test setup lint typecheck cfn-lint sam-validate artifact unit demo reliability bench clean
 
 $(BIN)/.installed: requirements-dev.txt src/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,10 @@ test: lint typecheck cfn-lint sam-validate artifact unit
 # A readable stack story against the local emulator (no AWS account needed).
 demo: $(BIN)/.installed
 	PYTHONPATH=src:local $(BIN)/python -m sirlocal.demo
+
+# Every end-to-end scenario and invalid declaration; writes docs/reliability.md.
+reliability: $(BIN)/.installed
+	PYTHONPATH=src:local $(BIN)/python -m sirlocal.reliability
 
 # Benchmarks; writes bench/results.md and bench/results.json.
 bench: $(BIN)/.installed $(TBIN)/.installed
