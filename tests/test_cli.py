@@ -25,22 +25,19 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import EndpointConnectionError
 from botocore.stub import Stubber
+from changeset_execution import Sent, execute_change_set, lambda_function, through_resource
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sir_membership import app, cli, resource
+from sir_membership import app, cli
 from sir_membership.membership import MembershipState
 from sir_membership.preview import (
     Observed,
-    Selection,
-    deliveries,
     load_change_set,
     offline_lookup,
     preview,
     select,
 )
-from sir_membership.request import Request
-from sir_membership.response import Answer
 from sir_membership.service import MembershipService
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -54,9 +51,17 @@ STACK_ID = (
 MID = "m-abcdef0123"
 A, B, C, D = "ou-ab12-abcdef12", "ou-ab12-bcdef123", "ou-cd34-cdef1234", "ou-cd34-def12345"
 OUTSIDE = "ou-9z9z-outside1"
-#: Every fixture the function can be compared on (``unresolved`` cannot: the
-#: function only ever sees resolved values).
-AGREEMENT = ("add", "modify", "paginated", "replacement", "remove", "invalid", "no-change")
+#: Every change-set fixture; each has a saved GetMembership state of the same name.
+FIXTURES_ALL = (
+    "add",
+    "invalid",
+    "modify",
+    "no-change",
+    "paginated",
+    "remove",
+    "replacement",
+    "unresolved",
+)
 
 
 # -- a security-ir client answered from state --------------------------------------
@@ -142,21 +147,6 @@ def api_document(state: MembershipState) -> dict[str, Any]:
     return document
 
 
-def run_function(selection: Selection, stack_id: str, client: Any) -> list[tuple[Request, Answer]]:
-    """Send what CloudFormation sends, to the real handler: updates, then cleanup if all succeed."""
-    pending = [d for t in selection.targets for d in deliveries(t, stack_id) if not d.withheld]
-    answers = []
-    for cleanup in (False, True):
-        if cleanup and any(a.status == "FAILED" for _, a in answers):
-            break
-        for delivery in (d for d in pending if d.cleanup == cleanup):
-            service = MembershipService(
-                client, lambda: 300.0, sleep=lambda _: None, account_id=ACCOUNT, region=REGION
-            )
-            answers.append((delivery.request, resource.handle(delivery.request, service)))
-    return answers
-
-
 # -- running the CLI ------------------------------------------------------------------
 
 
@@ -226,59 +216,145 @@ def state_argv(name: str) -> list[str]:
 
 
 # -- agreement -------------------------------------------------------------------------
+#
+# The function's side runs through ``changeset_execution`` (CloudFormation's contract,
+# written without the preview's code) into ``app.handler``, the deployed
+# entry point: the preview and the function share only the state they start from.
+
+#: What CloudFormation fills in when the change set executes (the fixtures'
+#: placeholders): the function never sees a placeholder.
+FILLED_IN_AT_EXECUTION = {"{{changeSetDependencyDetails}}": "ou-ab12-5a4db0c1"}
 
 
-def check_agreement(printed: dict[str, Any], name: str, documents: list[dict[str, Any]]) -> None:
-    change_set = load_change_set(json.loads((CHANGESETS / f"{name}.json").read_text()))
+def executed_pages(name: str) -> list[dict[str, Any]]:
+    """The change set as it is when it executes: every placeholder filled in.
+
+    For a change set with placeholders this is the one to preview again once
+    the values exist, as the preview itself advises.
+    """
+    text = (CHANGESETS / f"{name}.json").read_text()
+    for placeholder, value in FILLED_IN_AT_EXECUTION.items():
+        text = text.replace(placeholder, value)
+    document = json.loads(text)
+    return document if isinstance(document, list) else [document]
+
+
+def executed_file(name: str, tmp_path: Path) -> str:
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(executed_pages(name)))
+    return str(path)
+
+
+def function_calls(
+    name: str, documents: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> list[Sent]:
+    """Execute the fixture's change set against the Lambda handler, from ``documents``."""
     fake = RecordingSecurityIR(documents)
-    answers = run_function(select(change_set), change_set.stack_id, fake.client)
-    assert printed["updateMembershipRequests"] == fake.updates
-    failed = [a.reason for _, a in answers if a.status == "FAILED"]
-    shown = [s["reason"] for r in printed["resources"] for s in r["steps"] if s["status"] == "fail"]
-    assert shown == failed
+    with lambda_function(fake.client, monkeypatch) as invoke:
+        return execute_change_set(executed_pages(name), invoke, lambda: fake.updates)
 
 
-@pytest.mark.parametrize("name", AGREEMENT)
-def test_offline_preview_with_saved_state_agrees_with_the_function(name: str) -> None:
-    code, out, _ = run(plan_argv(name, *state_argv(name), "--json", "--show-sensitive"))
-    printed = json.loads(out)
-    check_agreement(printed, name, state_documents(name))
-    assert code == cli.EXIT_CODES[printed["status"]]
-
-
-@pytest.mark.parametrize("name", AGREEMENT)
-def test_offline_preview_with_assumed_state_agrees_with_the_function(name: str) -> None:
-    code, out, _ = run(plan_argv(name, "--json", "--show-sensitive"))
-    printed = json.loads(out)
-    change_set = load_change_set(json.loads((CHANGESETS / f"{name}.json").read_text()))
-    selection = select(change_set)
-    lookup = offline_lookup(selection, {})
-    ids = {
-        str(d.request.properties.get("MembershipId"))
-        if d.request.request_type != "Delete"
-        else d.request.physical_id
-        for t in selection.targets
-        for d in deliveries(t, change_set.stack_id)
+def check_agreement(printed: dict[str, Any], sent: list[Sent]) -> None:
+    """The preview printed exactly the function's calls, request by request, and its failures."""
+    assert printed["updateMembershipRequests"] == [call for s in sent for call in s.calls]
+    steps = {
+        (step["requestType"], resource["logicalId"], step["physicalResourceId"]): step
+        for resource in printed["resources"]
+        for step in resource["steps"]
     }
-    check_agreement(printed, name, [api_document(lookup(i).state) for i in sorted(ids)])
-    assert "assumed" in printed["stateSource"]
+    for s in sent:
+        step = steps.pop(s.key)  # every request CloudFormation sends is previewed
+        assert step["requests"] == s.calls, s.key
+        if s.answer["Status"] == "FAILED":
+            assert (step["status"], step["reason"]) == ("fail", s.answer["Reason"]), s.key
+            continue
+        assert step["status"] != "fail", s.key
+        if s.event["RequestType"] == "Update":  # the id answered decides a replacement
+            answered = s.answer["PhysicalResourceId"]
+            assert step["membershipId"] == answered
+            assert step["replacement"] == (answered != s.event["PhysicalResourceId"])
+    for key, step in steps.items():  # what CloudFormation never sends
+        assert (step["status"], step["requests"]) == ("skip", []), key
+        assert step["reason"], key
+
+
+def test_every_fixture_is_compared_with_the_function() -> None:
+    assert sorted(p.stem for p in CHANGESETS.glob("*.json")) == sorted(FIXTURES_ALL)
+    assert all((STATES / f"{name}.json").exists() for name in FIXTURES_ALL)
+
+
+@pytest.mark.parametrize("name", FIXTURES_ALL)
+def test_offline_preview_with_saved_state_agrees_with_the_function(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    argv = ["plan", "--change-set-file", executed_file(name, tmp_path), *state_argv(name)]
+    code, out, _ = run([*argv, "--json", "--show-sensitive"])
+    printed = json.loads(out)
+    check_agreement(printed, function_calls(name, state_documents(name), monkeypatch))
     assert code == cli.EXIT_CODES[printed["status"]]
 
 
-@pytest.mark.parametrize("name", AGREEMENT)
+@pytest.mark.parametrize("name", FIXTURES_ALL)
+def test_offline_preview_with_assumed_state_agrees_with_the_function(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a state file the function is given the state the preview says it assumed."""
+    argv = ["plan", "--change-set-file", executed_file(name, tmp_path)]
+    code, out, _ = run([*argv, "--json", "--show-sensitive"])
+    printed = json.loads(out)
+    assert "assumed" in printed["stateSource"]
+    change_set = load_change_set(executed_pages(name))
+    assumed = offline_lookup(select(change_set), {})
+    ids = {
+        str(json.loads(change[key])["Properties"].get("MembershipId"))
+        for page in executed_pages(name)
+        for c in page["Changes"]
+        if (change := c["ResourceChange"])["ResourceType"] == "Custom::SecurityIRMembership"
+        for key in ("BeforeContext", "AfterContext")
+        if key in change
+    }
+    documents = [api_document(assumed(i).state) for i in sorted(ids)]
+    check_agreement(printed, function_calls(name, documents, monkeypatch))
+    assert code == cli.EXIT_CODES[printed["status"]]
+
+
+@pytest.mark.parametrize("name", FIXTURES_ALL)
 def test_online_preview_agrees_with_the_function_and_never_writes(
-    name: str, cloudformation: tuple[Any, Stubber]
+    name: str, cloudformation: tuple[Any, Stubber], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client, stub = cloudformation
-    stub_change_set(stub, pages_of(name))
+    stub_change_set(stub, executed_pages(name))
     reader = RecordingSecurityIR(state_documents(name))
     argv = ["plan", "--stack-name", STACK, "--change-set-name", "cs", "--json", "--show-sensitive"]
     code, out, _ = run(argv, clients_for(client, reader))
     printed = json.loads(out)
     assert reader.updates == []
-    check_agreement(printed, name, state_documents(name))
+    check_agreement(printed, function_calls(name, state_documents(name), monkeypatch))
     assert code == cli.EXIT_CODES[printed["status"]]
     assert printed["stateSource"] == f"read with GetMembership in {REGION}"
+
+
+def test_the_agreement_check_is_not_vacuous(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A preview with a call too many, a different OU or a cleanup never sent fails it."""
+    sent = function_calls("replacement", state_documents("replacement"), monkeypatch)
+    assert [s.key[0] for s in sent] == ["Update", "Delete"]
+    assert all(s.calls for s in sent)
+    argv = plan_argv("replacement", *state_argv("replacement"), "--json", "--show-sensitive")
+    printed = json.loads(run(argv)[1])
+    check_agreement(printed, sent)
+    with pytest.raises(AssertionError):
+        check_agreement(printed, sent[:1])
+    extra = copy.deepcopy(printed)
+    extra["updateMembershipRequests"].append(sent[0].calls[0])
+    with pytest.raises(AssertionError):
+        check_agreement(extra, sent)
+    other = copy.deepcopy(printed)
+    step = other["resources"][0]["steps"][1]
+    step["requests"][0]["membershipAccountsConfigurationsUpdate"]["organizationalUnitsToRemove"][
+        0
+    ] = OUTSIDE
+    with pytest.raises(AssertionError):
+        check_agreement(other, sent)
 
 
 OU_SETS = st.frozensets(
@@ -321,14 +397,13 @@ def test_any_change_previews_exactly_the_functions_calls(
         change |= {"PhysicalResourceId": MID, "BeforeContext": json.dumps({"Properties": before})}
     if action != "Remove":
         change["AfterContext"] = json.dumps({"Properties": after})
-    change_set = load_change_set(
-        {
-            "ChangeSetName": "cs",
-            "StackId": STACK_ID,
-            "Status": "CREATE_COMPLETE",
-            "Changes": [{"Type": "Resource", "ResourceChange": change}],
-        }
-    )
+    document = {
+        "ChangeSetName": "cs",
+        "StackId": STACK_ID,
+        "Status": "CREATE_COMPLETE",
+        "Changes": [{"Type": "Resource", "ResourceChange": change}],
+    }
+    change_set = load_change_set(document)
     documents = [
         api_document(MembershipState(MID, organizational_units=actual)),
         api_document(MembershipState(other, organizational_units=actual - {A})),
@@ -339,19 +414,26 @@ def test_any_change_previews_exactly_the_functions_calls(
         change_set, select(change_set), lambda mid: Observed(service.get(mid), "GetMembership")
     )
     fake = RecordingSecurityIR(documents)
-    run_function(select(change_set), STACK_ID, fake.client)
+    invoke = through_resource(fake.client, account_id=ACCOUNT, region=REGION)
+    execute_change_set([document], invoke)
     assert reader.updates == []
     assert [r.to_api() for r in result.requests] == fake.updates
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("name", ["add", "modify", "paginated", "replacement", "remove"])
+@pytest.mark.parametrize("name", FIXTURES_ALL)
 def test_end_to_end_against_the_security_ir_emulator(
-    name: str, cloudformation: tuple[Any, Stubber]
+    name: str, cloudformation: tuple[Any, Stubber], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """``plan`` against the emulator, then the change set executed through the Lambda
+    handler against it: the same calls.
+
+    The emulator applies the service's strict rules (an OU added twice or
+    removed when absent is an error), so a wrong plan would also fail there.
+    """
     emulator_module = pytest.importorskip("sirlocal.emulator")
     client, stub = cloudformation
-    stub_change_set(stub, pages_of(name))
+    stub_change_set(stub, executed_pages(name))
     with emulator_module.SecurityIREmulator() as emulator:
         emulator.seed_many(state_documents(name))
         security_ir = boto3.client(
@@ -360,24 +442,22 @@ def test_end_to_end_against_the_security_ir_emulator(
             endpoint_url=emulator.endpoint_url,
             config=cli.FUNCTION_CONFIG,
         )
-        argv = [
-            "plan",
-            "--stack-name",
-            STACK,
-            "--change-set-name",
-            "cs",
-            "--json",
-            "--show-sensitive",
-        ]
-        code, out, _ = run(argv, cli.Clients(lambda r: client, lambda r: security_ir))
+        argv = ["plan", "--stack-name", STACK, "--change-set-name", "cs", "--json"]
+        code, out, _ = run(
+            [*argv, "--show-sensitive"], cli.Clients(lambda r: client, lambda r: security_ir)
+        )
         assert emulator.calls("UpdateMembership") == []
-        change_set = load_change_set(pages_of(name))
-        answers = run_function(select(change_set), change_set.stack_id, security_ir)
-        calls = emulator.calls("UpdateMembership")
-    assert code == cli.EXIT_CHANGES
-    assert all(a.status == "SUCCESS" for _, a in answers)
-    assert all(c.status == 200 for c in calls)
-    assert json.loads(out)["updateMembershipRequests"] == [c.request for c in calls]
+
+        def calls() -> list[dict[str, Any]]:
+            return [c.request for c in emulator.calls("UpdateMembership")]
+
+        with lambda_function(security_ir, monkeypatch) as invoke:
+            sent = execute_change_set(executed_pages(name), invoke, calls)
+        records = emulator.calls("UpdateMembership")
+    printed = json.loads(out)
+    assert code == cli.EXIT_CODES[printed["status"]]
+    assert all(c.status == 200 for c in records)
+    check_agreement(printed, sent)
 
 
 # -- plan: online --------------------------------------------------------------------------
@@ -449,17 +529,34 @@ def test_plan_passes_other_cloudformation_errors_on_in_one_line(
     cloudformation: tuple[Any, Stubber],
 ) -> None:
     client, stub = cloudformation
+    message = "1 validation error detected: Value 'c s' at 'changeSetName' failed to satisfy"
+    stub.add_client_error(
+        "describe_change_set", service_error_code="ValidationError", service_message=message
+    )
+    code, _, err = run(
+        ["plan", "--stack-name", STACK, "--change-set-name", "cs"], clients_for(client)
+    )
+    assert code == cli.EXIT_ERROR
+    assert err == f"{cli.PROG}: error: DescribeChangeSet failed: ValidationError: {message}\n"
+
+
+def test_plan_of_a_stack_not_in_the_region_names_the_region(
+    cloudformation: tuple[Any, Stubber],
+) -> None:
+    """A stack in another region is "Stack [x] does not exist" to CloudFormation."""
+    client, stub = cloudformation
     stub.add_client_error(
         "describe_change_set",
         service_error_code="ValidationError",
-        service_message="Stack [nope] does not exist",
+        service_message="Stack [sir-demo] does not exist",
     )
-    code, _, err = run(
-        ["plan", "--stack-name", "nope", "--change-set-name", "cs"], clients_for(client)
+    code, out, err = run(
+        ["plan", "--stack-name", STACK, "--change-set-name", "cs"], clients_for(client)
     )
-    assert code == cli.EXIT_ERROR
+    assert (code, out) == (cli.EXIT_ERROR, "")
     assert err == (
-        f"{cli.PROG}: error: DescribeChangeSet failed: ValidationError: Stack [nope] does not exist\n"
+        f"{cli.PROG}: error: stack {STACK} does not exist in {REGION}: check --stack-name and "
+        "--region (the stack's region, where its change sets live)\n"
     )
 
 
@@ -495,9 +592,9 @@ def test_plan_in_the_wrong_region_fails_with_the_functions_reason(
     assert step["status"] == "fail"
     assert step["reason"] == expected
     assert err == f"{cli.PROG}: Membership: {expected}\n"
-    change_set = load_change_set(pages_of("modify"))
-    answers = run_function(select(change_set), change_set.stack_id, RecordingSecurityIR([]).client)
-    assert [a.reason for _, a in answers] == [expected]
+    invoke = through_resource(RecordingSecurityIR([]).client, account_id=ACCOUNT, region=REGION)
+    sent = execute_change_set(pages_of("modify"), invoke)
+    assert [s.answer["Reason"] for s in sent] == [expected]
 
 
 def test_a_denied_read_is_blamed_on_the_previewer_not_the_function(
@@ -695,6 +792,12 @@ def test_unresolved_values_are_named_not_guessed() -> None:
     assert "UNRESOLVED: OrganizationalUnits[2] only known when the change set executes" in out
     assert "CloudFormation evaluates OrganizationalUnits again at execution" in out
     assert "unknown until the change set executes" in out
+    code, out, _ = run(plan_argv("unresolved", *state_argv("unresolved"), "--json"))
+    printed = json.loads(out)
+    assert (code, printed["status"]) == (cli.EXIT_CHANGES, "unresolved")
+    (step,) = printed["resources"][0]["steps"]
+    assert (step["status"], step["requests"], step["stateSource"]) == ("unresolved", [], "")
+    assert printed["updateMembershipRequests"] == []
 
 
 def test_removed_resources_respect_the_deletion_policy() -> None:
@@ -799,6 +902,7 @@ def test_state_files_may_be_given_one_membership_each(tmp_path: Path) -> None:
     [
         (["plan"], "one of the arguments --change-set-name --change-set-file is required"),
         (["plan", "--change-set-name", "cs", "--state-file", "x.json"], "--state-file is for"),
+        (["plan", "--change-set-name", "cs"], "--stack-name is needed unless --change-set-name"),
         (["frobnicate"], "invalid choice"),
     ],
 )
@@ -1144,7 +1248,10 @@ def test_drift_of_a_json_template_with_drift_shown_as_text(
     code, out, _, _ = drift(cloudformation, [live()])
     assert code == cli.EXIT_CHANGES
     assert f"    declared, not associated: {C}" in out
-    assert "  The next stack update would send:" in out
+    assert (
+        "  Calls that restore the declaration (the function sends them on this resource's next Update):"
+        in out
+    )
     assert f"    1. membershipId={MID} organizationalUnitsToAdd=[{C}]" in out
     assert out.rstrip().endswith("Result: drift found (exit 2)")
 
@@ -1227,3 +1334,90 @@ def test_drift_of_a_stack_that_is_not_there(cloudformation: tuple[Any, Stubber])
     code, _, err = run(["drift", "--stack-name", STACK], clients_for(client))
     assert code == cli.EXIT_ERROR
     assert err == f"{cli.PROG}: error: stack {STACK} was not found\n"
+
+
+def test_drift_of_a_stack_in_another_region_names_the_region(
+    cloudformation: tuple[Any, Stubber],
+) -> None:
+    client, stub = cloudformation
+    stub.add_client_error(
+        "describe_stacks",
+        service_error_code="ValidationError",
+        service_message=f"Stack with id {STACK} does not exist",
+    )
+    code, _, err = run(["drift", "--stack-name", STACK], clients_for(client))
+    assert code == cli.EXIT_ERROR
+    assert f"error: stack {STACK} does not exist in {REGION}: check --stack-name and" in err
+
+
+def test_drift_of_a_yaml_template_without_pyyaml_says_what_to_do(
+    cloudformation: tuple[Any, Stubber], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PyYAML is the CLI's only extra (the function never parses templates)."""
+    monkeypatch.setitem(sys.modules, "yaml", None)  # import yaml raises ImportError
+    stub_stack(cloudformation[1])
+    code, out, err, reader = drift(cloudformation, [live()])
+    assert (code, out) == (cli.EXIT_ERROR, "")
+    assert err == (
+        f"{cli.PROG}: error: the stack's template is YAML and PyYAML is not installed: "
+        "pip install pyyaml (the CLI needs it for YAML templates), or pass --properties-file\n"
+    )
+    assert reader.reads == []
+
+
+@pytest.mark.e2e
+def test_drift_finds_a_hand_made_change_on_the_emulator_and_lists_the_calls_that_undo_it(
+    cloudformation: tuple[Any, Stubber],
+) -> None:
+    """Someone renames the membership and swaps an OU by hand; drift says so, read-only."""
+    emulator_module = pytest.importorskip("sirlocal.emulator")
+    client, stub = cloudformation
+    with emulator_module.SecurityIREmulator() as emulator:
+        emulator.seed(live())
+        security_ir = boto3.client(
+            "security-ir",
+            region_name=REGION,
+            endpoint_url=emulator.endpoint_url,
+            config=cli.FUNCTION_CONFIG,
+        )
+        clients = cli.Clients(lambda r: client, lambda r: security_ir)
+        stub_stack(stub)
+        assert run(["drift", "--stack-name", STACK], clients)[0] == cli.EXIT_OK
+        security_ir.update_membership(
+            membershipId=MID,
+            membershipName="renamed-by-hand",
+            membershipAccountsConfigurationsUpdate={
+                "organizationalUnitsToAdd": [OUTSIDE],
+                "organizationalUnitsToRemove": [B],
+            },
+        )
+        emulator.reset_calls()
+        stub_stack(stub)
+        code, out, _ = run(["drift", "--stack-name", STACK, "--json", "--show-sensitive"], clients)
+        assert [c.operation for c in emulator.calls()] == ["GetMembership"]
+        (report,) = json.loads(out)["resources"]
+        assert code == cli.EXIT_CHANGES
+        assert report["differences"] == [
+            {"property": "MembershipName", "detail": "changed"},
+            {"property": "OrganizationalUnits", "detail": "+1 -0"},
+        ]
+        assert report["organizationalUnitsNotAssociated"] == [B]
+        assert report["organizationalUnitsOutsideStack"] == [OUTSIDE]
+        for request in report["requests"]:  # what the function's next Update would send
+            security_ir.update_membership(**request)
+        stub_stack(stub)
+        code, out, _ = run(["drift", "--stack-name", STACK], clients)
+    assert code == cli.EXIT_OK, out
+    assert f"the resource never removes them): {OUTSIDE}" in out
+
+
+def test_drift_passes_other_cloudformation_errors_on_in_one_line(
+    cloudformation: tuple[Any, Stubber],
+) -> None:
+    client, stub = cloudformation
+    stub.add_client_error(
+        "describe_stacks", service_error_code="AccessDenied", service_message="not allowed"
+    )
+    code, _, err = run(["drift", "--stack-name", STACK], clients_for(client))
+    assert code == cli.EXIT_ERROR
+    assert err == f"{cli.PROG}: error: DescribeStacks failed: AccessDenied: not allowed\n"

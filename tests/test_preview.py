@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +174,28 @@ def test_select_by_service_token_and_by_logical_id() -> None:
     assert [t.logical_id for t in by_token.targets] == ["SlackNotifier", "Membership"]
     by_id = select(fixture("paginated"), logical_id="SlackNotifier")
     assert [t.logical_id for t in by_id.targets] == ["SlackNotifier"]
+
+
+def test_select_takes_custom_resources_served_by_a_memberships_function() -> None:
+    token = props()["ServiceToken"]
+    generic = change(
+        "Add",
+        "Generic",
+        rtype="AWS::CloudFormation::CustomResource",
+        AfterContext=context(props(ServiceToken=token)),
+    )
+    other = change(
+        "Add",
+        "Other",
+        rtype="Custom::Other",
+        AfterContext=context({"ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:x"}),
+    )
+    typed = change("Add", AfterContext=context(props()))
+    selection = select(change_set(generic, other, typed))
+    assert [t.logical_id for t in selection.targets] == ["Generic", "Membership"]
+    assert [(i.logical_id, i.custom) for i in selection.ignored] == [("Other", True)]
+    with pytest.raises(PreviewError, match="has no change for Custom::SecurityIRMembership"):
+        select(change_set(generic, other))
 
 
 def test_select_refuses_what_the_function_never_sees() -> None:
@@ -701,6 +726,15 @@ def test_yaml_templates_need_pyyaml(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(importlib, "import_module", without_yaml)
     with pytest.raises(PreviewError, match=r"PyYAML is not installed.*--properties-file"):
         parse_template("Resources: {}")
+
+
+def test_pyyaml_stays_out_of_the_function() -> None:
+    """Only drift on a YAML template imports yaml; the Lambda package does not ship it."""
+    root = Path(__file__).parent.parent
+    assert "yaml" not in (root / "src" / "requirements.txt").read_text().lower()
+    code = "import sys, sir_membership.app, sir_membership.cli; assert 'yaml' not in sys.modules"
+    env = dict(os.environ, PYTHONPATH=str(root / "src"))
+    subprocess.run([sys.executable, "-c", code], env=env, check=True)
 
 
 @pytest.mark.skipif(

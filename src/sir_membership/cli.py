@@ -137,14 +137,20 @@ def _parser() -> _Parser:
     source = plan.add_mutually_exclusive_group(required=True)
     source.add_argument("--change-set-name", help="change set name or ARN")
     source.add_argument("--change-set-file", help="saved DescribeChangeSet JSON (page or list)")
-    plan.add_argument("--stack-name", help="stack name or id (needed with a change set name)")
+    plan.add_argument(
+        "--stack-name", help="stack name or id (not needed when the change set name is an ARN)"
+    )
     plan.add_argument(
         "--state-file",
         action="append",
         default=[],
         help="saved GetMembership JSON (object or list); repeatable; offline only",
     )
-    plan.add_argument("--service-token", help="also preview custom resources with this token")
+    plan.add_argument(
+        "--service-token",
+        help="also preview custom resources with this ServiceToken (those sharing one with a "
+        f"{RESOURCE_TYPE} are previewed anyway)",
+    )
     _common(plan)
     drift = commands.add_parser(
         "drift",
@@ -266,6 +272,17 @@ def _read_states(paths: Sequence[str]) -> dict[str, MembershipState]:
     return states
 
 
+def _stack_missing(error: ClientError, client: CloudFormationClient, stack: str | None) -> None:
+    """CloudFormation's "Stack [x] does not exist" (a ValidationError), naming the region."""
+    info = error.response.get("Error", {})
+    if info.get("Code") == "ValidationError" and "does not exist" in str(info.get("Message")):
+        what = f"stack {stack}" if stack else "the change set's stack"
+        raise CliError(
+            f"{what} does not exist in {client.meta.region_name}: check "
+            "--stack-name and --region (the stack's region, where its change sets live)"
+        ) from None
+
+
 def _describe_change_set(
     client: CloudFormationClient, stack: str | None, name: str
 ) -> list[dict[str, Any]]:
@@ -278,6 +295,7 @@ def _describe_change_set(
         try:
             page: dict[str, Any] = dict(client.describe_change_set(**params))
         except ClientError as error:
+            _stack_missing(error, client, stack)
             if error.response.get("Error", {}).get("Code") == "ChangeSetNotFound":
                 where = f"stack {stack}" if stack else "its stack"
                 raise CliError(
@@ -312,6 +330,10 @@ def _plan(args: argparse.Namespace, clients: Clients) -> tuple[dict[str, Any], s
     else:
         if args.state_file:
             raise CliError("--state-file is for --change-set-file (offline) only")
+        if not args.stack_name and not str(args.change_set_name).startswith("arn:"):
+            raise CliError(
+                "--stack-name is needed unless --change-set-name is the change set's ARN"
+            )
         cloudformation = clients.cloudformation(args.region)
         change_set = load_change_set(
             _describe_change_set(cloudformation, args.stack_name, args.change_set_name)
@@ -594,7 +616,11 @@ def _drift_one(
 
 def _drift(args: argparse.Namespace, clients: Clients) -> tuple[dict[str, Any], str, list[str]]:
     cloudformation = clients.cloudformation(args.region)
-    stacks = cloudformation.describe_stacks(StackName=args.stack_name).get("Stacks") or []
+    try:
+        stacks = cloudformation.describe_stacks(StackName=args.stack_name).get("Stacks") or []
+    except ClientError as error:
+        _stack_missing(error, cloudformation, args.stack_name)
+        raise
     if not stacks:
         raise CliError(f"stack {args.stack_name} was not found")
     stack: Mapping[str, Any] = stacks[0]
@@ -713,7 +739,10 @@ def _drift_text(
             )
         lines += [f"  Note: {note}" for note in drift.notes]
         if drift.requests:
-            lines.append("  The next stack update would send:")
+            lines.append(
+                "  Calls that restore the declaration (the function sends them on this "
+                "resource's next Update):"
+            )
             lines += [
                 f"    {i}. {_call_line(_api(r, show), show)}"
                 for i, r in enumerate(drift.requests, 1)

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from .errors import InvalidProperties, MembershipError, MembershipNotFound, MembershipNotUpdatable
 from .membership import MembershipState
-from .plan import MASK, Change, Plan, UpdateRequest, apply_request, plan_changes
+from .plan import MASK, Change, Plan, UpdateRequest, apply_request
 from .properties import CLOUDFORMATION_KEYS, PROPERTY_KEYS, parse_properties
 from .request import Decision, Request, decide
 from .service_model import rules
@@ -242,7 +242,12 @@ def _dynamic_properties(change: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-NEEDED_CONTEXTS = {"Add": ("AfterContext",), "Modify": ("BeforeContext", "AfterContext")}
+#: The property values each action's requests are built from.
+NEEDED_CONTEXTS = {
+    "Add": ("AfterContext",),
+    "Modify": ("BeforeContext", "AfterContext"),
+    "Remove": ("BeforeContext",),
+}
 
 
 def _target(change: Mapping[str, Any], logical_id: str, resource_type: str) -> Target:
@@ -251,7 +256,7 @@ def _target(change: Mapping[str, Any], logical_id: str, resource_type: str) -> T
         key: _decode_context(logical_id, key, change.get(key))
         for key in ("BeforeContext", "AfterContext")
     }
-    needed = NEEDED_CONTEXTS.get(action, ("BeforeContext",) if action == "Remove" else ())
+    needed = NEEDED_CONTEXTS.get(action, ())
     missing = [key for key in needed if contexts[key] is None]
     if missing:
         raise PreviewError(
@@ -273,31 +278,41 @@ def _target(change: Mapping[str, Any], logical_id: str, resource_type: str) -> T
     )
 
 
+def _context_properties(change: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The properties of a change, if its context can be read (for choosing, not planning)."""
+    raw = change.get("AfterContext") or change.get("BeforeContext")
+    try:
+        return _properties(_decode_context("", "context", raw))
+    except PreviewError:
+        return None
+
+
 def select(
     change_set: ChangeSet, *, logical_id: str | None = None, service_token: str | None = None
 ) -> Selection:
     """Find the changes the function will be asked to carry out.
 
-    By default: every ``Custom::SecurityIRMembership``, and any custom
-    resource whose ServiceToken is ``service_token``. ``logical_id`` picks one
-    resource by name, whatever its type name, as long as it is a custom
-    resource. Other custom resources are listed as ignored, not guessed at.
+    By default: every ``Custom::SecurityIRMembership``, and any other custom
+    resource whose ServiceToken is one of theirs or ``service_token`` (the
+    same function). ``logical_id`` picks one resource by name, whatever its
+    type name, as long as it is a custom resource. Other custom resources are
+    listed as ignored, not guessed at.
     """
+    changes = [(change, _context_properties(change)) for change in change_set.changes]
+    tokens = {service_token} if service_token else set()
+    tokens |= {
+        str(props["ServiceToken"])
+        for change, props in changes
+        if change.get("ResourceType") == RESOURCE_TYPE and props and props.get("ServiceToken")
+    }
     targets: list[Target] = []
     ignored: list[Ignored] = []
     nested: list[str] = []
-    for change in change_set.changes:
+    for change, props in changes:
         lid = str(change.get("LogicalResourceId", ""))
         rtype = str(change.get("ResourceType", ""))
-        action = str(change.get("Action", ""))
         if rtype == "AWS::CloudFormation::Stack" and change.get("ChangeSetId"):
             nested.append(lid)
-        raw = change.get("AfterContext") or change.get("BeforeContext")
-        try:
-            props = _properties(_decode_context(lid, "context", raw))
-        except PreviewError:
-            props = None
-        token = props.get("ServiceToken") if props is not None else None
         if logical_id is not None:
             wanted = lid == logical_id
             if wanted and not _is_custom(rtype, props):
@@ -306,12 +321,12 @@ def select(
                     "the function never sees it"
                 )
         else:
-            wanted = rtype == RESOURCE_TYPE or (
-                service_token is not None and token is not None and token == service_token
-            )
+            token = props.get("ServiceToken") if props is not None else None
+            wanted = rtype == RESOURCE_TYPE or (token is not None and str(token) in tokens)
         if wanted:
             targets.append(_target(change, lid, rtype))
         else:
+            action = str(change.get("Action", ""))
             ignored.append(Ignored(lid, rtype, action, custom=_is_custom(rtype, props)))
     if not targets:
         changed = ", ".join(f"{i.logical_id} ({i.resource_type} {i.action})" for i in ignored)
@@ -806,29 +821,35 @@ class Drift:
 def assess_drift(
     logical_id: str, physical_id: str, declared: Mapping[str, Any], actual: MembershipState
 ) -> Drift:
-    """Drift is whatever the next stack update would change: a non-empty Create-style plan.
+    """Drift is what the function would change on this resource's next Update.
 
-    OUs associated outside the stack are listed apart: the resource never
-    removes them, so they are not drift.
+    The plan is the function's own: ``request.decide`` on an Update whose old
+    and new properties are both the declaration. OUs associated outside the
+    stack are listed apart: the resource never removes them, so they are not
+    drift.
     """
+    request = Request("Update", "", "drift", logical_id, physical_id, declared, declared)
     try:
-        desired = parse_properties(declared)
+        decision = decide(request)
+        declared_ous = parse_properties(declared).organizational_units
     except InvalidProperties as error:
         return Drift(logical_id, physical_id, "fail", reason=error.reason)
+    planner = decision.plan
+    assert planner is not None  # an Update always plans
     differences: list[Change] = []
     notes: list[str] = []
-    if desired.membership_id != physical_id:
+    if decision.replacement:
         differences.append(
             Change(
                 "MembershipId",
-                f"the stack tracks {physical_id}, the template declares {desired.membership_id}",
+                f"the stack tracks {physical_id}, the template declares {decision.membership_id}",
             )
         )
     try:
-        plan = plan_changes(desired, actual, frozenset())
+        plan = planner(actual)
     except MembershipNotUpdatable as error:
         notes.append(error.reason)
-        plan = plan_changes(desired, replace(actual, status="Active"), frozenset())
+        plan = planner(replace(actual, status="Active"))
     if actual.status != "Active":
         notes.append(f"membership {actual.membership_id} is {actual.status}")
     differences += plan.changes
@@ -838,7 +859,7 @@ def assess_drift(
         "drifted" if differences else "in-sync",
         differences=tuple(differences),
         ous_missing=plan.ous_to_add,
-        ous_outside=tuple(sorted(actual.organizational_units - desired.organizational_units)),
+        ous_outside=tuple(sorted(actual.organizational_units - declared_ous)),
         requests=plan.requests,
         notes=tuple(notes),
     )
@@ -876,8 +897,8 @@ def _load_yaml(text: str) -> Any:
         yaml: Any = importlib.import_module("yaml")
     except ImportError:
         raise PreviewError(
-            "the template is YAML and PyYAML is not installed: pip install pyyaml, "
-            "or pass --properties-file"
+            "the stack's template is YAML and PyYAML is not installed: pip install pyyaml "
+            "(the CLI needs it for YAML templates), or pass --properties-file"
         ) from None
 
     def tag(loader: Any, suffix: str, node: Any) -> Any:
