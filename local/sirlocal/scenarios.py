@@ -297,10 +297,10 @@ def call_summary(record: CallRecord, aliases: Mapping[str, str] = ALIASES) -> st
 
 
 def mask(value: str | None) -> str:
-    """A sensitive string shown as its first letter and length."""
+    """A sensitive string shown only by its length (nothing of its text)."""
     if not value:
         return "-"
-    return f"{value[0]}*** ({len(value)} chars)"
+    return f"*** ({len(value)} chars)"
 
 
 def state_problems(membership: Mapping[str, Any], expect: Expect, alias: str) -> list[str]:
