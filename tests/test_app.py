@@ -232,6 +232,50 @@ def test_failed_create_undoes_the_calls_it_applied(sir: Stubber, cfn: Receiver) 
     sir.assert_no_pending_responses()
 
 
+def test_a_5xx_that_was_applied_is_undone_too(sir: Stubber, cfn: Receiver) -> None:
+    """The first call answers 500 but was applied; the next one is denied: the Create undoes."""
+    new_ous = [ou(i) for i in range(1, 14)]
+    sent = event("Create", cfn, ResourceProperties=props(OrganizationalUnits=new_ous))
+    before = get_membership()
+    partial = copy.deepcopy(before)
+    partial["membershipAccountsConfigurations"]["organizationalUnits"] += new_ous[2:7]
+    sir.add_response("get_membership", before)
+    sir.add_client_error("update_membership", "InternalServerException", http_status_code=500)
+    sir.add_response("get_membership", partial)
+    sir.add_client_error("update_membership", "AccessDeniedException", http_status_code=403)
+    sir.add_response("get_membership", partial)
+    sir.add_response("update_membership", {}, update_call(organizationalUnitsToRemove=new_ous[2:7]))
+    app.handler(sent, context())
+    reason = answer(cfn, sent)["Reason"]
+    assert "after 1 of 3 UpdateMembership calls were applied" in reason
+    assert reason.endswith(f"they were undone, membership {MEMBERSHIP_ID} is as it was")
+
+
+def test_undo_after_reactivation_says_it_stays_active(sir: Stubber, cfn: Receiver) -> None:
+    new_ous = [ou(i) for i in range(1, 9)]
+    cancelled = get_membership(membershipStatus="Cancelled")
+    sent = event(
+        "Create",
+        cfn,
+        ResourceProperties=props(OrganizationalUnits=new_ous, UndoMembershipCancellation="true"),
+    )
+    sir.add_response("get_membership", cancelled)
+    sir.add_response(
+        "update_membership",
+        {},
+        {**update_call(organizationalUnitsToAdd=new_ous[2:7]), "undoMembershipCancellation": True},
+    )
+    sir.add_client_error("update_membership", "AccessDeniedException", http_status_code=403)
+    partial = get_membership()
+    partial["membershipAccountsConfigurations"]["organizationalUnits"] += new_ous[2:7]
+    sir.add_response("get_membership", partial)
+    sir.add_response("update_membership", {}, update_call(organizationalUnitsToRemove=new_ous[2:7]))
+    app.handler(sent, context())
+    assert answer(cfn, sent)["Reason"].endswith(
+        f"they were undone except the reactivation: membership {MEMBERSHIP_ID} stays Active"
+    )
+
+
 def test_failed_undo_says_what_is_left(sir: Stubber, cfn: Receiver) -> None:
     new_ous = [ou(i) for i in range(1, 9)]
     sent = event("Create", cfn, ResourceProperties=props(OrganizationalUnits=new_ous))
@@ -298,6 +342,66 @@ def test_rollback_keeps_an_ou_the_failed_update_adopted(
     sir.add_response("update_membership", {}, update_call(organizationalUnitsToRemove=[FOREIGN_OU]))
     app.handler(forward, context())
     assert cfn.bodies[-1]["Status"] == "SUCCESS"
+
+
+def test_a_retried_rollback_still_keeps_the_adopted_ou(
+    sir: Stubber, cfn: Receiver, dynamodb: Any
+) -> None:
+    """The rollback (which itself re-declares OUs) fails and is continued later."""
+    dropped = [ou(i) for i in range(3, 9)]
+    before = get_membership()
+    before["membershipAccountsConfigurations"]["organizationalUnits"] += [*dropped, FOREIGN_OU]
+    partial = copy.deepcopy(before)
+    for gone in dropped[:5]:
+        partial["membershipAccountsConfigurations"]["organizationalUnits"].remove(gone)
+    old = props(OrganizationalUnits=[ou(1), ou(2), *dropped])
+    new = props(OrganizationalUnits=[ou(1), ou(2), FOREIGN_OU])
+    sir.add_response("get_membership", before)
+    sir.add_response("update_membership", {}, update_call(organizationalUnitsToRemove=dropped[:5]))
+    sir.add_client_error("update_membership", "AccessDeniedException", http_status_code=403)
+    app.handler(event("Update", cfn, ResourceProperties=new, OldResourceProperties=old), context())
+    restore = update_call(organizationalUnitsToAdd=dropped[:5])  # and FOREIGN_OU stays
+    for denied in (True, False):  # the rollback, then its continuation
+        sir.add_response("get_membership", partial)
+        if denied:
+            sir.add_client_error("update_membership", "AccessDeniedException", http_status_code=403)
+        else:
+            sir.add_response("update_membership", {}, restore)
+        rollback = event("Update", cfn, ResourceProperties=old, OldResourceProperties=new)
+        app.handler(rollback, context())
+    assert [b["Status"] for b in cfn.bodies] == ["FAILED", "FAILED", "SUCCESS"]
+    key = {"id": {"S": f"adopted#{rollback['StackId']}#Membership"}}
+    assert "Item" not in dynamodb.get_item(TableName=TABLE, Key=key)
+
+
+def test_a_successful_update_drops_a_stale_note_and_expired_notes_do_not_count(
+    sir: Stubber, cfn: Receiver, dynamodb: Any
+) -> None:
+    notes = app.NOTES
+    stack = json.loads((EVENTS / "update.json").read_text())["StackId"]
+    declared = frozenset({ou(1), ou(2), FOREIGN_OU})
+    notes.remember(stack, "Membership", MEMBERSHIP_ID, declared, frozenset({FOREIGN_OU}))
+    assert notes.recall(stack, "Membership", MEMBERSHIP_ID, declared) == {FOREIGN_OU}
+    assert notes.recall(stack, "Membership", MEMBERSHIP_ID, frozenset({ou(1)})) == frozenset()
+    assert notes.recall(stack, "Membership", "m-otherother00", declared) == frozenset()
+    # An Update that changes nothing still succeeds, and so drops the note.
+    same = props(OrganizationalUnits=sorted(declared))
+    sir.add_response("get_membership", get_membership())
+    sir.add_response("update_membership", {}, update_call(organizationalUnitsToAdd=[FOREIGN_OU]))
+    app.handler(
+        event("Update", cfn, ResourceProperties=same, OldResourceProperties=same), context()
+    )
+    assert cfn.bodies[-1]["Status"] == "SUCCESS"
+    assert notes.recall(stack, "Membership", MEMBERSHIP_ID, declared) == frozenset()
+    notes.remember(stack, "Membership", MEMBERSHIP_ID, declared, frozenset({FOREIGN_OU}))
+    key = {"id": {"S": f"adopted#{stack}#Membership"}}
+    dynamodb.update_item(
+        TableName=TABLE,
+        Key=key,
+        UpdateExpression="SET expiration = :past",
+        ExpressionAttributeValues={":past": {"N": str(int(time.time()) - 1)}},
+    )
+    assert notes.recall(stack, "Membership", MEMBERSHIP_ID, declared) == frozenset()
 
 
 def test_an_unreadable_note_fails_the_update_before_any_write(

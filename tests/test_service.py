@@ -157,8 +157,25 @@ def test_5xx_rereads_and_replans_instead_of_resending(client: Any) -> None:
             start, plan, lambda now: plan_changes(desired, now)
         )
         stub.assert_no_pending_responses()
-    assert applied.calls == 1
+    assert applied.calls == 2, "the 5xx call was applied (the re-read shows it): it counts"
     assert applied.state.organizational_units == desired.organizational_units
+
+
+def test_5xx_not_applied_is_not_counted(client: Any) -> None:
+    desired = add_ous(7)
+    start = state_from_api(get_membership())
+    plan = plan_changes(desired, start)
+    first, second = (r.to_api() for r in plan.requests)
+    with Stubber(client) as stub:
+        stub.add_client_error("update_membership", "InternalServerException", http_status_code=500)
+        stub.add_response("get_membership", get_membership(), {"membershipId": MEMBERSHIP_ID})
+        stub.add_response("update_membership", {}, first)
+        stub.add_response("update_membership", {}, second)
+        applied = service(client, Clock()).apply(
+            start, plan, lambda now: plan_changes(desired, now)
+        )
+        stub.assert_no_pending_responses()
+    assert applied.calls == 2
 
 
 def test_network_errors(client: Any, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,8 +9,8 @@ remove. The failing Update cannot change the rollback's event, so it leaves a
 note instead: before its first write it records the OUs it adopted, keyed by
 stack and logical id and tagged with a digest of its declaration; an Update
 whose old declaration has that digest (the rollback) keeps them. The note is
-deleted once an Update succeeds, so a later, forward change set plans exactly
-what ``python -m sir_membership plan`` previews.
+deleted once any Update of the resource succeeds, so a later, forward change
+set plans exactly what ``python -m sir_membership plan`` previews.
 
 The note holds OU ids only, in the idempotency table, with a TTL.
 """
@@ -71,7 +71,8 @@ class AdoptionNotes:
             ).get("Item")
         except (ClientError, BotoCoreError) as error:
             raise self._fail("read", error) from None
-        if not item:
+        # DynamoDB deletes expired items late; an expired note no longer counts.
+        if not item or int(item["expiration"]["N"]) < time.time():
             return frozenset()
         if item["membership"]["S"] != membership_id or item["declaration"]["S"] != digest(old):
             return frozenset()

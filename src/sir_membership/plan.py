@@ -275,6 +275,27 @@ def plan_delete(declared: MembershipProperties, actual: MembershipState) -> Plan
     )
 
 
+def changed_by(request: UpdateRequest, before: MembershipState, after: MembershipState) -> bool:
+    """Whether ``after`` shows any effect of ``request`` that ``before`` did not have.
+
+    After a 5xx or a reset connection the call may or may not have been
+    applied; reading the membership again and asking this tells which, so
+    the count of applied calls (and the undo it triggers) stays true.
+    """
+    added = set(request.ous_to_add) & (after.organizational_units - before.organizational_units)
+    removed = set(request.ous_to_remove) & (
+        before.organizational_units - after.organizational_units
+    )
+    name = request.membership_name is not None and after.name != before.name
+    cover = request.cover_entire_organization is not None and (
+        after.cover_entire_organization != before.cover_entire_organization
+    )
+    team = request.team is not None and not same_team(after.team, before.team)
+    features = request.features is not None and after.feature_map() != before.feature_map()
+    status = request.undo_cancellation and after.status != before.status
+    return bool(added or removed or name or cover or team or features or status)
+
+
 def plan_restore(before: MembershipState, now: MembershipState, attempted: Plan) -> Plan:
     """Plan undoing what part of ``attempted`` did: back from ``now`` to ``before``.
 
@@ -282,16 +303,22 @@ def plan_restore(before: MembershipState, now: MembershipState, attempted: Plan)
     part-way: CloudFormation's rollback of those is a Delete or an Update of
     the old membership, neither of which reaches the changes already made,
     so the function puts them back itself. Only what ``attempted`` touched is
-    restored: OUs it added are removed, OUs it removed are added back, and
-    fields that now differ from ``before`` get ``before``'s values. A
-    reactivated membership cannot be cancelled again and stays Active.
+    restored: the OUs it was to add are removed if associated now, and the
+    fields its first call set get ``before``'s values back. (Such plans never
+    remove OUs.) A reactivated membership cannot be cancelled again and
+    stays Active.
     """
+    first = attempted.requests[0] if attempted.requests else UpdateRequest(before.membership_id)
     restore = MembershipProperties(
         membership_id=before.membership_id,
-        membership_name=before.name,
-        team=before.team or None,
-        features=before.features or None,
-        cover_entire_organization=before.cover_entire_organization,
+        membership_name=before.name if first.membership_name is not None else None,
+        team=(before.team or None) if first.team is not None else None,
+        features=(before.features or None) if first.features is not None else None,
+        cover_entire_organization=(
+            before.cover_entire_organization
+            if first.cover_entire_organization is not None
+            else None
+        ),
         organizational_units=before.organizational_units & frozenset(attempted.ous_to_remove),
     )
     return plan_changes(restore, now, frozenset(attempted.ous_to_add))

@@ -82,6 +82,10 @@ def _undo(
             f"undoing them failed too ({type(undo_error).__name__}): membership "
             f"{membership_id} keeps those changes; set its OUs and fields back by hand"
         )
+    if now.status == "Active" and before.status == "Cancelled":
+        return error.noted(
+            f"they were undone except the reactivation: membership {membership_id} stays Active"
+        )
     return error.noted(f"they were undone, membership {membership_id} is as it was")
 
 
@@ -117,8 +121,10 @@ def _carry_out(
     plan = plan_for(state)
     _log_plan("planned", plan)
     # Written before the first call: a failure at any point must find it.
-    note = decision.rolled_back_by_update and bool(plan.requests and plan.ous_adopted)
-    if notes is not None and note:
+    # A rollback (it recalled a note) is never rolled back itself, so it keeps
+    # the note it read: a retried rollback must find it again.
+    note = decision.rolled_back_by_update and not decision.keep
+    if notes is not None and note and plan.requests and plan.ous_adopted:
         adopted = frozenset(plan.ous_adopted)
         notes.remember(
             request.stack_id, request.logical_id, membership_id, decision.declared, adopted
@@ -130,7 +136,9 @@ def _carry_out(
             raise _undo(service, state, plan, error) from None
         raise
     logger.info("applied", extra={"membershipId": membership_id, "calls": applied.calls})
-    if notes is not None and (note or decision.keep):
+    # Once an Update of this membership succeeded, no rollback can need an
+    # older note, and a stale one would make later Updates differ from `plan`.
+    if notes is not None and decision.rolled_back_by_update:
         notes.forget(request.stack_id, request.logical_id)
     if request.request_type == "Delete":
         return Answer.success(request.physical_id, {})

@@ -35,7 +35,7 @@ from botocore.exceptions import (
 
 from .errors import MembershipNotFound, PermissionDenied, ServiceFailure
 from .membership import MembershipState, state_from_api
-from .plan import Plan, UpdateRequest, apply_request
+from .plan import Plan, UpdateRequest, apply_request, changed_by
 
 if TYPE_CHECKING:
     from mypy_boto3_security_ir import SecurityIncidentResponseClient
@@ -153,7 +153,10 @@ class MembershipService:
             except _Retry as retry:
                 unknown += 1
                 self._backoff(unknown, retry, "UpdateMembership", done, done + len(pending))
-                state = self.get(request.membership_id, applied=done, planned=done + len(pending))
+                seen = self.get(request.membership_id, applied=done, planned=done + len(pending))
+                if changed_by(request, state, seen):  # it was applied after all
+                    done += 1
+                state = seen
                 pending = list(replan(state).requests)
                 continue
             done += 1
