@@ -107,12 +107,19 @@ def planner(sizes: Sequence[int] = SIZES) -> list[dict[str, Any]]:
     return rows
 
 
-def _small() -> tuple[Spec, Spec]:
-    return Spec(ous=(ou(0), ou(1))), Spec(ous=(ou(0), ou(1), ou(2)))
+def one_more(n: int) -> tuple[Spec, Spec]:
+    """Old and new declarations: ``n`` OUs declared, one of them new (one call)."""
+    kept = tuple(ou(i) for i in range(n - 1))
+    return Spec(ous=kept), Spec(ous=(*kept, ou(3_000_000)))
+
+
+#: (declared OUs, how they change) per RSS row: "one" adds one OU (one call),
+#: "half" is ``declarations`` (half new, a tenth removed: n/10 calls).
+RSS_CASES = ((3, "one"), (1_000, "half"), (10_000, "half"), (100_000, "one"))
 
 
 def invocation_rss(
-    services: Any, sizes: Sequence[int] = (3, 1_000, 10_000)
+    services: Any, cases: Sequence[tuple[int, str]] = RSS_CASES
 ) -> list[dict[str, Any]]:
     """Peak RSS of a fresh handler process around one Update event, per declared-set size.
 
@@ -124,8 +131,8 @@ def invocation_rss(
         worker.call("import", handler="bare")
         bare = worker.call("rusage")
     out.append({"handler": "bare", "declared": None, "after_import": bare})
-    for n in sizes:
-        old, new = declarations(n) if n > 3 else _small()
+    for n, change in cases:
+        old, new = declarations(n) if change == "half" else one_more(n)
         case = Case(f"rss {n}", old, new)
         services.emulator.seed(old.membership())
         services.emulator.reset_calls()

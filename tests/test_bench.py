@@ -7,13 +7,18 @@ and the receiver, exactly as in ``make bench``; only the grid is small.
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
+
+import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
 import calls  # noqa: E402
+import coldstart  # noqa: E402
+import common  # noqa: E402
 import naive  # noqa: E402
 import report  # noqa: E402
 from sirlocal.services import local_services  # noqa: E402
@@ -39,10 +44,36 @@ def test_naive_handler_sends_every_field_and_separate_add_and_remove_calls() -> 
     ]
 
 
-def test_bound() -> None:
+def test_bound_is_computed_from_the_declarations() -> None:
     assert calls.Case("x", *calls.ou_change(12, 7)).bound == 3
     assert calls.Case("x", *calls.ou_change(0, 0)).bound == 0
     assert calls.Case("x", *calls.ou_change(6, 0)).bound == 2
+    assert calls.Case("x", *calls.ou_change(5, 5)).bound == 1
+    assert calls.Case("x", *calls.ou_change(1000, 1000)).bound == 200
+    name_only = calls.Case("x", *calls._fields(name=True))
+    assert (name_only.adds, name_only.removes, name_only.bound) == (0, 0, 1)
+    twelve = tuple(calls.ou(i) for i in range(12))
+    assert calls.Case("d", calls.Spec(ous=twelve)).bound == 0  # Delete, Retain
+    remove = calls.Case("d", calls.Spec(ous=twelve, on_delete="RemoveOrganizationalUnits"))
+    assert (remove.removes, remove.bound) == (12, 3)
+    create = calls.Case(
+        "c", calls.Spec(), calls.Spec(name="n", ous=twelve), group="create", create=True
+    )
+    assert (create.request_type, create.adds, create.removes, create.bound) == ("Create", 12, 0, 3)
+    event = create.event("https://example.invalid/r")
+    assert "PhysicalResourceId" not in event
+    assert "OldResourceProperties" not in event
+    with pytest.raises(ValueError, match="Create case"):
+        calls.Case("c", calls.Spec(ous=twelve), calls.Spec(), create=True)
+
+
+def test_state_check_covers_name_team_features_and_ous() -> None:
+    old, new = calls._fields(True, True, True)
+    case = calls.Case("x", old, new)
+    assert calls.state_matches(new.membership(), case.expected())
+    for wrong in (old, replace(new, team=old.team), replace(new, triage=old.triage)):
+        assert not calls.state_matches(wrong.membership(), case.expected())
+    assert not calls.state_matches(replace(new, ous=()).membership(), case.expected())
 
 
 def test_tiny_grid_ours_makes_no_excess_calls_and_naive_does() -> None:
@@ -57,6 +88,74 @@ def test_tiny_grid_ours_makes_no_excess_calls_and_naive_does() -> None:
     assert [r["ours_excess"] for r in rows] == [0] * len(rows)
     assert any(r["naive_excess"] > 0 for r in rows)
     assert all(r["ours"]["gets"] == (0 if r["request_type"] == "Delete" else 1) for r in rows)
+    assert {r["request_type"] for r in rows} == {"Create", "Update", "Delete"}
     text = "\n".join(report.calls_section({"calls": {"rows": rows, "problems": []}}))
     assert "| ours excess |" in text
     assert "| OUs +12 -7 | Update | 3 | 3 | **0** |" in text
+
+
+def _cold_setting(label: str, ours: float, bare: float) -> dict[str, object]:
+    samples = {"ours": [ours] * 3, "bare": [bare] * 3}
+    return {
+        "label": label,
+        "runs": 3,
+        "ours": common.summary(samples["ours"]),
+        "bare": common.summary(samples["bare"]),
+        "empty_interpreter": common.summary([0.01] * 3),
+        "ours_over_bare": ours / bare,
+        "ours_over_bare_paired": common.summary([ours / bare] * 3),
+        "ours_over_bare_cpu": ours / bare,
+        "samples": samples,
+        "cpu_samples": samples,
+    }
+
+
+def test_cold_start_report_is_ours_vs_bare_with_the_goal_verdict() -> None:
+    steps = [
+        "import boto3",
+        "import sir_membership modules",
+        "boto3.client('security-ir')",
+        "boto3.client('dynamodb') (default session, for the idempotency table)",
+        "COMPARE DynamoDBPersistenceLayer() left to build its own boto3 Session + dynamodb client",
+        "first invocation: service_model.rules() from the client's model (shared)",
+        "COMPARE a fresh botocore loader listing botocore's data and parsing the model again",
+    ]
+    imports = {"runs": 3, "total_ms": 1.0, "module_body_self_ms": 1.0}
+    cold = {
+        "dev": _cold_setting("dev", 0.24, 0.2),
+        "artifact": _cold_setting("artifact", 0.7, 0.5),
+        "importtime": {
+            name: imports | {"top_cumulative_ms": [], "top_packages_self_ms": []}
+            for name in ("ours", "bare")
+        },
+        "only_ours_top_cumulative_ms": [],
+        "replay": {
+            "runs": 7,
+            "steps": [{"step": s, "median": 0.01, "collector_median": 0.0} for s in steps],
+            "body": {"median": 0.06, "collector_median": 0.001},
+            "body_collector_on": {"median": 0.07, "collector_median": 0.01},
+            "collector_pause_saves": common.summary([0.01] * 7),
+        },
+    }
+    headline = report.cold_headline(cold)
+    assert "dev venv 240 vs 200 ms = **1.20x**" in headline
+    assert "above the goal: as on Lambda (artifact, no bytecode)" in headline
+    text = "\n".join(report.coldstart_section({"coldstart": cold, "artifact": {}}))
+    assert "| setting | runs | ours ms | bare ms | empty python ms | ours/bare |" in text
+    assert "suggested" not in text.lower()
+    assert "**Already in app.py**" in text
+    assert "the module body after its imports takes 60.0 ms, 1.0 ms of it in" in text
+
+
+def test_cold_start_replay_follows_app_py() -> None:
+    """The replay times app.py's module body: what app.py does, the replay does."""
+    app = (BENCH.parent / "src" / "sir_membership" / "app.py").read_text(encoding="utf-8")
+    for call in (
+        "with _collector_paused():",
+        "boto3_client=boto3.client(",
+        "service_model.share_model(",
+        "CfnResource",
+    ):
+        assert call in app
+    for call in ("gc.disable()", "boto3_client=ddb", "service_model.share_model(", "CfnResource("):
+        assert call in coldstart._REPLAY

@@ -191,3 +191,18 @@ def test_preferences_of_the_wrong_type_are_named_not_crashed() -> None:
     assert "IncidentResponseTeam[0].CommunicationPreferences has duplicates" in reason(
         props(IncidentResponseTeam=members)
     )
+
+
+def test_rules_are_the_same_from_a_fresh_loader_and_from_the_clients_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The function shares its client's parsed model; a fresh loader must give the same rules."""
+    from sir_membership import app, service_model  # noqa: PLC0415
+
+    shared = service_model.rules_from(app.SECURITY_IR.meta.service_model)
+    monkeypatch.setattr(service_model, "_SHARED", {})
+    fresh = service_model.rules_from(service_model.load_model())
+    assert fresh == shared
+    assert fresh.ou_batch_size == 5
+    with pytest.raises(ValueError, match="expected the security-ir model"):
+        service_model.share_model(app.PERSISTENCE.client.meta.service_model)

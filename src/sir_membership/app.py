@@ -18,13 +18,15 @@ invocation:
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from traceback import extract_tb
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import boto3
 from aws_lambda_powertools import Logger
@@ -42,51 +44,75 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 from aws_lambda_powertools.utilities.idempotency.serialization.dataclass import (
     DataclassSerializer,
 )
-from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 from crhelper import CfnResource
 
-from . import resource
+from . import resource, service_model
 from .adoption import AdoptionNotes
 from .errors import ConfigurationError, MembershipError, StillInProgress
 from .request import failed_physical_id
 from .response import FAILED, Answer, ResponseSender, build_body
 from .service import MembershipService, RetryPolicy
 
+if TYPE_CHECKING:  # annotations only: not imported at cold start
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
 #: Seconds before Lambda's deadline at which the timer answers FAILED.
 TIMER_RESERVE = 3.0
 #: Idempotency records outlive CloudFormation's longest wait for an answer.
 RECORD_TTL_SECONDS = 2 * 3600
 
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while the clients are made.
+
+    Making them parses botocore's security-ir and dynamodb models into many
+    objects that all stay alive, so the collector's passes meanwhile would
+    scan the growing heap for nothing (bench/results.md measures the
+    difference). Its previous state is restored afterwards, also on error.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "sir-membership"))
 
-SECURITY_IR = boto3.client(
-    "security-ir",
-    config=Config(
-        connect_timeout=3,
-        read_timeout=10,
-        retries={"total_max_attempts": 1, "mode": "standard"},
-        user_agent_extra="sir-membership",
-    ),
-)
-TABLE_NAME = os.environ.get("IDEMPOTENCY_TABLE_NAME", "")
-PERSISTENCE = DynamoDBPersistenceLayer(
-    table_name=TABLE_NAME or "unset",
-    # From boto3's default session, which the security-ir client already set
-    # up: left alone, Powertools builds a second session (about 70 ms of cold
-    # start, see bench/results.md). Bounded, so a slow table cannot outlast
-    # the invocation's answer.
-    boto3_client=boto3.client(
-        "dynamodb",
+with _collector_paused():
+    SECURITY_IR = boto3.client(
+        "security-ir",
         config=Config(
-            connect_timeout=2,
-            read_timeout=5,
-            retries={"total_max_attempts": 3, "mode": "standard"},
+            connect_timeout=3,
+            read_timeout=10,
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            user_agent_extra="sir-membership",
         ),
-    ),
-)
-#: What an Update adopted, for its rollback; kept in the same table.
-NOTES = AdoptionNotes(PERSISTENCE.client, TABLE_NAME)
+    )
+    # The property rules come from the model this client has already parsed.
+    service_model.share_model(SECURITY_IR.meta.service_model)
+    TABLE_NAME = os.environ.get("IDEMPOTENCY_TABLE_NAME", "")
+    PERSISTENCE = DynamoDBPersistenceLayer(
+        table_name=TABLE_NAME or "unset",
+        # From boto3's default session, which the security-ir client already set
+        # up: left alone, Powertools builds a second session (about 70 ms of cold
+        # start, see bench/results.md). Bounded, so a slow table cannot outlast
+        # the invocation's answer.
+        boto3_client=boto3.client(
+            "dynamodb",
+            config=Config(
+                connect_timeout=2,
+                read_timeout=5,
+                retries={"total_max_attempts": 3, "mode": "standard"},
+            ),
+        ),
+    )
+    #: What an Update adopted, for its rollback; kept in the same table.
+    NOTES = AdoptionNotes(PERSISTENCE.client, TABLE_NAME)
 IDEMPOTENCY = IdempotencyConfig(
     event_key_jmespath="[StackId, RequestId]",
     raise_on_no_idempotency_key=True,
@@ -289,8 +315,9 @@ def _timeout(invocation: _Invocation) -> None:
     invocation.answer_once(
         Answer.failed(
             failed_physical_id(invocation.event),
-            "The function ran out of time: some calls may have been applied; the rollback "
-            "restores the previous declaration. Raise the function's Timeout and retry",
+            "The function ran out of time: some UpdateMembership calls may have been applied "
+            "(a rollback Update restores them; after a Create or a new MembershipId, check the "
+            "membership). Raise the function's Timeout and retry",
         )
     )
 

@@ -4,6 +4,11 @@ The property rules (lengths, patterns, enums, list sizes, OU batch size) are
 the service's own, so they come from the model that ships with botocore
 instead of being copied here: when AWS adds a communication preference or a
 feature, upgrading botocore updates the rules.
+
+The Lambda function hands over its ``security-ir`` client's model
+(``share_model``), which botocore has already parsed: a fresh loader would
+list botocore's data directory and parse the same JSON again on the first
+request after each cold start, about 10 ms (bench/results.md).
 """
 
 from __future__ import annotations
@@ -96,11 +101,39 @@ def _member(shape: Shape, name: str) -> Shape:
     return shape.members[name]
 
 
+#: Models handed over by ``share_model``, by service name.
+_SHARED: dict[str, ServiceModel] = {}
+
+
+def share_model(model: ServiceModel) -> None:
+    """Take the rules from ``model`` (a client's ``meta.service_model``) when first needed.
+
+    The same data as a fresh loader's, already parsed. Call it before the
+    first ``rules()``; afterwards the rules are already made and it changes
+    nothing.
+    """
+    if model.service_name != SERVICE_NAME:
+        raise ValueError(f"expected the {SERVICE_NAME} model, got {model.service_name}")
+    _SHARED.setdefault(SERVICE_NAME, model)
+
+
+def load_model() -> ServiceModel:
+    """The shared model if there is one, else botocore's, parsed by a fresh loader."""
+    shared = _SHARED.get(SERVICE_NAME)
+    if shared is not None:
+        return shared
+    loader = create_loader()
+    return ServiceModel(loader.load_service_model(SERVICE_NAME, "service-2"), SERVICE_NAME)
+
+
 @functools.cache
 def rules() -> Rules:
-    """Load the rules once per process (the model is parsed on first use)."""
-    loader = create_loader()
-    model = ServiceModel(loader.load_service_model(SERVICE_NAME, "service-2"), SERVICE_NAME)
+    """The rules, made once per process (the model is loaded on first use)."""
+    return rules_from(load_model())
+
+
+def rules_from(model: ServiceModel) -> Rules:
+    """The rules read from ``model``."""
     update = model.operation_model("UpdateMembership").input_shape
     assert update is not None
     team = _member(update, "incidentResponseTeam")
