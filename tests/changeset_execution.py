@@ -23,7 +23,6 @@ What CloudFormation does when a change set executes, as modelled here:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 import uuid
@@ -32,8 +31,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import boto3
 import pytest
+from conftest import function_table
 from moto import mock_aws
 from receiver import Receiver
 
@@ -209,21 +208,8 @@ def lambda_function(client: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[In
     ResponseURL, so each answer is the body CloudFormation would receive.
     """
     with mock_aws(), Receiver() as receiver:
-        dynamodb = boto3.client("dynamodb", region_name="us-east-1")
-        dynamodb.create_table(
-            TableName=TABLE,
-            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        monkeypatch.setattr(app.PERSISTENCE, "client", dynamodb)
-        monkeypatch.setattr(app.PERSISTENCE, "table_name", TABLE)
-        monkeypatch.setattr(app, "TABLE_NAME", TABLE)
+        function_table(monkeypatch, TABLE)
         monkeypatch.setattr(app, "SECURITY_IR", client)
-        if hasattr(app, "NOTES"):  # anything else the function keeps in that table
-            monkeypatch.setattr(
-                app, "NOTES", dataclasses.replace(app.NOTES, client=dynamodb, table_name=TABLE)
-            )
 
         def invoke(event: dict[str, Any]) -> Mapping[str, Any]:
             event = dict(event, ResponseURL=receiver.url)

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyPersistenceLayerError
 from botocore.stub import Stubber
@@ -29,6 +28,7 @@ from conftest import (
     SECRET_MEMBERSHIP_NAME,
     SECRET_NAMES,
     SECRET_TITLES,
+    function_table,
     get_membership,
     ou,
     props,
@@ -73,17 +73,7 @@ def cfn() -> Iterator[Receiver]:
 @pytest.fixture
 def dynamodb(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     with mock_aws():
-        client = boto3.client("dynamodb", region_name="us-east-1")
-        client.create_table(
-            TableName=TABLE,
-            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        monkeypatch.setattr(app.PERSISTENCE, "client", client)
-        monkeypatch.setattr(app.PERSISTENCE, "table_name", TABLE)
-        monkeypatch.setattr(app, "TABLE_NAME", TABLE)
-        monkeypatch.setattr(app, "NOTES", AdoptionNotes(client, TABLE))
+        client = function_table(monkeypatch, TABLE)
         yield client
 
 
