@@ -6,6 +6,8 @@ import json
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from receiver import Receiver
 
 from sir_membership.response import (
@@ -51,6 +53,38 @@ def test_long_reason_is_truncated_to_fit_4096_bytes() -> None:
     assert len(encode(body)) <= MAX_BODY_BYTES
     assert body["Reason"].endswith(" [truncated]")
     assert contract_problems(EVENT, body) == []
+
+
+def test_non_ascii_reason_is_cut_by_bytes_not_replaced_by_a_generic_text(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Case 7 of the journal issue: 1,000 OU ids pasted with en-dashes."""
+    reason = "unknown OUs: " + ", ".join(f"ou\u2013ab12\u2013{i:08d}" for i in range(1000))
+    with caplog.at_level("WARNING", logger="sir_membership.response"):
+        body = build_body(EVENT, Answer.failed("p", reason))
+    assert len(encode(body)) <= MAX_BODY_BYTES
+    assert body["Reason"].startswith("unknown OUs: ou\u2013ab12\u201300000000")
+    assert body["Reason"].endswith(" [truncated]")
+    # The cut is the longest that fits: one more character would not.
+    kept = len(body["Reason"]) - len(" [truncated]")
+    longer = {**body, "Reason": reason[: kept + 1] + " [truncated]"}
+    assert len(encode(longer)) > MAX_BODY_BYTES
+    assert [r.reason for r in caplog.records if hasattr(r, "reason")] == [reason]
+
+
+@given(
+    st.text(min_size=0, max_size=3000),
+    st.text(alphabet=st.characters(codec="utf-8"), min_size=0, max_size=300),
+)
+@settings(max_examples=200, deadline=None)
+def test_any_reason_fits_and_keeps_its_longest_prefix(reason: str, logical: str) -> None:
+    event = {**EVENT, "LogicalResourceId": logical}
+    body = build_body(event, Answer.failed("p", reason or "x"))
+    assert len(encode(body)) <= MAX_BODY_BYTES
+    sent = body["Reason"]
+    assert sent
+    if sent != (reason or "x"):
+        assert sent.endswith(" [truncated]") or sent == "Failed (see the function's logs)"
 
 
 def test_contract_problems_are_detected() -> None:

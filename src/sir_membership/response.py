@@ -25,6 +25,7 @@ SUCCESS: Literal["SUCCESS"] = "SUCCESS"
 FAILED: Literal["FAILED"] = "FAILED"
 MAX_BODY_BYTES = 4096
 ECHOED = ("StackId", "RequestId", "LogicalResourceId")
+TRUNCATED = " [truncated]"
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,11 @@ class Answer:
 def build_body(event: Mapping[str, Any], answer: Answer) -> dict[str, Any]:
     """The response document, within CloudFormation's limits.
 
-    The reason is shortened until the whole body fits in 4,096 bytes.
+    The reason is cut to the longest prefix with which the whole serialised
+    body fits in 4,096 bytes: the limit is on bytes, and a non-ASCII
+    character takes up to 12 of them once JSON escapes it, so the cut is
+    searched on the encoded body, never estimated from a character count.
+    The full reason is logged (reasons never hold a sensitive value).
     """
     body: dict[str, Any] = {
         "Status": answer.status,
@@ -62,15 +67,25 @@ def build_body(event: Mapping[str, Any], answer: Answer) -> dict[str, Any]:
         "NoEcho": False,
         "Data": dict(answer.data),
     }
-    while len(encode(body)) > MAX_BODY_BYTES and body["Reason"]:
-        overflow = len(encode(body)) - MAX_BODY_BYTES
-        keep = max(0, len(body["Reason"]) - overflow - 16)
-        body["Reason"] = body["Reason"][:keep] + " [truncated]"
-        if keep == 0:
-            body["Reason"] = ""
+    if len(encode(body)) > MAX_BODY_BYTES and answer.reason:
+        logger.warning("reason truncated for CloudFormation", extra={"reason": answer.reason})
+        body["Reason"] = _fitting_reason(body, answer.reason)
     if answer.status == FAILED and not body["Reason"]:
         body["Reason"] = "Failed (see the function's logs)"
     return body
+
+
+def _fitting_reason(body: dict[str, Any], reason: str) -> str:
+    """The longest ``reason[:n] + TRUNCATED`` that keeps ``body`` within the limit."""
+    low, high = 0, len(reason)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if len(encode({**body, "Reason": reason[:middle] + TRUNCATED})) <= MAX_BODY_BYTES:
+            low = middle
+        else:
+            high = middle - 1
+    fitted = reason[:low] + TRUNCATED
+    return fitted if len(encode({**body, "Reason": fitted})) <= MAX_BODY_BYTES else ""
 
 
 def encode(body: Mapping[str, Any]) -> bytes:
