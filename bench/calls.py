@@ -177,7 +177,9 @@ class Case:
             "ResponseURL": response_url,
             "StackId": STACK_ID,
             "RequestId": str(uuid.uuid4()),
-            "LogicalResourceId": "Membership",
+            # Each case is a stack story of its own: a fresh resource, so no
+            # journal entry of an earlier case applies to it.
+            "LogicalResourceId": f"Membership{uuid.uuid4().hex[:12]}",
             "ResourceType": "Custom::SecurityIRMembership",
         }
         if not self.create:

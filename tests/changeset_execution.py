@@ -33,6 +33,7 @@ from typing import Any
 
 import pytest
 from conftest import function_table
+from memory_store import MemoryStore
 from moto import mock_aws
 from receiver import Receiver
 
@@ -169,13 +170,19 @@ def execute_change_set(
 
 
 def through_resource(client: Any, *, account_id: str, region: str) -> Invoke:
-    """``resource.handle`` over ``client``: the function without its Lambda shell."""
+    """``resource.handle`` over ``client``: the function without its Lambda shell.
+
+    The journal is kept in memory for the change set's requests.
+    """
+    store = MemoryStore()
 
     def invoke(event: dict[str, Any]) -> Mapping[str, Any]:
         service = MembershipService(
             client, lambda: 300.0, sleep=lambda _: None, account_id=account_id, region=region
         )
-        answer = resource.handle(Request.from_event(event), service)
+        answer = resource.handle(
+            Request.from_event(event), service, resource.Shell(store, lambda: 300.0)
+        )
         return {
             "Status": answer.status,
             "PhysicalResourceId": answer.physical_resource_id,

@@ -85,13 +85,13 @@ def valid_props() -> dict[str, Any]:
 def function_table(monkeypatch: pytest.MonkeyPatch, name: str) -> Any:
     """Inside ``mock_aws``: create the idempotency table and point the function at it.
 
-    Every part of the function that keeps state there (the idempotency layer
-    and the adoption notes) is redirected, so tests see one table.
+    Every part of the function that keeps state there (the idempotency layer,
+    the change journal and the leases) is redirected, so tests see one table.
     """
     import boto3  # noqa: PLC0415 - after the environment above is set
 
     from sir_membership import app  # noqa: PLC0415
-    from sir_membership.adoption import AdoptionNotes  # noqa: PLC0415
+    from sir_membership.journal_store import JournalStore  # noqa: PLC0415
 
     client = boto3.client("dynamodb", region_name="us-east-1")
     client.create_table(
@@ -103,5 +103,5 @@ def function_table(monkeypatch: pytest.MonkeyPatch, name: str) -> Any:
     monkeypatch.setattr(app.PERSISTENCE, "client", client)
     monkeypatch.setattr(app.PERSISTENCE, "table_name", name)
     monkeypatch.setattr(app, "TABLE_NAME", name)
-    monkeypatch.setattr(app, "NOTES", AdoptionNotes(client, name))
+    monkeypatch.setattr(app, "JOURNAL", JournalStore(client, name))
     return client

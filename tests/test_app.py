@@ -37,7 +37,7 @@ from moto import mock_aws
 from receiver import Receiver
 
 from sir_membership import app, resource
-from sir_membership.adoption import AdoptionNotes
+from sir_membership.journal_store import JournalStore
 from sir_membership.response import contract_problems
 
 EVENTS = Path(__file__).parent.parent / "events"
@@ -197,7 +197,10 @@ def test_failed_update_keeps_the_physical_id_and_counts_applied_calls(
     assert body["Status"] == "FAILED"
     assert body["PhysicalResourceId"] == MEMBERSHIP_ID
     assert body["Reason"].startswith("Access denied for security-ir:UpdateMembership")
-    assert body["Reason"].endswith("after 1 of 2 UpdateMembership calls were applied")
+    assert body["Reason"].endswith(
+        "after 1 of 2 UpdateMembership calls were applied; "
+        "the stack's rollback restores them from the change journal"
+    )
 
 
 def test_failed_create_undoes_the_calls_it_applied(sir: Stubber, cfn: Receiver) -> None:
@@ -277,9 +280,10 @@ def test_failed_undo_says_what_is_left(sir: Stubber, cfn: Receiver) -> None:
     reason = answer(cfn, sent)["Reason"]
     assert "UpdateMembership was rejected: ValidationException" in reason
     assert reason.endswith(
-        f"undoing them failed too (PermissionDenied): membership {MEMBERSHIP_ID} keeps "
-        "those changes; set its OUs and fields back by hand"
+        f"undoing them failed too (PermissionDenied): membership {MEMBERSHIP_ID} may keep "
+        "those changes; the rollback Delete restores them from the change journal"
     )
+    assert answer(cfn, sent)["PhysicalResourceId"] == f"Membership-unrestored-{sent['RequestId']}"
 
 
 def test_requests_that_cannot_write_do_not_need_the_table(
@@ -302,6 +306,13 @@ def test_requests_that_cannot_write_do_not_need_the_table(
 FOREIGN_OU = "ou-ab12-f0f0f0f0"
 
 
+def journal_entry(dynamodb: Any, stack_id: str) -> dict[str, Any]:
+    item = dynamodb.get_item(
+        TableName=TABLE, Key={"id": {"S": f"journal#{stack_id}#Membership"}}, ConsistentRead=True
+    )["Item"]
+    return dict(json.loads(item["entry"]["S"]))
+
+
 def test_rollback_keeps_an_ou_the_failed_update_adopted(
     sir: Stubber, cfn: Receiver, dynamodb: Any
 ) -> None:
@@ -315,29 +326,21 @@ def test_rollback_keeps_an_ou_the_failed_update_adopted(
     sir.add_client_error("update_membership", "AccessDeniedException", http_status_code=403)
     app.handler(failing, context())
     assert cfn.bodies[-1]["Status"] == "FAILED"
-    note = dynamodb.get_item(
-        TableName=TABLE, Key={"id": {"S": f"adopted#{failing['StackId']}#Membership"}}
-    )["Item"]
-    assert note["ous"]["SS"] == [FOREIGN_OU]
+    entry = journal_entry(dynamodb, failing["StackId"])
+    assert (entry["phase"], entry["applied"], entry["planned"]) == ("failed", 0, 1)
+    assert entry["touched"]["ousAdded"] == [ou(3)]  # the adopted OU is not the change's
 
     rollback = event("Update", cfn, ResourceProperties=old, OldResourceProperties=new)
     sir.add_response("get_membership", before)  # nothing was applied: no call to undo
     app.handler(rollback, context())
     assert cfn.bodies[-1]["Status"] == "SUCCESS"
-    assert "Item" not in dynamodb.get_item(TableName=TABLE, Key={"id": note["id"]})
-
-    # Once the note is gone, dropping an OU removes it as the property reference says.
-    forward = event("Update", cfn, ResourceProperties=old, OldResourceProperties=new)
-    sir.add_response("get_membership", before)
-    sir.add_response("update_membership", {}, update_call(organizationalUnitsToRemove=[FOREIGN_OU]))
-    app.handler(forward, context())
-    assert cfn.bodies[-1]["Status"] == "SUCCESS"
+    assert journal_entry(dynamodb, failing["StackId"])["phase"] == "restored"
 
 
-def test_a_retried_rollback_still_keeps_the_adopted_ou(
+def test_a_retried_rollback_restores_from_the_journal(
     sir: Stubber, cfn: Receiver, dynamodb: Any
 ) -> None:
-    """The rollback (which itself re-declares OUs) fails and is continued later."""
+    """The rollback fails and is continued later: it still restores what was removed."""
     dropped = [ou(i) for i in range(3, 9)]
     before = get_membership()
     before["membershipAccountsConfigurations"]["organizationalUnits"] += [*dropped, FOREIGN_OU]
@@ -360,44 +363,83 @@ def test_a_retried_rollback_still_keeps_the_adopted_ou(
         rollback = event("Update", cfn, ResourceProperties=old, OldResourceProperties=new)
         app.handler(rollback, context())
     assert [b["Status"] for b in cfn.bodies] == ["FAILED", "FAILED", "SUCCESS"]
-    key = {"id": {"S": f"adopted#{rollback['StackId']}#Membership"}}
-    assert "Item" not in dynamodb.get_item(TableName=TABLE, Key=key)
+    assert cfn.bodies[0]["Reason"].endswith(
+        "after 1 of 2 UpdateMembership calls were applied; "
+        "the stack's rollback restores them from the change journal"
+    )
+    assert "the change journal keeps what to restore" in cfn.bodies[1]["Reason"]
+    assert journal_entry(dynamodb, rollback["StackId"])["phase"] == "restored"
 
 
-def test_a_successful_update_drops_a_stale_note_and_expired_notes_do_not_count(
+def test_rollback_of_a_succeeded_update_restores_newly_declared_fields(
     sir: Stubber, cfn: Receiver, dynamodb: Any
 ) -> None:
-    notes = app.NOTES
-    stack = json.loads((EVENTS / "update.json").read_text())["StackId"]
-    declared = frozenset({ou(1), ou(2), FOREIGN_OU})
-    notes.remember(stack, "Membership", MEMBERSHIP_ID, declared, frozenset({FOREIGN_OU}))
-    assert notes.recall(stack, "Membership", MEMBERSHIP_ID, declared) == {FOREIGN_OU}
-    assert notes.recall(stack, "Membership", MEMBERSHIP_ID, frozenset({ou(1)})) == frozenset()
-    assert notes.recall(stack, "Membership", "m-otherother00", declared) == frozenset()
-    # An Update that changes nothing still succeeds, and so drops the note.
-    same = props(OrganizationalUnits=sorted(declared))
-    sir.add_response("get_membership", get_membership())
-    sir.add_response("update_membership", {}, update_call(organizationalUnitsToAdd=[FOREIGN_OU]))
-    app.handler(
-        event("Update", cfn, ResourceProperties=same, OldResourceProperties=same), context()
+    """Cases 1 and 2: the old declaration never mentioned the name, team or Triage."""
+    before = get_membership(
+        membershipName="Before Name", optInFeatures=[{"featureName": "Triage", "isEnabled": False}]
     )
+    before["membershipAccountsConfigurations"]["organizationalUnits"].append(FOREIGN_OU)
+    old = {"ServiceToken": "x", "MembershipId": MEMBERSHIP_ID, "OrganizationalUnits": [ou(1)]}
+    new = props(
+        IncidentResponseTeam=team3(),
+        OrganizationalUnits=[ou(1), ou(2), FOREIGN_OU],
+    )
+    forward = update_call()
+    forward.pop("membershipAccountsConfigurationsUpdate")
+    sir.add_response("get_membership", before)
+    sir.add_response(
+        "update_membership",
+        {},
+        {
+            **forward,
+            "membershipName": SECRET_MEMBERSHIP_NAME,
+            "incidentResponseTeam": api_team3(),
+            "optInFeatures": [{"featureName": "Triage", "isEnabled": True}],
+        },
+    )
+    app.handler(event("Update", cfn, ResourceProperties=new, OldResourceProperties=old), context())
     assert cfn.bodies[-1]["Status"] == "SUCCESS"
-    assert notes.recall(stack, "Membership", MEMBERSHIP_ID, declared) == frozenset()
-    notes.remember(stack, "Membership", MEMBERSHIP_ID, declared, frozenset({FOREIGN_OU}))
-    key = {"id": {"S": f"adopted#{stack}#Membership"}}
-    dynamodb.update_item(
-        TableName=TABLE,
-        Key=key,
-        UpdateExpression="SET expiration = :past",
-        ExpressionAttributeValues={":past": {"N": str(int(time.time()) - 1)}},
+    after = get_membership(incidentResponseTeam=api_team3())
+    after["membershipAccountsConfigurations"]["organizationalUnits"].append(FOREIGN_OU)
+    # Another resource of the stack failed: CloudFormation rolls this one back.
+    sir.add_response("get_membership", after)
+    sir.add_response(
+        "update_membership",
+        {},
+        {
+            **forward,
+            "membershipName": "Before Name",
+            "incidentResponseTeam": [
+                {**r, "communicationPreferences": []}
+                for r in get_membership()["incidentResponseTeam"]
+            ],
+            "optInFeatures": [{"featureName": "Triage", "isEnabled": False}],
+        },
     )
-    assert notes.recall(stack, "Membership", MEMBERSHIP_ID, declared) == frozenset()
+    rollback = event("Update", cfn, ResourceProperties=old, OldResourceProperties=new)
+    app.handler(rollback, context())
+    assert cfn.bodies[-1]["Status"] == "SUCCESS"
+    # ou(2) and FOREIGN_OU were associated before: neither is removed.
 
 
-def test_an_unreadable_note_fails_the_update_before_any_write(
+def team3() -> list[dict[str, Any]]:
+    return [
+        *props()["IncidentResponseTeam"],
+        {"Name": SECRET_NAMES[2], "JobTitle": SECRET_TITLES[2], "Email": SECRET_EMAILS[2]},
+    ]
+
+
+def api_team3() -> list[dict[str, Any]]:
+    return [
+        *get_membership()["incidentResponseTeam"],
+        {"name": SECRET_NAMES[2], "jobTitle": SECRET_TITLES[2], "email": SECRET_EMAILS[2]},
+    ]
+
+
+def test_an_unreadable_journal_fails_the_update_before_any_write(
     sir: Stubber, cfn: Receiver, dynamodb: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(app, "NOTES", AdoptionNotes(dynamodb, "no-such-table"))
+    monkeypatch.setattr(app, "JOURNAL", JournalStore(dynamodb, "no-such-table"))
     sent = event(
         "Update",
         cfn,
@@ -408,9 +450,9 @@ def test_an_unreadable_note_fails_the_update_before_any_write(
     body = answer(cfn, sent)
     assert body["Status"] == "FAILED"
     assert body["Reason"] == (
-        "could not read the idempotency table no-such-table (ResourceNotFoundException): "
-        "check the table exists and the role allows dynamodb:GetItem/PutItem/DeleteItem on it; "
-        "no change was applied"
+        "could not read the change journal in table no-such-table (ResourceNotFoundException): "
+        "check the table exists and the role allows dynamodb:GetItem/PutItem/UpdateItem/"
+        "DeleteItem on it; no change was applied"
     )
 
 
@@ -494,11 +536,12 @@ def test_duplicate_in_progress_waits_for_the_first_answer(
     def first_delivery() -> None:
         ctx = context()
         app.IDEMPOTENCY.register_lambda_context(ctx)
-        results.append(app._answer(copy.deepcopy(sent), ctx))
+        results.append(app._answer(copy.deepcopy(sent), ctx, app._Invocation(sent, ctx)))
 
     first = threading.Thread(target=first_delivery)
     first.start()
-    while not calls:
+    waited = time.monotonic() + 10
+    while not calls and time.monotonic() < waited:
         time.sleep(0.01)
     threading.Timer(0.5, release.set).start()
     app.handler(copy.deepcopy(sent), context())  # the duplicate waits, then answers

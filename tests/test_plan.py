@@ -18,7 +18,6 @@ from sir_membership.plan import (
     apply_request,
     plan_changes,
     plan_delete,
-    plan_restore,
     same_team,
 )
 from sir_membership.properties import MembershipProperties, parse_properties
@@ -141,69 +140,6 @@ def test_rollback_after_partial_failure_restores_the_old_declaration(
     assert not final.organizational_units & (new - old)
     assert final.organizational_units - old <= actual, "nothing invented"
     assert (actual - old - new) <= final.organizational_units, "outside OUs are untouched"
-
-
-@settings(max_examples=300, deadline=None)
-@given(old=ous, new=ous, actual=ous, cut=st.integers(min_value=0, max_value=20))
-def test_rollback_keeping_adopted_ous_restores_the_state_exactly(
-    old: frozenset[str], new: frozenset[str], actual: frozenset[str], cut: int
-) -> None:
-    """With the forward plan's adopted OUs kept, the rollback ends at ``actual | old``."""
-    start = MembershipState(MEMBERSHIP_ID, organizational_units=actual)
-    forward = plan_changes(
-        MembershipProperties(MEMBERSHIP_ID, organizational_units=new), start, old
-    )
-    assert set(forward.ous_adopted) == (new - old) & actual
-    partial = run(start, replace(forward, requests=forward.requests[:cut]))
-    back = MembershipProperties(MEMBERSHIP_ID, organizational_units=old)
-    final = run(partial, plan_changes(back, partial, new, frozenset(forward.ous_adopted)))
-    assert final.organizational_units == actual | old
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    declared=ous,
-    actual=ous,
-    cut=st.integers(min_value=1, max_value=20),
-    fields=desired_fields,
-    have=actual_fields,
-    outside=ous,
-)
-def test_restore_undoes_a_partial_create_exactly(
-    declared: frozenset[str],
-    actual: frozenset[str],
-    cut: int,
-    fields: dict[str, object],
-    have: dict[str, object],
-    outside: frozenset[str],
-) -> None:
-    """A Create fails after ``cut`` calls; meanwhile someone else associates ``outside``."""
-    if fields["cover_entire_organization"] and declared:
-        fields = {**fields, "cover_entire_organization": False}
-    desired = MembershipProperties(MEMBERSHIP_ID, organizational_units=declared, **fields)  # type: ignore[arg-type]
-    before = MembershipState(MEMBERSHIP_ID, organizational_units=actual, **have)  # type: ignore[arg-type]
-    forward = plan_changes(desired, before, frozenset())
-    partial = run(before, replace(forward, requests=forward.requests[:cut]))
-    partial = replace(partial, organizational_units=partial.organizational_units | outside)
-    undo = plan_restore(before, partial, forward)
-    restored = run(partial, undo)
-    assert restored.organizational_units == actual | (outside - set(forward.ous_to_add))
-    # A real membership always has a name and a team; None/() here cannot be sent back.
-    assert restored.name == (before.name if before.name is not None else partial.name)
-    assert {(r.key, r.name, r.job_title) for r in restored.team} == {
-        (r.key, r.name, r.job_title) for r in (before.team or partial.team)
-    }
-    assert restored.cover_entire_organization is before.cover_entire_organization
-    for feature in before.features:
-        assert restored.feature_map()[feature.name] is feature.enabled
-    assert len(undo.requests) <= max(1, len(forward.requests))
-    assert plan_restore(before, restored, forward).empty, "a second undo finds nothing to do"
-
-
-def test_restore_is_empty_when_nothing_was_applied() -> None:
-    before = state()
-    forward = plan_changes(parse_properties(props(OrganizationalUnits=OUS[:12])), before)
-    assert plan_restore(before, before, forward).empty
 
 
 @pytest.mark.parametrize(

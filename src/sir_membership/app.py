@@ -48,8 +48,8 @@ from botocore.config import Config
 from crhelper import CfnResource
 
 from . import resource, service_model
-from .adoption import AdoptionNotes
 from .errors import ConfigurationError, MembershipError, StillInProgress
+from .journal_store import JournalStore
 from .request import failed_physical_id
 from .response import FAILED, Answer, ResponseSender, build_body
 from .service import MembershipService, RetryPolicy
@@ -111,8 +111,8 @@ with _collector_paused():
             ),
         ),
     )
-    #: What an Update adopted, for its rollback; kept in the same table.
-    NOTES = AdoptionNotes(PERSISTENCE.client, TABLE_NAME)
+    #: The change journal and the membership leases, kept in the same table.
+    JOURNAL = JournalStore(PERSISTENCE.client, TABLE_NAME)
 IDEMPOTENCY = IdempotencyConfig(
     event_key_jmespath="[StackId, RequestId]",
     raise_on_no_idempotency_key=True,
@@ -139,14 +139,18 @@ def _remaining(context: LambdaContext) -> Callable[[], float]:
 
 
 def _carry_out(
-    *, event: dict[str, Any], service: MembershipService, outcome: list[Answer]
+    *,
+    event: dict[str, Any],
+    service: MembershipService,
+    shell: resource.Shell,
+    outcome: list[Answer],
 ) -> Answer:
     """The side-effecting work, recorded per (StackId, RequestId).
 
     The answer is also put in ``outcome``: if saving the record fails after
     the work was done, the real answer is still sent.
     """
-    answer = resource.handle(resource.Request.from_event(event), service, NOTES)
+    answer = resource.handle(resource.Request.from_event(event), service, shell)
     outcome.append(answer)
     return answer
 
@@ -162,7 +166,7 @@ _carry_out_once = cast(
 )
 
 
-def _answer(event: dict[str, Any], context: LambdaContext) -> Answer:
+def _answer(event: dict[str, Any], context: LambdaContext, invocation: _Invocation) -> Answer:
     """Carry the request out once, or wait for the invocation already doing it."""
     request = resource.Request.from_event(event)
     at_once = resource.answer_without_writes(request)
@@ -176,6 +180,8 @@ def _answer(event: dict[str, Any], context: LambdaContext) -> Answer:
         account_id=context.invoked_function_arn.split(":")[4],
         region=SECURITY_IR.meta.region_name,
     )
+    invocation.service = service
+    shell = resource.Shell(JOURNAL, remaining, settle=invocation.settle)
     delay = 0.25
     outcome: list[Answer] = []
     try:
@@ -183,7 +189,7 @@ def _answer(event: dict[str, Any], context: LambdaContext) -> Answer:
             raise ConfigurationError("IDEMPOTENCY_TABLE_NAME is not set on the function")
         while True:
             try:
-                return _carry_out_once(event=event, service=service, outcome=outcome)
+                return _carry_out_once(event=event, service=service, shell=shell, outcome=outcome)
             except IdempotencyAlreadyInProgressError:
                 if remaining() < delay + RetryPolicy().answer_reserve:
                     raise StillInProgress(
@@ -221,6 +227,19 @@ class _Invocation:
         self._lock = threading.Lock()
         self._claimed = False
         self.delivered = threading.Event()
+        #: The answer once the outcome is known: the timer sends it, not FAILED.
+        self.settled: Answer | None = None
+        #: The service of this invocation, once made: it counts the writes sent.
+        self.service: MembershipService | None = None
+
+    def settle(self, answer: Answer) -> None:
+        """Record the outcome before the bookkeeping that follows the last write."""
+        self.settled = answer
+
+    @property
+    def may_have_written(self) -> bool:
+        """Whether an UpdateMembership call was sent by this invocation."""
+        return self.service is not None and self.service.writes_started > 0
 
     def answer_once(self, answer: Answer) -> None:
         """Send ``answer`` unless this invocation has already been answered."""
@@ -272,6 +291,7 @@ class _Resource(CfnResource):
             else:
                 os.environ["AWS_SAM_LOCAL"] = saved
         self._invocation = _Invocation({}, None)
+        self.invocation = self._invocation
 
     def _log_setup(self, event: Any, context: Any) -> None:
         """Logging is configured once, by Powertools (crhelper would reset the root logger)."""
@@ -284,6 +304,7 @@ class _Resource(CfnResource):
         # answer still goes to this request.
         invocation = _Invocation(event if isinstance(event, dict) else {}, context)
         self._invocation = invocation
+        self.invocation = invocation
         self._event = invocation.event
         self._context = context
         self.PhysicalResourceId = ""
@@ -310,14 +331,22 @@ class _Resource(CfnResource):
 
 
 def _timeout(invocation: _Invocation) -> None:
-    """The timer's answer, shortly before Lambda would kill the function."""
+    """The timer's answer, shortly before Lambda would kill the function.
+
+    A change whose outcome is already known (only bookkeeping was left) is
+    answered as it went, never FAILED.
+    """
+    if invocation.settled is not None:
+        logger.warning("about to time out during bookkeeping: sending the settled answer")
+        invocation.answer_once(invocation.settled)
+        return
     logger.error("about to time out: answering FAILED")
     invocation.answer_once(
         Answer.failed(
-            failed_physical_id(invocation.event),
+            failed_physical_id(invocation.event, unrestored=invocation.may_have_written),
             "The function ran out of time: some UpdateMembership calls may have been applied "
-            "(a rollback Update restores them; after a Create or a new MembershipId, check the "
-            "membership). Raise the function's Timeout and retry",
+            "(the stack's rollback restores them from the change journal). Raise the "
+            "function's Timeout and retry",
         )
     )
 
@@ -332,7 +361,7 @@ _configure_logging()
 def _dispatch(event: dict[str, Any], context: LambdaContext) -> str:
     """crhelper's callback: the answer's fields go on the helper, crhelper sends them."""
     try:
-        answer = _answer(event, context)
+        answer = _answer(event, context, HELPER.invocation)
     except Exception as error:  # noqa: BLE001 - a bug must still be answered
         # A bug, not a domain failure: answer FAILED with a pointer to the logs
         # (the exception's text could carry property values, so it is not sent).

@@ -19,12 +19,23 @@ class MembershipError(Exception):
     ``applied`` and ``planned`` count the UpdateMembership calls of the plan
     that had succeeded and that were planned when the failure happened, so
     the caller can tell a failure before any write from one part-way.
+    ``unknown`` counts calls whose outcome could not be read back (a 5xx or
+    a read timeout followed by reads that failed): they may have been
+    applied, so they are undone or rolled back like applied ones.
     """
 
-    def __init__(self, message: str, *, applied: int = 0, planned: int = 0) -> None:
+    def __init__(
+        self, message: str, *, applied: int = 0, planned: int = 0, unknown: int = 0
+    ) -> None:
         super().__init__(message)
         self.applied = applied
         self.planned = planned
+        self.unknown = unknown
+
+    @property
+    def may_have_written(self) -> bool:
+        """Whether any call of the plan was, or may have been, applied."""
+        return bool(self.applied or self.unknown)
 
     @property
     def reason(self) -> str:
@@ -64,3 +75,15 @@ class StillInProgress(MembershipError):
 
 class ConfigurationError(MembershipError):
     """The function itself is misconfigured (environment, table)."""
+
+
+class JournalUnavailable(MembershipError):
+    """The change journal (or the lease) could not be read or written.
+
+    Raised before the first write, so nothing is changed without a record of
+    what it was.
+    """
+
+
+class MembershipBusy(MembershipError):
+    """Another request held the membership's lease for longer than this one could wait."""

@@ -3,11 +3,11 @@
 Pure functions of data, shared by the Lambda function and the change-set
 preview, so the two can never disagree.
 
-The OU rules make CloudFormation's rollback converge. Create adds
-``declared - actual`` and removes nothing; Update adds ``new - actual`` and
-removes ``(old - new) & actual``. OUs that someone associated outside this
-resource are never removed, and replaying an Update with old and new swapped
-(a rollback) restores the old declaration even after a partial failure.
+The OU rules: Create adds ``declared - actual`` and removes nothing; Update
+adds ``new - actual`` and removes ``(old - new) & actual``, so OUs that
+someone associated outside this resource are never removed by a forward
+change. Undo and rollback do not go through here: they restore what the
+change journal recorded (``journal.plan_rollback``).
 
 UpdateMembership takes at most five OUs to add and five to remove per call,
 both in the same call, so a plan makes ``max(ceil(adds/5), ceil(removes/5))``
@@ -100,9 +100,6 @@ class Plan:
     changes: tuple[Change, ...] = ()
     ous_to_add: tuple[str, ...] = ()
     ous_to_remove: tuple[str, ...] = ()
-    #: Newly declared OUs that were already associated: this change adopts
-    #: them without a call, so undoing it must leave them associated.
-    ous_adopted: tuple[str, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -197,9 +194,7 @@ def _describe(
     return tuple(out)
 
 
-def _batches(
-    first: UpdateRequest, adds: list[str], removes: list[str]
-) -> tuple[UpdateRequest, ...]:
+def batches(first: UpdateRequest, adds: list[str], removes: list[str]) -> tuple[UpdateRequest, ...]:
     size = rules().ou_batch_size
     count = max(-(-len(adds) // size), -(-len(removes) // size))
     requests = [
@@ -215,7 +210,7 @@ def _batches(
     return tuple(requests)
 
 
-def _check_status(plan: Plan, actual: MembershipState) -> Plan:
+def check_status(plan: Plan, actual: MembershipState) -> Plan:
     if plan.empty:
         return plan
     if actual.status == "Terminated":
@@ -235,27 +230,24 @@ def plan_changes(
     desired: MembershipProperties,
     actual: MembershipState,
     previous_ous: frozenset[str] = frozenset(),
-    keep: frozenset[str] = frozenset(),
 ) -> Plan:
     """Plan a Create (``previous_ous`` empty) or an Update (``previous_ous`` = old declaration).
 
-    ``keep`` are OUs never to remove: those the change being rolled back had
-    adopted (see ``Plan.ous_adopted``). Raises ``MembershipNotUpdatable`` when
+    Raises ``MembershipNotUpdatable`` when
     changes are needed but the membership's status forbids them.
     """
     declared = desired.organizational_units
     adds = sorted(declared - actual.organizational_units)
-    removes = sorted((previous_ous - declared - keep) & actual.organizational_units)
+    removes = sorted((previous_ous - declared) & actual.organizational_units)
     first = _field_changes(desired, actual)
     plan = Plan(
         membership_id=actual.membership_id,
-        requests=_batches(first, adds, removes),
+        requests=batches(first, adds, removes),
         changes=_describe(first, actual, len(adds), len(removes)),
         ous_to_add=tuple(adds),
         ous_to_remove=tuple(removes),
-        ous_adopted=tuple(sorted((declared - previous_ous) & actual.organizational_units)),
     )
-    return _check_status(plan, actual)
+    return check_status(plan, actual)
 
 
 def plan_delete(declared: MembershipProperties, actual: MembershipState) -> Plan:
@@ -269,7 +261,7 @@ def plan_delete(declared: MembershipProperties, actual: MembershipState) -> Plan
     removes = sorted(declared.organizational_units & actual.organizational_units)
     return Plan(
         membership_id=actual.membership_id,
-        requests=_batches(UpdateRequest(actual.membership_id), [], removes),
+        requests=batches(UpdateRequest(actual.membership_id), [], removes),
         changes=(Change("OrganizationalUnits", f"+0 -{len(removes)}"),) if removes else (),
         ous_to_remove=tuple(removes),
     )
@@ -294,34 +286,6 @@ def changed_by(request: UpdateRequest, before: MembershipState, after: Membershi
     features = request.features is not None and after.feature_map() != before.feature_map()
     status = request.undo_cancellation and after.status != before.status
     return bool(added or removed or name or cover or team or features or status)
-
-
-def plan_restore(before: MembershipState, now: MembershipState, attempted: Plan) -> Plan:
-    """Plan undoing what part of ``attempted`` did: back from ``now`` to ``before``.
-
-    Used when a Create (or an Update that replaces the membership) fails
-    part-way: CloudFormation's rollback of those is a Delete or an Update of
-    the old membership, neither of which reaches the changes already made,
-    so the function puts them back itself. Only what ``attempted`` touched is
-    restored: the OUs it was to add are removed if associated now, and the
-    fields its first call set get ``before``'s values back. (Such plans never
-    remove OUs.) A reactivated membership cannot be cancelled again and
-    stays Active.
-    """
-    first = attempted.requests[0] if attempted.requests else UpdateRequest(before.membership_id)
-    restore = MembershipProperties(
-        membership_id=before.membership_id,
-        membership_name=before.name if first.membership_name is not None else None,
-        team=(before.team or None) if first.team is not None else None,
-        features=(before.features or None) if first.features is not None else None,
-        cover_entire_organization=(
-            before.cover_entire_organization
-            if first.cover_entire_organization is not None
-            else None
-        ),
-        organizational_units=before.organizational_units & frozenset(attempted.ous_to_remove),
-    )
-    return plan_changes(restore, now, frozenset(attempted.ous_to_add))
 
 
 def apply_request(state: MembershipState, request: UpdateRequest) -> MembershipState:

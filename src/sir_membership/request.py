@@ -49,7 +49,7 @@ class Request:
             old_properties=event.get("OldResourceProperties"),
         )
 
-    def failed_physical_id(self) -> str:
+    def failed_physical_id(self, *, unrestored: bool = False) -> str:
         """The id to answer with on failure (see ``failed_physical_id``)."""
         return failed_physical_id(
             {
@@ -57,23 +57,41 @@ class Request:
                 "PhysicalResourceId": self.physical_id,
                 "LogicalResourceId": self.logical_id,
                 "RequestId": self.request_id,
-            }
+            },
+            unrestored=unrestored,
         )
 
 
-def failed_physical_id(event: Mapping[str, Any]) -> str:
+#: Marks the id of a failed Create whose writes were all undone (or never made).
+FAILED_MARK = "-failed-"
+#: Marks the id of a failed Create that may have left writes not yet restored:
+#: the rollback Delete of this id restores them from the change journal.
+UNRESTORED_MARK = "-unrestored-"
+
+
+def failed_physical_id(event: Mapping[str, Any], *, unrestored: bool = False) -> str:
     """The id to answer with on failure, from a raw (possibly malformed) event.
 
     A failed Create has no membership of its own: a stable id that is not a
     membership id lets the Delete CloudFormation sends next succeed without a
-    call, and a duplicate gets the same id. Failed Updates and Deletes keep
-    the current id so nothing gets replaced.
+    call (and without the table), and a duplicate gets the same id. When the
+    failed Create may have left changes that its own undo could not put
+    back, the id says so (``unrestored``), and that Delete restores them.
+    Failed Updates and Deletes keep the current id so nothing gets replaced.
     """
     physical = event.get("PhysicalResourceId")
     if event.get("RequestType") in ("Update", "Delete") and physical:
         return str(physical)
     logical = event.get("LogicalResourceId") or "resource"
-    return f"{logical}-failed-{str(event.get('RequestId', ''))[:36]}"
+    mark = UNRESTORED_MARK if unrestored else FAILED_MARK
+    return f"{logical}{mark}{str(event.get('RequestId', ''))[:36]}"
+
+
+def unrestored_request_id(physical_id: str) -> str | None:
+    """The request id in an ``unrestored`` failed-Create id, else None."""
+    if UNRESTORED_MARK not in physical_id:
+        return None
+    return physical_id.rsplit(UNRESTORED_MARK, 1)[1]
 
 
 def _old_ous(raw: Mapping[str, Any] | None, membership_id: str) -> frozenset[str]:
@@ -94,7 +112,8 @@ class Decision:
     """What a request asks for, before the membership is read.
 
     ``membership_id`` is None when nothing is to be done (``reason`` says
-    why). ``plan`` maps the membership's actual state to the calls to make;
+    why), except that the journal may name changes to restore
+    (``restore_failed``). ``plan`` maps the membership's actual state to the calls to make;
     it is called again after an ambiguous failure.
     """
 
@@ -104,28 +123,28 @@ class Decision:
     replacement: bool = False
     create: bool = False
     reason: str = ""
-    #: The OUs declared now and, for an Update of the same membership, before.
+    #: The OUs declared now and, for an Update of the same membership, before:
+    #: the planner may remove only ``previous - declared``.
     declared: frozenset[str] = frozenset()
     previous: frozenset[str] = frozenset()
-    #: OUs never to remove (``Plan.ous_adopted`` of the change being undone).
-    keep: frozenset[str] = frozenset()
+    #: The request id of a failed Create whose leftovers this Delete restores.
+    restore_failed: str | None = None
 
     @property
     def plan(self) -> Callable[[MembershipState], Plan] | None:
         """The planner for this request, given the membership's actual state."""
         if self.planner is None:
             return None
-        planner, keep = self.planner, self.keep
-        return lambda state: planner(state, keep)
+        planner, previous = self.planner, self.previous
+        return lambda state: planner(state, previous)
 
-    def keeping(self, keep: frozenset[str]) -> Decision:
-        """The same decision, leaving ``keep`` associated whatever the declarations say."""
-        return replace(self, keep=keep)
+    def without_previous(self) -> Decision:
+        """The same decision when the old declaration was never applied.
 
-    @property
-    def dropped(self) -> frozenset[str]:
-        """OUs the old declaration had and the new one drops: the only ones it may remove."""
-        return self.previous - self.declared
+        Its OUs were never this resource's doing (the journal has no record
+        of it being applied), so none of them may be removed.
+        """
+        return replace(self, previous=frozenset())
 
     @property
     def undo_on_failure(self) -> bool:
@@ -155,7 +174,7 @@ def decide(request: Request) -> Decision:
         previous = _old_ous(request.old_properties, desired.membership_id)
     return Decision(
         desired.membership_id,
-        lambda state, keep: plan_changes(desired, state, previous, keep),
+        lambda state, previous: plan_changes(desired, state, previous),
         replacement=replaced,
         create=request.request_type == "Create",
         declared=desired.organizational_units,
@@ -165,6 +184,9 @@ def decide(request: Request) -> Decision:
 
 def _decide_delete(request: Request) -> Decision:
     physical = request.physical_id
+    failed = unrestored_request_id(physical)
+    if failed is not None:
+        return Decision(None, reason="a failed Create left changes", restore_failed=failed)
     if not rules().membership_id.accepts(physical):
         return Decision(None, reason="the resource never became a membership")
     try:
@@ -173,4 +195,6 @@ def _decide_delete(request: Request) -> Decision:
         return Decision(None, reason="invalid properties: the membership is retained")
     if declared.on_delete == "Retain" or declared.membership_id != physical:
         return Decision(None, reason="OnDelete is Retain: the membership is kept as it is")
-    return Decision(physical, lambda state, _keep: plan_delete(declared, state), must_exist=False)
+    return Decision(
+        physical, lambda state, _previous: plan_delete(declared, state), must_exist=False
+    )

@@ -3,27 +3,73 @@
 ``handle`` is the side-effecting work that runs at most once per request
 (the shell wraps it in Powertools idempotency). ``answer_without_writes``
 answers the requests that cannot lead to a write (invalid properties, a
-Delete with nothing to do) before that, so they never depend on the
-idempotency table: a rollback Delete after a failed Create succeeds even if
-the table is unreachable. Domain failures become FAILED answers here, so a
-duplicate delivery gets the same answer back; only bugs escape as exceptions.
+Delete with nothing to do) before that, so they never depend on the table:
+the rollback Delete of a failed Create succeeds even if it is unreachable.
+
+Every request that may write goes through the same steps:
+
+1. read the resource's latest journal entry and tell what the request is
+   (``journal.classify``): a forward change, the rollback of that entry, or
+   the clean-up of a rollback that already restored it;
+2. take the lease of the membership it will write to (one writer per
+   membership), then read the entry again: a request that waited plans
+   against what the one before it left;
+3. forward: plan, journal what the plan touches with its values before,
+   then call; rollback: restore from the entry, compare-and-restore;
+4. settle the answer (from here on the timer can only send this answer),
+   then the bookkeeping: the entry's final phase and the lease's release.
+
+Domain failures become FAILED answers here, so a duplicate delivery gets the
+same answer back; only bugs escape as exceptions.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
-from .adoption import AdoptionNotes
-from .errors import MembershipError
+from .errors import JournalUnavailable, MembershipError
+from .journal import (
+    AlreadyRestored,
+    Entry,
+    Forward,
+    Mode,
+    Phase,
+    Rollback,
+    classify,
+    declaration_digest,
+    plan_rollback,
+    touched_by,
+)
+from .journal_store import Store
 from .membership import MembershipState
-from .plan import Plan, plan_restore
+from .plan import Plan
 from .request import Decision, Request, decide
 from .response import Answer
 from .service import MembershipService
 
-__all__ = ["Answer", "Request", "answer_without_writes", "handle"]
+__all__ = ["Answer", "Request", "Shell", "answer_without_writes", "handle"]
 
 logger = logging.getLogger(__name__)
+
+#: Seconds a request keeps, after waiting for the lease, to make at least one call.
+WORK_RESERVE = 20.0
+#: Below this many seconds left, bookkeeping after the last write is skipped.
+BOOKKEEPING_RESERVE = 8.0
+
+
+@dataclass(frozen=True)
+class Shell:
+    """What ``handle`` needs from the imperative shell besides the service."""
+
+    store: Store
+    remaining: Callable[[], float]
+    #: Hears the answer as soon as the outcome is known, before bookkeeping.
+    settle: Callable[[Answer], None] = lambda _answer: None
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.time
 
 
 def _log_plan(message: str, plan: Plan) -> None:
@@ -39,9 +85,17 @@ def _log_plan(message: str, plan: Plan) -> None:
     )
 
 
-def _failed(request: Request, error: MembershipError) -> Answer:
-    logger.warning("failed", extra={"errorType": type(error).__name__, "applied": error.applied})
-    return Answer.failed(request.failed_physical_id(), error.reason)
+def _failed(request: Request, error: MembershipError, *, unrestored: bool = False) -> Answer:
+    logger.warning(
+        "failed",
+        extra={
+            "errorType": type(error).__name__,
+            "applied": error.applied,
+            "unknown": error.unknown,
+            "reason": error.reason,
+        },
+    )
+    return Answer.failed(request.failed_physical_id(unrestored=unrestored), error.reason)
 
 
 def _decide(request: Request) -> Decision | Answer:
@@ -50,7 +104,7 @@ def _decide(request: Request) -> Decision | Answer:
         decision = decide(request)
     except MembershipError as error:
         return _failed(request, error)
-    if decision.membership_id is None:
+    if decision.membership_id is None and decision.restore_failed is None:
         logger.info("nothing to do", extra={"why": decision.reason})
         return Answer.success(request.physical_id, {})
     return decision
@@ -66,96 +120,277 @@ def answer_without_writes(request: Request) -> Answer | None:
     return decided if isinstance(decided, Answer) else None
 
 
-def _undo(
-    service: MembershipService, before: MembershipState, attempted: Plan, error: MembershipError
-) -> MembershipError:
-    """Put back what a failed Create or replacing Update applied (see ``plan_restore``)."""
-    membership_id = before.membership_id
-    try:
-        now = service.get(membership_id)
-        undo = plan_restore(before, now, attempted)
-        _log_plan("undoing", undo)
-        service.apply(now, undo, lambda state: plan_restore(before, state, attempted))
-    except MembershipError as undo_error:
-        logger.warning("undo failed", extra={"errorType": type(undo_error).__name__})
-        return error.noted(
-            f"undoing them failed too ({type(undo_error).__name__}): membership "
-            f"{membership_id} keeps those changes; set its OUs and fields back by hand"
+class _Work:
+    """One request that may write: its lease, its journal entry, its answer."""
+
+    def __init__(
+        self, request: Request, decision: Decision, service: MembershipService, shell: Shell
+    ) -> None:
+        self.request = request
+        self.decision = decision
+        self.service = service
+        self.shell = shell
+        self.holder = f"{request.stack_id}#{request.request_id}"
+
+    # -- steps 1 and 2 -------------------------------------------------------------
+
+    def _mode(self) -> Mode:
+        request, decision = self.request, self.decision
+        entry = self.shell.store.read(request.stack_id, request.logical_id)
+        return classify(request, entry, decision.restore_failed)
+
+    def _target(self, mode: Mode) -> str | None:
+        if isinstance(mode, Rollback | AlreadyRestored):
+            return mode.entry.membership_id
+        return self.decision.membership_id
+
+    def run(self) -> Answer:
+        try:
+            mode = self._mode()
+        except MembershipError as error:
+            raise error.noted("no change was applied") from None
+        if isinstance(mode, AlreadyRestored):
+            logger.info("the rollback already restored this membership: nothing to do")
+            return Answer.success(self.request.physical_id, {})
+        target = self._target(mode)
+        if target is None:
+            logger.info("no journal entry to restore: nothing to do")
+            return Answer.success(self.request.physical_id, {})
+        now, remaining = self.shell.clock(), self.shell.remaining()
+        try:
+            self.shell.store.acquire(
+                target,
+                self.holder,
+                now + remaining,
+                wait_until=now + remaining - WORK_RESERVE,
+                sleep=self.shell.sleep,
+            )
+        except JournalUnavailable as error:
+            raise error.noted("no change was applied") from None
+        try:
+            mode = self._mode()  # what the request before this one left
+            if isinstance(mode, AlreadyRestored):
+                return Answer.success(self.request.physical_id, {})
+            if isinstance(mode, Rollback):
+                return self._rollback(mode.entry)
+            return self._forward(mode)
+        finally:
+            self.shell.store.release(target, self.holder)
+
+    # -- step 3: forward -----------------------------------------------------------
+
+    def _forward(self, mode: Forward) -> Answer:
+        request, service = self.request, self.service
+        decision = self.decision if mode.previous_applied else self.decision.without_previous()
+        membership_id, plan_for = decision.membership_id, decision.plan
+        assert membership_id is not None
+        assert plan_for is not None
+        if decision.must_exist:
+            state = service.get(membership_id)
+        else:
+            found = service.find(membership_id)
+            if found is None:
+                logger.info("membership no longer exists: nothing to do")
+                return Answer.success(request.physical_id, {})
+            state = found
+        plan = plan_for(state)
+        _log_plan("planned", plan)
+        entry = Entry(
+            request_id=request.request_id,
+            request_type=request.request_type,
+            membership_id=membership_id,
+            old=declaration_digest(request.old_properties),
+            new=declaration_digest(request.properties) if request.request_type != "Delete" else "",
+            touched=touched_by(state, plan),
+            planned=len(plan.requests),
+            phase="applying" if plan.requests else "applied",
         )
-    if now.status == "Active" and before.status == "Cancelled":
-        return error.noted(
-            f"they were undone except the reactivation: membership {membership_id} stays Active"
+        journal = _Journal(self.shell.store, request, entry)
+        try:
+            journal.save()  # before the first write: a failure at any point finds it
+        except MembershipError as error:
+            raise error.noted("no change was applied") from None
+        if not plan.requests:
+            return self._success(state, journal)
+        try:
+            applied = service.apply(
+                state,
+                plan,
+                journal.replanning(plan_for),
+                journal.progress,
+            )
+        except MembershipError as error:
+            journal.update(phase="failed", applied=error.applied, unknown=error.unknown)
+            if error.may_have_written and decision.undo_on_failure:
+                return self._undo(journal, error)
+            if error.may_have_written:
+                error = error.noted("the stack's rollback restores them from the change journal")
+            self._bookkeeping(journal)
+            return _failed(request, error)
+        logger.info("applied", extra={"membershipId": membership_id, "calls": applied.calls})
+        journal.update(phase="applied", applied=applied.calls)
+        return self._success(applied.state, journal)
+
+    def _success(self, state: MembershipState, journal: _Journal) -> Answer:
+        request = self.request
+        if request.request_type == "Delete":
+            answer = Answer.success(request.physical_id, {})
+        else:
+            answer = Answer.success(state.membership_id, state.attributes())
+        self.shell.settle(answer)
+        self._bookkeeping(journal)
+        return answer
+
+    def _undo(self, journal: _Journal, error: MembershipError) -> Answer:
+        """Put back what a failed Create or replacing Update may have applied.
+
+        CloudFormation's rollback of those (a Delete, or an Update of the old
+        membership) does not reach this membership, so the function restores
+        it itself, from the journal, before it answers.
+        """
+        request, membership_id = self.request, journal.entry.membership_id
+        try:
+            self._restore(journal.entry)
+        except MembershipError as undo_error:
+            logger.warning("undo failed", extra={"errorType": type(undo_error).__name__})
+            self._bookkeeping(journal)
+            after = (
+                "the rollback Delete restores them from the change journal"
+                if request.request_type == "Create"
+                else "the stack's rollback restores them from the change journal"
+            )
+            noted = error.noted(
+                f"undoing them failed too ({type(undo_error).__name__}): membership "
+                f"{membership_id} may keep those changes; {after}"
+            )
+            return _failed(request, noted, unrestored=request.request_type == "Create")
+        journal.update(phase="restored")
+        self._bookkeeping(journal)
+        if journal.entry.touched.reactivated:
+            noted = error.noted(
+                f"they were undone except the reactivation: membership {membership_id} stays Active"
+            )
+        else:
+            noted = error.noted(f"they were undone, membership {membership_id} is as it was")
+        return _failed(request, noted)
+
+    # -- step 3: rollback ----------------------------------------------------------
+
+    def _restore(self, entry: Entry) -> MembershipState | None:
+        """Compare-and-restore ``entry`` on its membership; its state after, or None if gone."""
+        now = self.service.find(entry.membership_id)
+        if now is None:
+            return None
+        restore = plan_rollback(entry, now)
+        _log_plan("restoring from the journal", restore)
+        if not restore.requests:
+            return now
+        return self.service.apply(now, restore, lambda state: plan_rollback(entry, state)).state
+
+    def _rollback(self, entry: Entry) -> Answer:
+        request = self.request
+        journal = _Journal(self.shell.store, request, entry)
+        try:
+            restored = self._restore(entry)
+        except MembershipError as error:
+            noted = error.noted(
+                "the change journal keeps what to restore: retry the rollback "
+                "(continue the update rollback, or delete again)"
+            )
+            return _failed(request, noted)
+        journal.update(phase="restored")
+        declared = self.decision.membership_id
+        if request.request_type == "Delete" or declared is None:
+            answer = Answer.success(request.physical_id, {})
+        elif restored is not None and restored.membership_id == declared:
+            answer = Answer.success(declared, restored.attributes())
+        else:
+            answer = Answer.success(declared, self.service.get(declared).attributes())
+        self.shell.settle(answer)
+        self._bookkeeping(journal)
+        return answer
+
+    # -- step 4 --------------------------------------------------------------------
+
+    def _bookkeeping(self, journal: _Journal) -> None:
+        """The entry's final state, if there is time; the answer does not wait on it."""
+        if self.shell.remaining() < BOOKKEEPING_RESERVE:
+            logger.warning("little time left: the journal's final phase is not recorded")
+            return
+        try:
+            journal.save()
+        except MembershipError as error:
+            logger.warning(
+                "could not record the journal's final phase", extra={"reason": error.reason}
+            )
+
+
+@dataclass
+class _Journal:
+    """The entry of the request being carried out, saved as it goes."""
+
+    store: Store
+    request: Request
+    entry: Entry
+
+    def save(self) -> None:
+        self.store.write(self.request.stack_id, self.request.logical_id, self.entry)
+
+    def update(
+        self, *, phase: Phase | None = None, applied: int | None = None, unknown: int | None = None
+    ) -> None:
+        entry = self.entry
+        self.entry = replace(
+            entry,
+            phase=entry.phase if phase is None else phase,
+            applied=entry.applied if applied is None else applied,
+            unknown=entry.unknown if unknown is None else unknown,
         )
-    return error.noted(f"they were undone, membership {membership_id} is as it was")
+
+    def progress(self, applied: int) -> None:
+        """After each applied call (informational: the before-values are already saved)."""
+        self.update(applied=applied)
+        if applied >= self.entry.planned:
+            return  # the final phase follows at once
+        try:
+            self.save()
+        except MembershipError as error:
+            logger.warning(
+                "could not record progress in the journal", extra={"reason": error.reason}
+            )
+
+    def replanning(
+        self, plan_for: Callable[[MembershipState], Plan]
+    ) -> Callable[[MembershipState], Plan]:
+        """``plan_for``, journaling any field or OU a new plan touches before it is called."""
+
+        def replan(state: MembershipState) -> Plan:
+            plan = plan_for(state)
+            merged = self.entry.touched.merged(touched_by(state, plan))
+            if merged != self.entry.touched:
+                self.entry = replace(
+                    self.entry, touched=merged, planned=self.entry.applied + len(plan.requests)
+                )
+                try:
+                    self.save()
+                except MembershipError as error:
+                    raise type(error)(
+                        f"{error.reason}; stopped before touching more fields after "
+                        f"{self.entry.applied} UpdateMembership calls were applied",
+                        applied=self.entry.applied,
+                        planned=self.entry.planned,
+                    ) from None
+            return plan
+
+        return replan
 
 
-def _keep_adopted(request: Request, decision: Decision, notes: AdoptionNotes | None) -> Decision:
-    """An Update that drops OUs keeps those the Update it undoes had adopted."""
-    if notes is None or not decision.rolled_back_by_update or not decision.dropped:
-        return decision
-    assert decision.membership_id is not None
-    keep = notes.recall(
-        request.stack_id, request.logical_id, decision.membership_id, decision.previous
-    )
-    if keep & decision.dropped:
-        logger.info("keeping adopted OUs", extra={"ousKept": len(keep & decision.dropped)})
-    return decision.keeping(keep)
-
-
-def _carry_out(
-    request: Request, decision: Decision, service: MembershipService, notes: AdoptionNotes | None
-) -> Answer:
-    membership_id = decision.membership_id
-    assert membership_id is not None
-    decision = _keep_adopted(request, decision, notes)
-    plan_for = decision.plan
-    assert plan_for is not None
-    if decision.must_exist:
-        state = service.get(membership_id)
-    else:
-        found = service.find(membership_id)
-        if found is None:
-            logger.info("membership no longer exists: nothing to do")
-            return Answer.success(request.physical_id, {})
-        state = found
-    plan = plan_for(state)
-    _log_plan("planned", plan)
-    # Written before the first call: a failure at any point must find it.
-    # A rollback (it recalled a note) is never rolled back itself, so it keeps
-    # the note it read: a retried rollback must find it again.
-    note = decision.rolled_back_by_update and not decision.keep
-    if notes is not None and note and plan.requests and plan.ous_adopted:
-        adopted = frozenset(plan.ous_adopted)
-        notes.remember(
-            request.stack_id, request.logical_id, membership_id, decision.declared, adopted
-        )
-    try:
-        applied = service.apply(state, plan, plan_for)
-    except MembershipError as error:
-        if error.applied and decision.undo_on_failure:
-            raise _undo(service, state, plan, error) from None
-        raise
-    logger.info("applied", extra={"membershipId": membership_id, "calls": applied.calls})
-    # Once an Update of this membership succeeded, no rollback can need an
-    # older note, and a stale one would make later Updates differ from `plan`.
-    if notes is not None and decision.rolled_back_by_update:
-        notes.forget(request.stack_id, request.logical_id)
-    if request.request_type == "Delete":
-        return Answer.success(request.physical_id, {})
-    return Answer.success(membership_id, applied.state.attributes())
-
-
-def handle(
-    request: Request, service: MembershipService, notes: AdoptionNotes | None = None
-) -> Answer:
-    """Carry out ``request`` and say how it went. Never raises ``MembershipError``.
-
-    ``notes`` keeps what an Update adopted for its rollback (see ``adoption``).
-    """
+def handle(request: Request, service: MembershipService, shell: Shell) -> Answer:
+    """Carry out ``request`` and say how it went. Never raises ``MembershipError``."""
     decided = _decide(request)
     if isinstance(decided, Answer):
         return decided
     try:
-        return _carry_out(request, decided, service, notes)
+        return _Work(request, decided, service, shell).run()
     except MembershipError as error:
         return _failed(request, error)

@@ -17,6 +17,7 @@ always answers FAILED itself instead of being killed mid-call.
 
 from __future__ import annotations
 
+import copy
 import random
 import time
 from collections.abc import Callable
@@ -33,7 +34,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from .errors import MembershipNotFound, PermissionDenied, ServiceFailure
+from .errors import MembershipError, MembershipNotFound, PermissionDenied, ServiceFailure
 from .membership import MembershipState, state_from_api
 from .plan import Plan, UpdateRequest, apply_request, changed_by
 
@@ -98,6 +99,10 @@ class MembershipService:
         self._account_id = account_id
         self._region = region
         self.calls = 0
+        #: UpdateMembership calls sent (whatever their outcome): a failure
+        #: answered after one was sent may have changed the membership.
+        self.writes_started = 0
+        self._on_progress: Callable[[int], None] | None = None
 
     # -- reading -----------------------------------------------------------------
 
@@ -129,43 +134,63 @@ class MembershipService:
     # -- writing -----------------------------------------------------------------
 
     def apply(
-        self, state: MembershipState, plan: Plan, replan: Callable[[MembershipState], Plan]
+        self,
+        state: MembershipState,
+        plan: Plan,
+        replan: Callable[[MembershipState], Plan],
+        progress: Callable[[int], None] | None = None,
     ) -> Applied:
         """Send ``plan``'s requests in order until none is left.
 
         After an ambiguous failure the membership is read again and
-        ``replan`` decides what is still to do.
+        ``replan`` decides what is still to do (the caller journals any new
+        field it touches there, before its call). ``progress`` hears the
+        count of applied calls after each one.
         """
+        self._on_progress = progress
         pending = list(plan.requests)
         done = 0
-        unknown = 0
+        attempts = 0
         while pending:
             request = pending[0]
+            planned = done + len(pending)
             try:
                 self._with_retries(
                     "UpdateMembership",
                     request.membership_id,
                     lambda r=request: self._update(r),  # type: ignore[misc]
                     applied=done,
-                    planned=done + len(pending),
+                    planned=planned,
                     ambiguous_is_retry=False,
                 )
             except _Retry as retry:
-                unknown += 1
-                self._backoff(unknown, retry, "UpdateMembership", done, done + len(pending))
-                seen = self.get(request.membership_id, applied=done, planned=done + len(pending))
+                # The call may or may not have been applied: until a read
+                # shows which, it counts as unknown, never as "not applied".
+                attempts += 1
+                try:
+                    self._backoff(attempts, retry, "UpdateMembership", done, planned)
+                    seen = self.get(request.membership_id, applied=done, planned=planned)
+                except MembershipError as error:
+                    raise _with_unknown(error) from None
                 if changed_by(request, state, seen):  # it was applied after all
                     done += 1
+                    self._progress(done)
                 state = seen
                 pending = list(replan(state).requests)
                 continue
             done += 1
+            self._progress(done)
             state = apply_request(state, request)
             pending.pop(0)
         return Applied(done, state)
 
+    def _progress(self, done: int) -> None:
+        if self._on_progress is not None:
+            self._on_progress(done)
+
     def _update(self, request: UpdateRequest) -> None:
         self.calls += 1
+        self.writes_started += 1
         self._client.update_membership(**request.to_api())
 
     # -- retries -----------------------------------------------------------------
@@ -291,6 +316,17 @@ class MembershipService:
         return ServiceFailure(
             f"{cause}{_progress(applied, planned)}", applied=applied, planned=planned
         )
+
+
+def _with_unknown(error: MembershipError) -> MembershipError:
+    """``error`` after a call whose outcome could not be read back."""
+    unknown = copy.copy(error)
+    unknown.unknown = error.unknown + 1
+    reason = error.reason.replace("; no change was applied", "")
+    unknown.args = (
+        f"{reason}; the outcome of 1 UpdateMembership call is unknown (it may have been applied)",
+    )
+    return unknown
 
 
 def _progress(applied: int, planned: int) -> str:

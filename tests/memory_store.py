@@ -1,0 +1,59 @@
+"""An in-memory stand-in for the journal's DynamoDB storage, for fast property tests.
+
+It keeps the promises ``journal_store.JournalStore`` keeps on DynamoDB (the
+latest entry per resource; a lease that only one holder can take until it
+lapses), and can be told to fail, so tests can cover a table that refuses.
+The DynamoDB implementation itself is tested against moto.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sir_membership.errors import JournalUnavailable, MembershipBusy
+from sir_membership.journal import Entry, from_json, to_json
+
+
+@dataclass
+class MemoryStore:
+    entries: dict[tuple[str, str], str] = field(default_factory=dict)
+    leases: dict[str, tuple[str, float]] = field(default_factory=dict)
+    clock: Callable[[], float] = time.time
+    #: While True, every read and write fails as an unreachable table would.
+    down: bool = False
+    writes: int = 0
+
+    def _check(self) -> None:
+        if self.down:
+            raise JournalUnavailable("could not reach the change journal (table down)")
+
+    def read(self, stack_id: str, logical_id: str) -> Entry | None:
+        self._check()
+        text = self.entries.get((stack_id, logical_id))
+        return None if text is None else from_json(text)
+
+    def write(self, stack_id: str, logical_id: str, entry: Entry) -> None:
+        self._check()
+        self.writes += 1
+        self.entries[(stack_id, logical_id)] = to_json(entry)
+
+    def acquire(
+        self,
+        membership_id: str,
+        holder: str,
+        until: float,
+        *,
+        wait_until: float,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._check()
+        held = self.leases.get(membership_id)
+        if held is not None and held[0] != holder and held[1] >= self.clock():
+            raise MembershipBusy(f"Membership {membership_id} is being changed by another request")
+        self.leases[membership_id] = (holder, until)
+
+    def release(self, membership_id: str, holder: str) -> None:
+        if self.leases.get(membership_id, ("", 0.0))[0] == holder:
+            del self.leases[membership_id]
