@@ -278,6 +278,9 @@ class _Work:
 
     def _restore(self, entry: Entry) -> MembershipState | None:
         """Compare-and-restore ``entry`` on its membership; its state after, or None if gone."""
+        if entry.phase == "restored":
+            logger.info("already restored from the journal: nothing to do")
+            return None
         now = self.service.find(entry.membership_id)
         if now is None:
             return None
