@@ -20,6 +20,7 @@ from sir_membership.journal import (
     AlreadyRestored,
     Entry,
     Forward,
+    NothingApplied,
     Rollback,
     Touched,
     classify,
@@ -235,6 +236,8 @@ def test_classify_recognises_the_rollback_and_the_forward_changes() -> None:
     assert classify(request("Update", c, b), latest) == Forward(previous_applied=True)
     # The old declaration was never journaled as applied: its OUs are not ours to remove.
     assert classify(request("Update", c, a), latest) == Forward(previous_applied=False)
+    # ... and back to the applied one from it: the rollback of a change that never wrote.
+    assert classify(request("Update", b, c), latest) == NothingApplied(latest)
     restored = replace(latest, phase="restored")
     assert classify(request("Update", c, a), restored) == Forward(previous_applied=True)
     assert classify(request("Update", c, b), None) == Forward()

@@ -185,13 +185,27 @@ class Rollback:
 
 
 @dataclass(frozen=True)
+class NothingApplied:
+    """The rollback of a change that never wrote (it failed before its first call).
+
+    The request's new declaration is the one the journal shows applied, its
+    old one was never journaled, and no write happens without an entry: so
+    there is nothing to put back, and nothing is sent (a forward plan here
+    would overwrite fields someone changed since, or remove OUs that the
+    failed change had only declared).
+    """
+
+    entry: Entry
+
+
+@dataclass(frozen=True)
 class AlreadyRestored:
     """The Delete that cleans up a rolled back replacement: already restored."""
 
     entry: Entry
 
 
-Mode = Forward | Rollback | AlreadyRestored
+Mode = Forward | Rollback | NothingApplied | AlreadyRestored
 
 
 def classify(request: Request, entry: Entry | None, restore_failed: str | None = None) -> Mode:
@@ -201,6 +215,8 @@ def classify(request: Request, entry: Entry | None, restore_failed: str | None =
       its rollback (CloudFormation's rollback of a failed or a succeeded
       Update, or of a replacement). An Update that exactly reverses the
       previous one is indistinguishable and is treated the same way.
+    * An Update back to the declaration the journal shows applied, from one
+      it never journaled, is the rollback of a change that never wrote.
     * The Delete of a failed Create's ``unrestored`` id restores that
       Create's entry (``restore_failed`` is the id's request id).
     * The Delete of a membership that a restored entry had set the new
@@ -214,6 +230,8 @@ def classify(request: Request, entry: Entry | None, restore_failed: str | None =
     if request.request_type == "Update":
         if (old, new) == (entry.new, entry.old):
             return Rollback(entry)
+        if new == entry.declared_now != old:
+            return NothingApplied(entry)
         return Forward(previous_applied=old == entry.declared_now)
     if request.request_type == "Delete":
         return _classify_delete(request.physical_id, new, entry, restore_failed)

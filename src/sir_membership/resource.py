@@ -36,6 +36,7 @@ from .journal import (
     Entry,
     Forward,
     Mode,
+    NothingApplied,
     Phase,
     Rollback,
     classify,
@@ -152,6 +153,8 @@ class _Work:
         if isinstance(mode, AlreadyRestored):
             logger.info("the rollback already restored this membership: nothing to do")
             return Answer.success(self.request.physical_id, {})
+        if isinstance(mode, NothingApplied):
+            return self._nothing_applied()
         target = self._target(mode)
         if target is None:
             logger.info("no journal entry to restore: nothing to do")
@@ -173,9 +176,18 @@ class _Work:
                 return Answer.success(self.request.physical_id, {})
             if isinstance(mode, Rollback):
                 return self._rollback(mode.entry)
+            if isinstance(mode, NothingApplied):
+                return self._nothing_applied()
             return self._forward(mode)
         finally:
             self.shell.store.release(target, self.holder)
+
+    def _nothing_applied(self) -> Answer:
+        """Roll back a change that never wrote: read for the attributes, send nothing."""
+        logger.info("the change being rolled back made no write: nothing to restore")
+        declared = self.decision.membership_id
+        assert declared is not None
+        return Answer.success(declared, self.service.get(declared).attributes())
 
     # -- step 3: forward -----------------------------------------------------------
 
