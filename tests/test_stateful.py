@@ -1,0 +1,384 @@
+"""Sequences of stack operations, faults and third-party changes (hypothesis stateful).
+
+A ``RuleBasedStateMachine`` plays one custom resource through ``resource.handle``
+the way CloudFormation would (a failed Create is rolled back with a Delete of
+the answered id; a failed Update, or a succeeded one whose stack failed later,
+with an Update whose old and new declarations are swapped; a rollback that
+fails is continued), in process, against the emulator's own state rules
+(``sirlocal.emulator.apply_update``, validated against botocore's model) with
+faults injected per call, and a journal kept in memory. Between operations a
+third party changes the name, the team, Triage or associates its own OUs.
+
+Invariants after every step:
+
+* a completed rollback leaves every field the rolled-back change changed as
+  it was before that change, unless the third party changed it since; the
+  stack's OUs are exactly as before;
+* an OU the third party associated is never removed;
+* each request gets exactly one answer, and a request that fails before its
+  first write (invalid, journal down, reads failing) sends no UpdateMembership;
+* every UpdateMembership sent is valid for the model and the service's rules.
+
+``SIR_STATEFUL_EXAMPLES`` raises the example budget (``make stateful``).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import ClientError, ReadTimeoutError
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from memory_store import MemoryStore
+from sirlocal.emulator import ServiceError, apply_update, new_membership, service_model, validate
+
+from sir_membership.journal import team_digest
+from sir_membership.membership import state_from_api
+from sir_membership.request import Request
+from sir_membership.resource import Shell, handle
+from sir_membership.service import MembershipService, RetryPolicy
+
+MEMBERSHIP_ID = "m-stateful0001"
+STACK = "arn:aws:cloudformation:us-east-1:123456789012:stack/s/1"
+POOL = [f"ou-st01-{i:08d}" for i in range(12)]  # what the stack may declare
+THEIRS = [f"ou-f0re-{i:08d}" for i in range(4)]  # only ever associated by the third party
+NAMES = ("Zero Membership", "One Membership", "Two Membership", "Their Membership")
+PEOPLE = [
+    {"name": f"Person {c}", "jobTitle": f"Title {c}", "email": f"{c.lower()}@example.com"}
+    for c in "ABCDE"
+]
+TEAMS = (PEOPLE[0:2], PEOPLE[1:3], PEOPLE[2:5])
+FAST = RetryPolicy(
+    base_delay=0.0, max_delay=0.0, max_attempts=3, call_timeout=1.0, answer_reserve=1.0
+)
+EXAMPLES = int(os.environ.get("SIR_STATEFUL_EXAMPLES", "60"))
+
+
+def _client_error(code: str, status: int, operation: str) -> ClientError:
+    return ClientError(
+        {
+            "Error": {"Code": code, "Message": "injected"},
+            "ResponseMetadata": {"HTTPStatusCode": status},
+        },
+        operation,
+    )
+
+
+@dataclass
+class Faults:
+    """What goes wrong during one request."""
+
+    #: UpdateMembership number (1-based, within the request) -> what happens to it.
+    updates: dict[int, str] = field(default_factory=dict)
+    #: From this read on (1-based, within the request), GetMembership is denied.
+    reads_fail_from: int | None = None
+    journal_down: bool = False
+    #: Seconds the request has, counted down 15 s per UpdateMembership sent.
+    budget: float = 10_000.0
+
+
+class FakeSecurityIR:
+    """GetMembership / UpdateMembership on one membership, by the emulator's rules."""
+
+    def __init__(self, membership: dict[str, Any]) -> None:
+        self.membership = membership
+        self.faults = Faults()
+        self.reads = 0
+        self.sent = 0
+        self.update_shape = service_model().operation_model("UpdateMembership").input_shape
+
+    def start(self, faults: Faults) -> None:
+        self.faults, self.reads, self.sent = faults, 0, 0
+
+    def get_membership(self, membershipId: str) -> dict[str, Any]:
+        assert membershipId == MEMBERSHIP_ID
+        self.reads += 1
+        start = self.faults.reads_fail_from
+        if start is not None and self.reads >= start:
+            raise _client_error("AccessDeniedException", 403, "GetMembership")
+        return copy.deepcopy(self.membership)
+
+    def update_membership(self, **params: Any) -> dict[str, Any]:
+        assert validate(self.update_shape, params) == [], "a request the model rejects"
+        self.sent += 1
+        fault = self.faults.updates.get(self.sent)
+        if fault == "deny":
+            raise _client_error("AccessDeniedException", 403, "UpdateMembership")
+        if fault == "throttle":
+            raise _client_error("ThrottlingException", 400, "UpdateMembership")
+        if fault == "5xx-lost":
+            raise _client_error("InternalServerException", 500, "UpdateMembership")
+        try:
+            updated, _ = apply_update(self.membership, params)
+        except ServiceError as error:  # the planner broke a service rule: a bug
+            raise AssertionError(f"the service would reject this call: {error.code}") from None
+        self.membership = updated
+        if fault == "5xx-applied":
+            raise _client_error("InternalServerException", 500, "UpdateMembership")
+        if fault == "timeout-applied":
+            # Applied, but the answer never came, and no read works afterwards.
+            self.faults.reads_fail_from = self.reads + 1
+            raise ReadTimeoutError(endpoint_url="https://security-ir.emulated")
+        return {}
+
+
+def declaration(draw: Callable[[Any], Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"ServiceToken": "arn:token", "MembershipId": MEMBERSHIP_ID}
+    name = draw(st.sampled_from([None, *NAMES[:3]]))
+    if name is not None:
+        out["MembershipName"] = name
+    team = draw(st.sampled_from([None, 0, 1, 2]))
+    if team is not None:
+        out["IncidentResponseTeam"] = [
+            {"Name": p["name"], "JobTitle": p["jobTitle"], "Email": p["email"]} for p in TEAMS[team]
+        ]
+    triage = draw(st.sampled_from([None, "true", "false"]))
+    if triage is not None:
+        out["OptInFeatures"] = [{"FeatureName": "Triage", "IsEnabled": triage}]
+    out["OrganizationalUnits"] = sorted(draw(st.frozensets(st.sampled_from(POOL), max_size=12)))
+    out["OnDelete"] = draw(st.sampled_from(["Retain", "RemoveOrganizationalUnits"]))
+    return out
+
+
+declarations = st.composite(declaration)()
+faults = st.builds(
+    Faults,
+    updates=st.dictionaries(
+        st.integers(1, 3),
+        st.sampled_from(["deny", "throttle", "5xx-lost", "5xx-applied", "timeout-applied"]),
+        max_size=2,
+    ),
+    reads_fail_from=st.none() | st.integers(1, 3),
+    journal_down=st.sampled_from([False, False, False, True]),
+    budget=st.sampled_from([10_000.0, 10_000.0, 40.0]),
+)
+no_faults = st.just(Faults())
+
+
+def snapshot(membership: dict[str, Any]) -> dict[str, Any]:
+    state = state_from_api(membership)
+    return {
+        "name": state.name,
+        "team": team_digest(state.team),
+        "triage": state.feature_map().get("Triage", False),
+        "cover": state.cover_entire_organization,
+        "ous": state.organizational_units,
+    }
+
+
+FIELDS = ("name", "team", "triage", "cover")
+
+
+class StackOfOneResource(RuleBasedStateMachine):
+    """One Custom::SecurityIRMembership resource, its stack operations and everything else."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.store = MemoryStore()
+        self.fake = FakeSecurityIR(
+            new_membership(
+                {
+                    "membershipId": MEMBERSHIP_ID,
+                    "membershipName": NAMES[0],
+                    "incidentResponseTeam": TEAMS[0],
+                    "membershipAccountsConfigurations": {"organizationalUnits": POOL[:3]},
+                }
+            )
+        )
+        self.deployed: dict[str, Any] | None = None
+        self.physical = ""
+        self.theirs: set[str] = set()
+        self.answers = 0
+        self.requests = 0
+
+    # -- one request -----------------------------------------------------------------
+
+    def send(
+        self,
+        kind: str,
+        new: dict[str, Any],
+        old: dict[str, Any] | None = None,
+        physical: str = "",
+        faults: Faults | None = None,
+    ) -> Any:
+        faults = faults or Faults()
+        self.fake.start(faults)
+        self.store.down = faults.journal_down
+        budget = faults.budget
+        remaining = lambda: budget - 15.0 * self.fake.sent  # noqa: E731
+        service = MembershipService(self.fake, remaining, policy=FAST, sleep=lambda _s: None)  # type: ignore[arg-type]
+        request = Request(
+            kind,  # type: ignore[arg-type]
+            STACK,
+            str(uuid.uuid4()),
+            "Membership",
+            physical,
+            new,
+            old,
+        )
+        answer = handle(request, service, Shell(self.store, remaining, sleep=lambda _s: None))
+        self.store.down = False
+        self.requests += 1
+        self.answers += 1
+        if answer.status == "FAILED" and self.fake.sent == 0:
+            assert self.before_request == snapshot(self.fake.membership), (
+                "failed without a write, yet changed"
+            )
+        return answer
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return snapshot(self.fake.membership)
+
+    def _mark(self) -> None:
+        self.before_request = self.state
+
+    # -- rules -----------------------------------------------------------------------
+
+    @initialize()
+    def start(self) -> None:
+        self.before_request = self.state
+
+    @precondition(lambda self: self.deployed is None)
+    @rule(new=declarations, fault=st.none() | faults, later_failure=st.booleans())
+    def create(self, new: dict[str, Any], fault: Faults | None, later_failure: bool) -> None:
+        before = self.state
+        self._mark()
+        answer = self.send("Create", new, faults=fault)
+        if answer.status == "FAILED":
+            self._mark()
+            rollback = self.send("Delete", new, physical=answer.physical_resource_id)
+            assert rollback.status == "SUCCESS", rollback.reason
+            self.assert_restored(before, before, self.state)
+            return
+        if later_failure:  # the rollback Delete follows OnDelete (documented)
+            self._mark()
+            deleted = self.send("Delete", new, physical=answer.physical_resource_id)
+            assert deleted.status == "SUCCESS", deleted.reason
+            return
+        self.deployed, self.physical = new, answer.physical_resource_id
+        self.assert_converged(new)
+
+    @precondition(lambda self: self.deployed is not None)
+    @rule(
+        new=declarations,
+        fault=st.none() | faults,
+        later_failure=st.booleans(),
+        meddle=st.none() | st.sampled_from((*FIELDS, "ou")),
+        rollback_fault=st.none() | faults,
+    )
+    def update(
+        self,
+        new: dict[str, Any],
+        fault: Faults | None,
+        later_failure: bool,
+        meddle: str | None,
+        rollback_fault: Faults | None,
+    ) -> None:
+        assert self.deployed is not None
+        old = self.deployed
+        before = self.state
+        self._mark()
+        answer = self.send("Update", new, old, self.physical, fault)
+        if answer.status == "SUCCESS" and not later_failure:
+            self.deployed = new
+            self.assert_converged(new)
+            return
+        assert answer.physical_resource_id == self.physical
+        if answer.status == "FAILED" and not (self.fake.sent or "unknown" in answer.reason):
+            assert "no change was applied" in answer.reason or "Invalid" in answer.reason
+        self.meddle(meddle)
+        meddled = self.state
+        self._mark()
+        rollback = self.send("Update", old, new, self.physical, rollback_fault)
+        if rollback.status == "FAILED":  # UPDATE_ROLLBACK_FAILED: the operator continues it
+            self._mark()
+            rollback = self.send("Update", old, new, self.physical)
+        assert rollback.status == "SUCCESS", rollback.reason
+        self.assert_restored(before, meddled, self.state, meddle)
+
+    @precondition(lambda self: self.deployed is not None)
+    @rule()
+    def delete(self) -> None:
+        assert self.deployed is not None
+        before = self.state
+        self._mark()
+        answer = self.send("Delete", self.deployed, physical=self.physical)
+        assert answer.status == "SUCCESS", answer.reason
+        if self.deployed["OnDelete"] == "Retain":
+            assert self.state == before
+        else:
+            assert not set(self.deployed["OrganizationalUnits"]) & self.state["ous"]
+        self.deployed = None
+
+    @rule(what=st.sampled_from((*FIELDS, "ou")))
+    def third_party(self, what: str) -> None:
+        self.meddle(what)
+
+    def meddle(self, what: str | None) -> None:
+        m = self.fake.membership
+        if what == "name":
+            m["membershipName"] = NAMES[3]
+        elif what == "team":
+            m["incidentResponseTeam"] = copy.deepcopy(PEOPLE[3:5])
+        elif what == "triage":
+            m["optInFeatures"] = [{"featureName": "Triage", "isEnabled": not self.state["triage"]}]
+        elif what == "cover":
+            m["membershipAccountsConfigurations"]["coverEntireOrganization"] = not self.state[
+                "cover"
+            ]
+        elif what == "ou":
+            free = [o for o in THEIRS if o not in self.theirs]
+            if free:
+                m["membershipAccountsConfigurations"]["organizationalUnits"].append(free[0])
+                self.theirs.add(free[0])
+
+    # -- checks ----------------------------------------------------------------------
+
+    def assert_restored(
+        self,
+        before: dict[str, Any],
+        meddled: dict[str, Any],
+        final: dict[str, Any],
+        meddle: str | None = None,
+    ) -> None:
+        """Every field back as before the change, except one the third party changed since."""
+        for name in FIELDS:
+            expected = meddled[name] if meddle == name else before[name]
+            assert final[name] == expected, f"{name} not restored"
+        assert final["ous"] - self.theirs == before["ous"] - self.theirs, "OUs not restored"
+
+    def assert_converged(self, declared: dict[str, Any]) -> None:
+        state = self.state
+        if "MembershipName" in declared:
+            assert state["name"] == declared["MembershipName"]
+        if "OptInFeatures" in declared:
+            assert state["triage"] == (declared["OptInFeatures"][0]["IsEnabled"] == "true")
+        assert set(declared["OrganizationalUnits"]) <= state["ous"]
+
+    @invariant()
+    def theirs_are_never_removed(self) -> None:
+        assert self.theirs <= self.state["ous"]
+
+    @invariant()
+    def one_answer_per_request(self) -> None:
+        assert self.answers == self.requests
+
+    @invariant()
+    def no_lease_left_behind(self) -> None:
+        assert self.store.leases == {}
+
+
+StackOfOneResource.TestCase.settings = settings(
+    max_examples=EXAMPLES,
+    stateful_step_count=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+test_stack_operations_faults_and_third_parties = StackOfOneResource.TestCase
