@@ -150,15 +150,9 @@ class _Work:
             mode = self._mode()
         except MembershipError as error:
             raise error.noted("no change was applied") from None
-        if isinstance(mode, AlreadyRestored):
-            logger.info("the rollback already restored this membership: nothing to do")
-            return Answer.success(self.request.physical_id, {})
-        if isinstance(mode, NothingApplied):
-            return self._nothing_applied()
         target = self._target(mode)
-        if target is None:
-            logger.info("no journal entry to restore: nothing to do")
-            return Answer.success(self.request.physical_id, {})
+        if isinstance(mode, AlreadyRestored | NothingApplied) or target is None:
+            return self._carry(mode)  # no write: no lease
         now, remaining = self.shell.clock(), self.shell.remaining()
         try:
             self.shell.store.acquire(
@@ -171,16 +165,22 @@ class _Work:
         except JournalUnavailable as error:
             raise error.noted("no change was applied") from None
         try:
-            mode = self._mode()  # what the request before this one left
-            if isinstance(mode, AlreadyRestored):
-                return Answer.success(self.request.physical_id, {})
-            if isinstance(mode, Rollback):
-                return self._rollback(mode.entry)
-            if isinstance(mode, NothingApplied):
-                return self._nothing_applied()
-            return self._forward(mode)
+            return self._carry(self._mode())  # what the request before this one left
         finally:
             self.shell.store.release(target, self.holder)
+
+    def _carry(self, mode: Mode) -> Answer:
+        if isinstance(mode, AlreadyRestored):
+            logger.info("the rollback already restored this membership: nothing to do")
+            return Answer.success(self.request.physical_id, {})
+        if isinstance(mode, NothingApplied):
+            return self._nothing_applied()
+        if isinstance(mode, Rollback):
+            return self._rollback(mode.entry)
+        if self.decision.membership_id is None:
+            logger.info("no journal entry to restore: nothing to do")
+            return Answer.success(self.request.physical_id, {})
+        return self._forward(mode)
 
     def _nothing_applied(self) -> Answer:
         """Roll back a change that never wrote: read for the attributes, send nothing."""
