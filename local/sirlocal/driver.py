@@ -19,6 +19,9 @@ resource, end to end and offline:
   an Update whose old and new properties are swapped; a replacement (new
   physical id) deletes the old resource in the cleanup phase, and a rolled
   back replacement deletes the new one;
+* it can cancel an update mid-way (``cancel_update``): the rollback Update
+  goes to a second worker while the forward invocation still runs, as
+  CloudFormation sends it without waiting for an invocation it gave up on;
 * it records the stack events (``CREATE_COMPLETE``, ``UPDATE_FAILED``,
   ``UPDATE_ROLLBACK_COMPLETE``, ...) with their reasons, and times each
   operation.
@@ -42,7 +45,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -575,6 +578,9 @@ class Operation:
     deliveries: list[Delivery] = field(default_factory=list)
     answers: list[Answer] = field(default_factory=list)
     seconds: float = 0.0
+    #: For a cancelled update: whether the rollback was delivered while the
+    #: forward invocation was still running.
+    overlapped: bool | None = None
 
     @property
     def first_answer(self) -> Answer | None:
@@ -608,6 +614,44 @@ def format_events(events: Sequence[StackEvent], *, width: int = 100) -> str:
 
 
 # --------------------------------------------------------------------------- the stack
+
+
+@dataclass
+class PendingDelivery:
+    """A delivery whose invocations may still be running (see ``StackDriver.begin``)."""
+
+    stack: StackDriver
+    event: dict[str, Any]
+    path: str
+    before: int
+    started: float
+    timeout: float
+    invocations: list[Invocation]
+
+    def running(self) -> bool:
+        """True while any invocation has not returned."""
+        return not all(i.done() for i in self.invocations)
+
+    def finish(self) -> Delivery:
+        """Wait for the first answer and every invocation's end; check the contract."""
+        stack = self.stack
+        stack._wait_for_answer(self.path, self.before, self.invocations)
+        results = [i.wait() for i in self.invocations]
+        delivery = Delivery(
+            event=self.event,
+            path=self.path,
+            started=self.started,
+            results=results,
+            puts=stack.receiver.requests(self.path)[self.before :],
+            timeout=self.timeout,
+            expected_answers=len(self.invocations),
+        )
+        stack.deliveries.append(delivery)
+        if stack.strict:
+            problems = delivery.problems()
+            if problems:
+                raise ContractViolation(problems)
+        return delivery
 
 
 class StackDriver:
@@ -690,29 +734,27 @@ class StackDriver:
         returns the PUTs made to the event's ResponseURL meanwhile. Raises
         :class:`ContractViolation` in strict mode when an answer breaks the contract.
         """
+        return self.begin(event, workers=workers, timeout=timeout).finish()
+
+    def begin(
+        self,
+        event: Mapping[str, Any],
+        *,
+        workers: Sequence[LambdaWorker] | None = None,
+        timeout: float | None = None,
+    ) -> PendingDelivery:
+        """Start invoking ``event`` and return at once; ``finish()`` waits as :meth:`deliver`.
+
+        Why: CloudFormation does not wait for an invocation it gave up on (a
+        cancelled update): the next request can arrive while it still runs.
+        """
         chosen = list(workers) if workers else [self.worker]
         seconds = self.timeout if timeout is None else timeout
         path = normalize_path(str(event["ResponseURL"]))
         before = len(self.receiver.requests(path))
         started = time.time()
         invocations = [w.invoke(event, seconds) for w in chosen]
-        self._wait_for_answer(path, before, invocations)
-        results = [i.wait() for i in invocations]
-        delivery = Delivery(
-            event=dict(event),
-            path=path,
-            started=started,
-            results=results,
-            puts=self.receiver.requests(path)[before:],
-            timeout=seconds,
-            expected_answers=len(chosen),
-        )
-        self.deliveries.append(delivery)
-        if self.strict:
-            problems = delivery.problems()
-            if problems:
-                raise ContractViolation(problems)
-        return delivery
+        return PendingDelivery(self, dict(event), path, before, started, seconds, invocations)
 
     def _wait_for_answer(self, path: str, before: int, invocations: Sequence[Invocation]) -> None:
         """Wait for the first accepted PUT (receiver.wait_for) while any invocation runs."""
@@ -872,6 +914,61 @@ class StackDriver:
             if replaced:
                 self._delete_resource(before, old)
             self._record("UPDATE_COMPLETE", stack=True)
+            return operation
+
+    def cancel_update(
+        self,
+        properties: Mapping[str, Any],
+        *,
+        cancel_when: Callable[[], bool],
+        rollback_worker: LambdaWorker,
+    ) -> Operation:
+        """Update to ``properties``, cancel the update mid-way, roll back at once.
+
+        As CloudFormation after ``cancel-update-stack``: it stops waiting for
+        the forward invocation and sends the rollback Update (old and new
+        swapped) while that invocation may still be running. The rollback
+        goes to ``rollback_worker`` as soon as ``cancel_when()`` holds (or the
+        forward invocation ended); the forward answer, whenever it comes, no
+        longer decides anything, but it is still checked against the contract.
+        """
+        if self.status not in ("CREATE_COMPLETE", "UPDATE_COMPLETE", "UPDATE_ROLLBACK_COMPLETE"):
+            raise DriverError(f"cannot update: the stack is {self.status}")
+        assert self.physical_id is not None
+        assert self.properties is not None
+        old, new = self.properties, cfn_properties(properties)
+        before = self.physical_id
+        with self._operate("Update") as operation:
+            self._record("UPDATE_IN_PROGRESS", "User Initiated", stack=True)
+            self._record("UPDATE_IN_PROGRESS")
+            forward = self.begin(self.event("Update", new, physical_id=before, old_properties=old))
+            while forward.running() and not cancel_when():
+                time.sleep(0.02)
+            operation.overlapped = forward.running()
+            self._record("UPDATE_ROLLBACK_IN_PROGRESS", "Stack update cancelled", stack=True)
+            self._record("UPDATE_FAILED", "Resource update cancelled")
+            self._record("UPDATE_IN_PROGRESS", physical_id=before)
+            rollback = self.event("Update", old, physical_id=before, old_properties=new)
+            answered = self.begin(rollback, workers=[rollback_worker]).finish()
+            late = forward.finish()
+            for delivery in (late, answered):
+                operation.deliveries.append(delivery)
+                if delivery.answer is not None:
+                    operation.answers.append(delivery.answer)
+            answer = answered.answer
+            if answer is None and self.strict:
+                raise NoResponse(["no answer to the rollback Update before the deadline"])
+            if answer is None or not answer.ok:
+                self._record("UPDATE_FAILED", answer.reason if answer else NO_RESPONSE_REASON)
+                self._record("UPDATE_ROLLBACK_FAILED", stack=True)
+                return operation
+            self.physical_id, self.properties = answer.physical_id, old
+            self.attributes = dict(answer.data)
+            self._record("UPDATE_COMPLETE")
+            self._record("UPDATE_ROLLBACK_COMPLETE_CLEANUP_IN_PROGRESS", stack=True)
+            if answer.physical_id != before:
+                self._delete_resource(before, new)
+            self._record("UPDATE_ROLLBACK_COMPLETE", stack=True)
             return operation
 
     def _roll_back(

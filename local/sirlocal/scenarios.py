@@ -23,6 +23,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 from sirlocal.driver import (
+    Answer,
     ContractViolation,
     Delivery,
     LambdaWorker,
@@ -32,6 +33,7 @@ from sirlocal.driver import (
     cfn_properties,
 )
 from sirlocal.emulator import CallRecord
+from sirlocal.reliability_table import SlowTable
 from sirlocal.services import LocalServices, free_port
 
 # --------------------------------------------------------------------------- fixtures as data
@@ -78,14 +80,15 @@ def seed(
     status: str = "Active",
     ou_ids: Iterable[str] = (ou(1), ou(2), FOREIGN[0]),
     cover: bool = False,
+    triage: bool = True,
 ) -> dict[str, Any]:
-    """A membership for the emulator (2 responders, Triage on)."""
+    """A membership for the emulator (2 responders, Triage on unless ``triage`` is False)."""
     return {
         "membershipId": membership_id,
         "membershipName": name,
         "membershipStatus": status,
         "incidentResponseTeam": api_team(),
-        "optInFeatures": [{"featureName": "Triage", "isEnabled": True}],
+        "optInFeatures": [{"featureName": "Triage", "isEnabled": triage}],
         "membershipAccountsConfigurations": {
             "coverEntireOrganization": cover,
             "organizationalUnits": list(ou_ids),
@@ -165,15 +168,25 @@ class Fault:
 
 @dataclass(frozen=True)
 class Step:
-    """One stack operation (or ``cold``: the next invocation starts a new worker)."""
+    """One stack operation (or ``cold``: the next invocation starts a new worker).
 
-    action: Literal["create", "update", "delete", "cold"]
+    ``cancel_update``: the update is cancelled once ``cancel_after_writes``
+    UpdateMembership calls were answered, and its rollback is delivered to a
+    second worker while the forward invocation still runs.
+    """
+
+    action: Literal["create", "update", "cancel_update", "delete", "cold"]
     properties: Mapping[str, Any] | None = None
     expect: str = ""  # the stack status afterwards
     faults: tuple[Fault, ...] = ()
     later_failure: str | None = None
     reason_has: tuple[str, ...] = ()  # in the reason of the operation's first answer
+    reason_lacks: tuple[str, ...] = ()  # never in that reason
+    reason_starts: str = ""  # that reason starts with this
+    reason_ends: str = ""  # and ends with this
+    physical_has: str = ""  # in the physical id of the operation's first answer
     answer_within: float | None = None  # seconds, for every answer of this step
+    cancel_after_writes: int = 1
 
 
 @dataclass(frozen=True)
@@ -227,6 +240,8 @@ class Scenario:
     strict: bool = True
     custom: Callable[[Run], None] | None = None
     custom_faults: str = ""
+    #: Runs right after the seeds are loaded (state the seed format cannot express).
+    prepare: Callable[[LocalServices], None] | None = None
     #: Set when the expectations describe the intended behaviour that the handler
     #: does not have yet (see the text); tests mark the scenario xfail(strict).
     known_issue: str = ""
@@ -410,6 +425,8 @@ def _play_step(run: Run, step: Step) -> None:
         elif step.action == "update":
             assert step.properties is not None
             operation = stack.update(step.properties, later_failure=step.later_failure)
+        elif step.action == "cancel_update":
+            operation = _cancel_update(run, step)
         else:
             operation = stack.delete()
         run.statuses.append(operation.stack_status)
@@ -418,14 +435,62 @@ def _play_step(run: Run, step: Step) -> None:
                 operation.stack_status == step.expect,
                 f"{step.action}: stack is {operation.stack_status}, expected {step.expect}",
             )
-        answer = operation.first_answer
-        reason = answer.reason if answer is not None else ""
-        for text in step.reason_has:
-            run.expect(text in reason, f"{step.action}: reason lacks {text!r}: {reason!r}")
+        _check_answer(run, step, operation.first_answer)
         _check_deliveries(run, operation.deliveries, step)
     finally:
         services.emulator.clear_faults()
         services.receiver.clear_faults()
+
+
+def _check_answer(run: Run, step: Step, answer: Answer | None) -> None:
+    reason = answer.reason if answer is not None else ""
+    label = step.action
+    for text in step.reason_has:
+        run.expect(text in reason, f"{label}: reason lacks {text!r}: {reason!r}")
+    for text in step.reason_lacks:
+        run.expect(text not in reason, f"{label}: reason holds {text!r}: {reason!r}")
+    if step.reason_starts:
+        run.expect(
+            reason.startswith(step.reason_starts),
+            f"{label}: reason does not start with {step.reason_starts!r}: {reason[:200]!r}",
+        )
+    if step.reason_ends:
+        run.expect(
+            reason.endswith(step.reason_ends),
+            f"{label}: reason does not end with {step.reason_ends!r}: ...{reason[-200:]!r}",
+        )
+    if step.physical_has:
+        physical = answer.physical_id if answer is not None else ""
+        run.expect(
+            step.physical_has in physical,
+            f"{label}: physical id {physical!r} lacks {step.physical_has!r}",
+        )
+
+
+def _cancel_update(run: Run, step: Step) -> Operation:
+    """Cancel an update mid-way: its rollback overlaps the forward invocation."""
+    assert step.properties is not None
+    emulator, second = run.services.emulator, run.pool.get(1)
+    second.start()  # warm, so the rollback is not delayed by a cold start
+    mark = second.log_mark()
+    began = time.time()
+
+    def written() -> bool:
+        calls = emulator.calls("UpdateMembership")
+        return sum(1 for c in calls if c.timestamp >= began) >= step.cancel_after_writes
+
+    operation = run.stack.cancel_update(
+        step.properties, cancel_when=written, rollback_worker=second
+    )
+    run.expect(
+        operation.overlapped is True,
+        "cancel_update: the forward invocation had ended before the rollback was delivered",
+    )
+    run.expect(
+        "waiting for its lease" in second.logs(mark),
+        "cancel_update: the rollback did not wait for the forward invocation's lease",
+    )
+    return operation
 
 
 def run_scenario(
@@ -435,6 +500,8 @@ def run_scenario(
     services.emulator.reset()
     services.receiver.reset()
     services.emulator.seed_many(scenario.seeds)
+    if scenario.prepare is not None:
+        scenario.prepare(services)
     marks = pool.log_marks()
     stack = StackDriver(
         services.receiver,
@@ -594,6 +661,82 @@ def _table_unreachable(run: Run) -> None:
             run.extra_urls += [str(d.event["ResponseURL"]) for d in stack.deliveries]
 
 
+def _without_features(services: LocalServices) -> None:
+    """Membership A reports no optInFeatures (the seed format always has some)."""
+    emulator = services.emulator
+    with emulator._lock:
+        emulator._memberships[A].pop("optInFeatures", None)
+
+
+def _full_reason_logged(run: Run) -> None:
+    """The cut reason's full text is in the function's log (its last problem too)."""
+    logs = run.pool.logs_since({})
+    run.expect(
+        "reason truncated for CloudFormation" in logs and "OrganizationalUnits[999]" in logs,
+        "the full reason (up to OrganizationalUnits[999]) is not in the function's log",
+    )
+
+
+#: The function timeout and the table's delay of the slow-bookkeeping scenario: the
+#: write is done at ~0.3 s; each table call then times out 3 times (read timeout 5 s),
+#: so the journal's save ends at ~15 s and the lease's release runs past the timer
+#: (timeout - 3 s = 18 s); a first GetMembership needs 19 s left, so 21 s is the least.
+SLOW_TABLE_TIMEOUT, SLOW_TABLE_DELAY = 21.0, 6.0
+
+
+def _slow_bookkeeping(run: Run) -> None:
+    """The table turns slow after the last write: the timer sends the settled SUCCESS."""
+    services = run.services
+    began = time.time()
+
+    def written() -> bool:
+        return any(c.timestamp >= began for c in services.emulator.calls("UpdateMembership"))
+
+    with SlowTable(services.dynamodb_url, delay=SLOW_TABLE_DELAY, slow_when=written) as table:
+        env = dict(run.pool.env)
+        env["AWS_ENDPOINT_URL_DYNAMODB"] = table.url
+        with LambdaWorker(env, timeout=SLOW_TABLE_TIMEOUT, name="slow-table") as worker:
+            worker.start()
+            stack = StackDriver(
+                services.receiver, worker, stack_name="e2e-slow-table", timeout=worker.timeout
+            )
+            mark = worker.log_mark()
+            try:
+                created = stack.create(declare())  # no write: the table is still fast
+                run.statuses.append(created.stack_status)
+                operation = stack.update(declare(MembershipName=N1))
+                run.statuses.append(operation.stack_status)
+                answer = operation.first_answer
+                run.expect(
+                    answer is not None and answer.ok,
+                    f"Update: {answer.status if answer else 'no answer'} "
+                    f"({answer.reason if answer else ''!r}), expected SUCCESS",
+                )
+                run.expect(
+                    operation.stack_status == "UPDATE_COMPLETE",
+                    f"update: stack is {operation.stack_status}, expected UPDATE_COMPLETE",
+                )
+                logs = worker.logs(mark)
+                run.expect(
+                    "sending the settled answer" in logs,
+                    "the timer did not fire during the bookkeeping (nothing was tested): "
+                    f"slow table calls {table.delayed}",
+                )
+                delivery = operation.deliveries[0]
+                seconds = delivery.answer_seconds
+                run.expect(
+                    seconds is not None and seconds < delivery.timeout,
+                    f"Update: answered after {seconds} s, deadline {delivery.timeout:g} s",
+                )
+                run.expect(
+                    len(table.delayed) >= 2,
+                    f"only {table.delayed} was slowed after the write",
+                )
+            finally:
+                run.extra_logs.append(worker.logs())
+                run.extra_urls += [str(d.event["ResponseURL"]) for d in stack.deliveries]
+
+
 def _cold_each_step(run: Run) -> None:
     colds = [d.results[0].cold for d in run.stack.deliveries]
     run.expect(colds == [True, True, True], f"cold starts per delivery: {colds}")
@@ -604,6 +747,26 @@ def _cold_each_step(run: Run) -> None:
 N0, N1 = NAMES[0], NAMES[1]
 BASE_OUS = frozenset({ou(1), ou(2), FOREIGN[0]})
 TRIAGE_ON = {"Triage": True}
+TRIAGE_OFF = {"Triage": False}
+SEEDED_EMAILS = frozenset(p[2] for p in PEOPLE[0:2])
+
+
+def _as_seeded_untriaged(ou_ids: Iterable[str]) -> Expect:
+    """``seed(triage=False)`` with ``ou_ids``: its name, its team, Triage off."""
+    return Expect(ous=frozenset(ou_ids), name=N0, emails=SEEDED_EMAILS, features=TRIAGE_OFF)
+
+
+#: Only MembershipId and OUs: name, team and features are not managed.
+UNDECLARED = declare(
+    MembershipName=None, IncidentResponseTeam=None, OptInFeatures=None, OrganizationalUnits=[ou(1)]
+)
+#: UNDECLARED, now declaring a new name, another team, Triage on and 7 more OUs.
+NEWLY_DECLARED = declare(
+    MembershipName=N1,
+    IncidentResponseTeam=team(1, 3),
+    OptInFeatures=[{"FeatureName": "Triage", "IsEnabled": True}],
+    OrganizationalUnits=ous(1, 8),
+)
 
 
 def _s(*steps: Step) -> tuple[Step, ...]:
@@ -727,7 +890,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         "replacement",
         "lifecycle",
-        "new MembershipId: B adopted, A cleaned up (RemoveOrganizationalUnits)",
+        "new MembershipId: B taken over, A cleaned up (RemoveOrganizationalUnits)",
         (seed(), seed(B, name=NAMES[2], ou_ids=[ou(5)])),
         _s(
             Step("create", declare(OnDelete="RemoveOrganizationalUnits"), "CREATE_COMPLETE"),
@@ -1289,6 +1452,212 @@ SCENARIOS: tuple[Scenario, ...] = (
             "Update B +0 -5 name",
             "Get A",
         ),
+    ),
+    # -- the change journal (issue 8): what a rollback or an undo restores ---------------
+    Scenario(
+        "rollback-restores-newly-declared",
+        "rollback",
+        "an Update newly declares name, team, Triage on, +7 OUs; the 2nd call is denied: "
+        "the rollback restores all of them from the journal",
+        (seed(ou_ids=[ou(1), FOREIGN[0]], triage=False),),
+        _s(
+            Step("create", UNDECLARED, "CREATE_COMPLETE"),
+            Step(
+                "update",
+                NEWLY_DECLARED,
+                "UPDATE_ROLLBACK_COMPLETE",
+                faults=(
+                    Fault("error", "UpdateMembership", on_call=2, error="AccessDeniedException"),
+                ),
+                reason_has=(
+                    "after 1 of 2 UpdateMembership calls were applied",
+                    "restores them from the change journal",
+                ),
+            ),
+        ),
+        {A: _as_seeded_untriaged({ou(1), FOREIGN[0]})},
+        (
+            "Get A",
+            "Get A",
+            "Update A +5 -0 features name team",
+            "Update A +2 -0 !AccessDeniedException",
+            "Get A",
+            "Update A +0 -5 features name team",
+        ),
+    ),
+    Scenario(
+        "later-failure-restores-newly-declared",
+        "rollback",
+        "the same Update succeeds (and declares an OU associated outside the stack); a later "
+        "resource fails: name, team, Triage restored, the foreign OU stays",
+        (seed(ou_ids=[ou(1), *FOREIGN], triage=False),),
+        _s(
+            Step("create", UNDECLARED, "CREATE_COMPLETE"),
+            Step(
+                "update",
+                {**NEWLY_DECLARED, "OrganizationalUnits": [ou(1), FOREIGN[1], *ous(2, 8)]},
+                "UPDATE_ROLLBACK_COMPLETE",
+                later_failure="Resource handler returned message: injected failure",
+            ),
+        ),
+        {A: _as_seeded_untriaged({ou(1), *FOREIGN})},
+        (
+            "Get A",
+            "Get A",
+            "Update A +5 -0 features name team",
+            "Update A +2 -0",
+            "Get A",
+            "Update A +0 -5 features name team",
+            "Update A +0 -2",
+        ),
+    ),
+    Scenario(
+        "failed-before-first-write-keeps-foreign-ou",
+        "rollback",
+        "an Update newly declares an OU someone else associated and fails before its first "
+        "write (GetMembership denied): its rollback does not remove that OU",
+        (seed(),),
+        _s(
+            Step("create", declare(), "CREATE_COMPLETE"),
+            Step(
+                "update",
+                declare(OrganizationalUnits=[ou(1), ou(2), FOREIGN[0], ou(3)]),
+                "UPDATE_ROLLBACK_COMPLETE",
+                faults=(Fault("error", "GetMembership", error="AccessDeniedException"),),
+                reason_has=("Access denied for security-ir:GetMembership", "no change was applied"),
+            ),
+        ),
+        {A: Expect(ous=BASE_OUS, name=N0)},
+        ("Get A", "Get A !AccessDeniedException", "Get A"),
+    ),
+    Scenario(
+        "create-undo-without-features",
+        "rollback",
+        "a Create enables Triage on a membership that reports no optInFeatures, renames, "
+        "+12 OUs; the 2nd call is denied: the undo disables Triage again",
+        (seed(),),
+        _s(
+            Step(
+                "create",
+                declare(MembershipName=N1, OrganizationalUnits=ous(1, 14)),
+                "ROLLBACK_COMPLETE",
+                faults=(
+                    Fault("error", "UpdateMembership", on_call=2, error="AccessDeniedException"),
+                ),
+                reason_has=("they were undone, membership m-e2ea00000001 is as it was",),
+                physical_has="-failed-",
+            ),
+        ),
+        # The service cannot drop a feature entry: disabled is what "none" comes back as.
+        {A: Expect(ous=BASE_OUS, name=N0, features=TRIAGE_OFF)},
+        (
+            "Get A",
+            "Update A +5 -0 features name",
+            "Update A +5 -0 !AccessDeniedException",
+            "Get A",
+            "Update A +0 -5 features name",
+        ),
+        prepare=_without_features,
+    ),
+    Scenario(
+        "create-unknown-outcome",
+        "rollback",
+        "a Create's UpdateMembership outlives the read timeout, then GetMembership is denied: "
+        "unknown outcome, -unrestored- id; the rollback Delete restores from the journal",
+        (seed(),),
+        _s(
+            Step(
+                "create",
+                declare(MembershipName=N1, OrganizationalUnits=ous(1, 5)),
+                "ROLLBACK_COMPLETE",
+                faults=(
+                    Fault("hang", "UpdateMembership", seconds=12.0),
+                    Fault(
+                        "error", "GetMembership", on_call=2, times=2, error="AccessDeniedException"
+                    ),
+                    # The rollback Delete's read answers once the late write was applied.
+                    Fault("hang", "GetMembership", on_call=4, seconds=4.0),
+                ),
+                reason_has=(
+                    "the outcome of 1 UpdateMembership call is unknown (it may have been applied)",
+                    "the rollback Delete restores them from the change journal",
+                ),
+                reason_lacks=("no change was applied",),
+                physical_has="-unrestored-",
+            ),
+        ),
+        {A: Expect(ous=BASE_OUS, name=N0)},
+        (
+            "Get A",
+            "Get A !AccessDeniedException",
+            "Get A !AccessDeniedException",
+            "Update A +3 -0 name",  # the late write, recorded when the emulator answers it
+            "Get A",
+            "Update A +0 -3 name",
+        ),
+        timeout=40.0,
+    ),
+    Scenario(
+        "cancelled-update-overlap",
+        "rollback",
+        "an Update (+12 OUs, 1 s a call) is cancelled after its 1st call; the rollback arrives "
+        "while it runs, waits for the lease and restores the state before it",
+        (seed(),),
+        _s(
+            Step("create", declare(), "CREATE_COMPLETE"),
+            Step(
+                "cancel_update",
+                declare(OrganizationalUnits=ous(1, 14)),
+                "UPDATE_ROLLBACK_COMPLETE",
+                faults=(Fault("hang", "UpdateMembership", times=3, seconds=1.0),),
+                cancel_after_writes=1,
+            ),
+        ),
+        {A: Expect(ous=BASE_OUS, name=N0, emails=SEEDED_EMAILS, features=TRIAGE_ON)},
+        (
+            "Get A",
+            "Get A",
+            "Update A +5 -0",
+            "Update A +5 -0",
+            "Update A +2 -0",
+            "Get A",
+            "Update A +0 -5",
+            "Update A +0 -5",
+            "Update A +0 -2",
+        ),
+    ),
+    Scenario(
+        "long-non-ascii-reason",
+        "faults",
+        "1,000 OU ids pasted with en-dashes: the reason is cut by bytes, not replaced",
+        (seed(),),
+        _s(
+            Step(
+                "create",
+                declare(OrganizationalUnits=[f"ou\u2013e2e1\u2013{i:08d}" for i in range(1000)]),
+                "ROLLBACK_COMPLETE",
+                reason_starts=(
+                    "Invalid properties: OrganizationalUnits[0] 'ou\u2013e2e1\u201300000000' "
+                    "is invalid"
+                ),
+                reason_ends=" [truncated]",
+                answer_within=3.0,
+            ),
+        ),
+        {A: Expect(ous=BASE_OUS, name=N0)},
+        (),
+        custom=_full_reason_logged,
+    ),
+    Scenario(
+        "slow-table-after-last-write",
+        "faults",
+        "a rename; after its write the table answers 6 s late (read timeout 5 s, 21 s "
+        "timeout): the timer fires during the bookkeeping and sends SUCCESS",
+        (seed(),),
+        final={A: Expect(ous=BASE_OUS, name=N1)},
+        calls=("Get A", "Get A", "Update A +0 -0 name"),
+        custom=_slow_bookkeeping,
+        custom_faults=f"DynamoDB answers {SLOW_TABLE_DELAY:g} s late after the write",
     ),
     Scenario(
         "table-unreachable",

@@ -93,9 +93,9 @@ def serve(
     started = time.monotonic()
     try:
         handler = load_handler(handler_path)
-    except Exception as error:  # an init error, reported as Lambda does (type only)
+    except Exception as init_error:  # an init error, reported as Lambda does (type only)
         _log(f"INIT_REPORT Init Duration: {(time.monotonic() - started) * 1000:.2f} ms")
-        _emit(results, {"init_error": type(error).__name__})
+        _emit(results, {"init_error": type(init_error).__name__})
         raise
     init_seconds = time.monotonic() - started
     _emit(results, {"ready": {"init_seconds": init_seconds, "pid": os.getpid()}})

@@ -52,3 +52,20 @@ def test_the_scenarios_cover_the_required_groups() -> None:
         "delete-remove-ous",
     }
     assert every_property <= names
+
+
+def test_every_case_of_the_change_journal_issue_has_a_scenario() -> None:
+    """Issue 8's numbered cases, one scenario each (none of them passes on the code before it)."""
+    names = {s.name for s in SCENARIOS}
+    issue_8 = {
+        "rollback-restores-newly-declared",  # 1
+        "later-failure-restores-newly-declared",  # 2
+        "failed-before-first-write-keeps-foreign-ou",  # 3
+        "create-undo-without-features",  # 4
+        "create-unknown-outcome",  # 5
+        "cancelled-update-overlap",  # 6
+        "long-non-ascii-reason",  # 7
+        "slow-table-after-last-write",  # 8
+    }
+    assert issue_8 <= names
+    assert not [s.name for s in SCENARIOS if s.name in issue_8 and s.known_issue]
