@@ -16,6 +16,7 @@ or ResponseURL query/signature.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -171,8 +172,9 @@ class Step:
     """One stack operation (or ``cold``: the next invocation starts a new worker).
 
     ``cancel_update``: the update is cancelled once ``cancel_after_writes``
-    UpdateMembership calls were answered, and its rollback is delivered to a
-    second worker while the forward invocation still runs.
+    UpdateMembership calls were answered and ``cancel_after_seconds`` passed,
+    and its rollback is delivered to a second worker while the forward
+    invocation still runs.
     """
 
     action: Literal["create", "update", "cancel_update", "delete", "cold"]
@@ -187,6 +189,7 @@ class Step:
     physical_has: str = ""  # in the physical id of the operation's first answer
     answer_within: float | None = None  # seconds, for every answer of this step
     cancel_after_writes: int = 1
+    cancel_after_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -250,6 +253,13 @@ class Scenario:
     def faults(self) -> str:
         """Every fault injected, described."""
         described = [f.describe() for s in self.steps for f in s.faults]
+        for step in self.steps:
+            if step.action == "cancel_update":
+                described.append(
+                    f"update cancelled after {step.cancel_after_writes} write(s)"
+                    + (f" and {step.cancel_after_seconds:g} s" if step.cancel_after_seconds else "")
+                    + ", rollback on a 2nd worker at once"
+                )
         if self.custom_faults:
             described.append(self.custom_faults)
         return "; ".join(described) or "none"
@@ -476,6 +486,8 @@ def _cancel_update(run: Run, step: Step) -> Operation:
     began = time.time()
 
     def written() -> bool:
+        if time.time() < began + step.cancel_after_seconds:
+            return False
         calls = emulator.calls("UpdateMembership")
         return sum(1 for c in calls if c.timestamp >= began) >= step.cancel_after_writes
 
@@ -735,6 +747,62 @@ def _slow_bookkeeping(run: Run) -> None:
             finally:
                 run.extra_logs.append(worker.logs())
                 run.extra_urls += [str(d.event["ResponseURL"]) for d in stack.deliveries]
+
+
+#: The second stack's function timeout in ``busy-membership``: it may wait for the
+#: lease only until 20 s (the work reserve) are left, so about 1 s.
+BUSY_TIMEOUT = 21.0
+
+
+def _busy_membership(run: Run) -> None:
+    """A second stack's Create on A while the first stack's Update holds A's lease."""
+    services, first = run.services, run.stack
+    began = time.time()
+    updated: list[Operation] = []
+    services.emulator.add_fault("hang", "UpdateMembership", times=3, seconds=1.5)
+    update = threading.Thread(
+        target=lambda: updated.append(first.update(declare(OrganizationalUnits=ous(1, 14)))),
+        name="first-stack-update",
+    )
+    update.start()
+    try:
+        while not any(c.timestamp >= began for c in services.emulator.calls("UpdateMembership")):
+            if not update.is_alive():
+                break
+            time.sleep(0.02)
+        worker = run.pool.get(1).start()
+        mark, declared = worker.log_mark(), declare(MembershipName=N1)
+        second = StackDriver(
+            services.receiver, worker, stack_name="e2e-busy-2", timeout=BUSY_TIMEOUT
+        )
+        created = second.create(declared)
+        run.problems += log_leaks(worker.logs(mark), sensitive_values(declared), [])
+        run.extra_urls += [str(d.event["ResponseURL"]) for d in second.deliveries]
+        run.statuses.append(f"2nd stack {created.stack_status}")
+        answer = created.first_answer
+        reason = answer.reason if answer is not None else ""
+        for text in (
+            "Membership m-e2ea00000001 is being changed by another request",
+            "no change was applied",
+        ):
+            run.expect(text in reason, f"2nd stack Create: reason lacks {text!r}: {reason!r}")
+        run.expect(
+            created.stack_status == "ROLLBACK_COMPLETE",
+            f"2nd stack: {created.stack_status}, expected ROLLBACK_COMPLETE",
+        )
+        run.expect(update.is_alive(), "the first stack's Update ended before the 2nd stack's")
+        _check_deliveries(run, created.deliveries, None)
+    finally:
+        update.join(timeout=60)
+    if updated:
+        run.statuses.append(f"1st stack {updated[0].stack_status}")
+        run.expect(
+            updated[0].stack_status == "UPDATE_COMPLETE",
+            f"1st stack: {updated[0].stack_status}, expected UPDATE_COMPLETE",
+        )
+        _check_deliveries(run, updated[0].deliveries, None)
+    else:
+        run.problems.append("the first stack's Update did not finish")
 
 
 def _cold_each_step(run: Run) -> None:
@@ -1625,6 +1693,53 @@ SCENARIOS: tuple[Scenario, ...] = (
             "Update A +0 -5",
             "Update A +0 -2",
         ),
+    ),
+    Scenario(
+        "cancelled-update-before-first-write",
+        "rollback",
+        "an Update (+12 OUs) is cancelled 0.5 s in, while it holds the lease and its "
+        "GetMembership takes 2 s (before it journals): the rollback must wait and restore",
+        (seed(),),
+        _s(
+            Step("create", declare(), "CREATE_COMPLETE"),
+            Step(
+                "cancel_update",
+                declare(OrganizationalUnits=ous(1, 14)),
+                "UPDATE_ROLLBACK_COMPLETE",
+                faults=(Fault("hang", "GetMembership", seconds=2.0),),
+                cancel_after_writes=0,
+                cancel_after_seconds=0.5,
+            ),
+        ),
+        {A: Expect(ous=BASE_OUS, name=N0, emails=SEEDED_EMAILS, features=TRIAGE_ON)},
+        (
+            "Get A",
+            "Get A",
+            "Update A +5 -0",
+            "Update A +5 -0",
+            "Update A +2 -0",
+            "Get A",
+            "Update A +0 -5",
+            "Update A +0 -5",
+            "Update A +0 -2",
+        ),
+        known_issue=(
+            "the rollback sees only the Create's journal entry (the forward Update has not "
+            "journaled yet), classifies itself NothingApplied, which takes no lease: it answers "
+            "at once and the forward Update then applies all 12 OUs after the stack rolled back"
+        ),
+    ),
+    Scenario(
+        "busy-membership",
+        "rollback",
+        "another stack's Create on the same membership while this stack's Update (+12 OUs, "
+        "1.5 s a call) holds its lease: FAILED, no change; the Update completes",
+        (seed(),),
+        _s(Step("create", declare(), "CREATE_COMPLETE")),
+        {A: Expect(ous=frozenset({*ous(1, 14), FOREIGN[0]}), name=N0)},
+        ("Get A", "Get A", "Update A +5 -0", "Update A +5 -0", "Update A +2 -0"),
+        custom=_busy_membership,
+        custom_faults="UpdateMembership takes 1.5 s x3; a 2nd stack on the same membership",
     ),
     Scenario(
         "long-non-ascii-reason",
