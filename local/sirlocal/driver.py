@@ -687,6 +687,8 @@ class StackDriver:
         self.operations: list[Operation] = []
         self.deliveries: list[Delivery] = []
         self._operation: Operation | None = None
+        #: The rollback Update to send again (old, new, physical id) after UPDATE_ROLLBACK_FAILED.
+        self._failed_rollback: tuple[dict[str, Any], dict[str, Any], str] | None = None
 
     # events and deliveries -----------------------------------------------------
 
@@ -986,7 +988,9 @@ class StackDriver:
         if not answer.ok:
             self._record("UPDATE_FAILED", answer.reason, physical_id=current)
             self._record("UPDATE_ROLLBACK_FAILED", stack=True)
+            self._failed_rollback = (old, new, current)
             return
+        self._failed_rollback = None
         self.physical_id, self.properties = answer.physical_id, old
         self.attributes = dict(answer.data)
         self._record("UPDATE_COMPLETE")
@@ -994,6 +998,16 @@ class StackDriver:
         if answer.physical_id != current:
             self._delete_resource(current, new)
         self._record("UPDATE_ROLLBACK_COMPLETE", stack=True)
+
+    def continue_rollback(self) -> Operation:
+        """``continue-update-rollback``: send the failed rollback Update again (a new request)."""
+        if self.status != "UPDATE_ROLLBACK_FAILED" or self._failed_rollback is None:
+            raise DriverError(f"cannot continue the rollback: the stack is {self.status}")
+        old, new, current = self._failed_rollback
+        with self._operate("ContinueRollback") as operation:
+            self._record("UPDATE_ROLLBACK_IN_PROGRESS", "User Initiated", stack=True)
+            self._roll_back(old, new, current=current, replaced=None)
+            return operation
 
     def delete(self) -> Operation:
         """Delete the stack (and so the resource, if the stack has one)."""

@@ -177,7 +177,7 @@ class Step:
     invocation still runs.
     """
 
-    action: Literal["create", "update", "cancel_update", "delete", "cold"]
+    action: Literal["create", "update", "cancel_update", "continue_rollback", "delete", "cold"]
     properties: Mapping[str, Any] | None = None
     expect: str = ""  # the stack status afterwards
     faults: tuple[Fault, ...] = ()
@@ -437,6 +437,8 @@ def _play_step(run: Run, step: Step) -> None:
             operation = stack.update(step.properties, later_failure=step.later_failure)
         elif step.action == "cancel_update":
             operation = _cancel_update(run, step)
+        elif step.action == "continue_rollback":
+            operation = stack.continue_rollback()
         else:
             operation = stack.delete()
         run.statuses.append(operation.stack_status)
@@ -1740,6 +1742,37 @@ SCENARIOS: tuple[Scenario, ...] = (
         ("Get A", "Get A", "Update A +5 -0", "Update A +5 -0", "Update A +2 -0"),
         custom=_busy_membership,
         custom_faults="UpdateMembership takes 1.5 s x3; a 2nd stack on the same membership",
+    ),
+    Scenario(
+        "rollback-retried",
+        "rollback",
+        "an Update (+6 OUs, rename) fails on its 2nd call and its rollback's first call is "
+        "denied too: continuing the rollback restores from the journal",
+        (seed(),),
+        _s(
+            Step("create", declare(), "CREATE_COMPLETE"),
+            Step(
+                "update",
+                declare(MembershipName=N1, OrganizationalUnits=ous(1, 8)),
+                "UPDATE_ROLLBACK_FAILED",
+                faults=(
+                    Fault("error", "UpdateMembership", on_call=2, error="AccessDeniedException"),
+                    Fault("error", "UpdateMembership", on_call=3, error="AccessDeniedException"),
+                ),
+            ),
+            Step("continue_rollback", expect="UPDATE_ROLLBACK_COMPLETE"),
+        ),
+        {A: Expect(ous=BASE_OUS, name=N0)},
+        (
+            "Get A",
+            "Get A",
+            "Update A +5 -0 name",
+            "Update A +1 -0 !AccessDeniedException",
+            "Get A",
+            "Update A +0 -5 name !AccessDeniedException",
+            "Get A",
+            "Update A +0 -5 name",
+        ),
     ),
     Scenario(
         "long-non-ascii-reason",
