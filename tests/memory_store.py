@@ -8,6 +8,7 @@ The DynamoDB implementation itself is tested against moto.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ class MemoryStore:
     #: While True, every read and write fails as an unreachable table would.
     down: bool = False
     writes: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _check(self) -> None:
         if self.down:
@@ -48,12 +50,20 @@ class MemoryStore:
         wait_until: float,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self._check()
-        held = self.leases.get(membership_id)
-        if held is not None and held[0] != holder and held[1] >= self.clock():
-            raise MembershipBusy(f"Membership {membership_id} is being changed by another request")
-        self.leases[membership_id] = (holder, until)
+        while True:
+            self._check()
+            with self.lock:
+                held = self.leases.get(membership_id)
+                if held is None or held[0] == holder or held[1] < self.clock():
+                    self.leases[membership_id] = (holder, until)
+                    return
+            if self.clock() + 0.05 > wait_until:
+                raise MembershipBusy(
+                    f"Membership {membership_id} is being changed by another request"
+                )
+            sleep(0.05)
 
     def release(self, membership_id: str, holder: str) -> None:
-        if self.leases.get(membership_id, ("", 0.0))[0] == holder:
-            del self.leases[membership_id]
+        with self.lock:
+            if self.leases.get(membership_id, ("", 0.0))[0] == holder:
+                del self.leases[membership_id]
