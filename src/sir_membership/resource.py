@@ -151,8 +151,10 @@ class _Work:
         except MembershipError as error:
             raise error.noted("no change was applied") from None
         target = self._target(mode)
-        if isinstance(mode, AlreadyRestored | NothingApplied) or target is None:
+        if isinstance(mode, AlreadyRestored) or target is None:
             return self._carry(mode)  # no write: no lease
+        # NothingApplied takes the lease too: the change it rolls back may still be
+        # running (a cancelled update) and about to journal its first write.
         now, remaining = self.shell.clock(), self.shell.remaining()
         try:
             self.shell.store.acquire(
