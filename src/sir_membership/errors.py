@@ -64,3 +64,11 @@ class StillInProgress(MembershipError):
 
 class ConfigurationError(MembershipError):
     """The function itself is misconfigured (environment, table)."""
+
+
+class MalformedRequest(MembershipError):
+    """The event is not CloudFormation's (a key missing or mistyped); nothing was read."""
+
+
+class RequestNotAllowed(MembershipError):
+    """The stack may not use this provider (AllowedStackNames, account/region); nothing was read."""
