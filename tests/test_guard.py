@@ -496,3 +496,25 @@ def test_an_empty_allowed_stack_names_serves_no_stack() -> None:
     verdict = guard.screen(sent, arn, guard.Policy(stack_patterns=()))
     assert isinstance(verdict, guard.Refused)
     assert "AllowedStackNames ((empty))" in verdict.error.reason
+
+
+# --- moving to a new provider (README "The ServiceToken is permanent") -------------
+
+
+def test_a_new_logical_id_on_a_new_provider_adopts_the_membership_without_a_write(
+    sir: Stubber, cfn: Receiver
+) -> None:
+    """Step 3 of the move: the new resource's Create reads and, declaration unchanged, writes nothing."""
+    declared = props()
+    sent = event(
+        "Create",
+        cfn,
+        LogicalResourceId="MembershipV2",
+        ServiceToken=f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:sir-membership-provider-v2",
+        ResourceProperties=declared,
+    )
+    sir.add_response("get_membership", get_membership(), {"membershipId": MEMBERSHIP_ID})
+    app.handler(sent, context())  # an UpdateMembership call would fail the Stubber
+    body = the_answer(cfn, sent)
+    assert body["Status"] == "SUCCESS"
+    assert body["PhysicalResourceId"] == MEMBERSHIP_ID
