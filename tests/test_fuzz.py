@@ -52,7 +52,7 @@ from moto import mock_aws
 from receiver import Receiver
 from test_app import context
 
-from sir_membership import app
+from sir_membership import app, guard
 from sir_membership.response import MAX_BODY_BYTES
 
 #: 2,000 events in `make test`; FUZZ_EXAMPLES changes it (e.g. a longer run by hand).
@@ -62,17 +62,8 @@ ACCOUNT, REGION = "123456789012", "us-east-1"
 ALLOWED_STACKS = "fuzz-ok-*,demo"
 SIGNATURE = "fuzzsignature0123456789abcdef"
 SECRETS = (*SECRET_NAMES, *SECRET_EMAILS, *SECRET_TITLES, SECRET_MEMBERSHIP_NAME)
-EVENT_KEYS = (
-    "RequestType",
-    "ServiceToken",
-    "StackId",
-    "RequestId",
-    "LogicalResourceId",
-    "ResourceType",
-    "PhysicalResourceId",
-    "ResourceProperties",
-    "OldResourceProperties",
-)
+#: The keys to drop or garble (the ResponseURL has kinds of its own below).
+EVENT_KEYS = tuple(k for k in guard.CLOUDFORMATION_KEYS if k != "ResponseURL")
 
 
 @dataclass
