@@ -461,3 +461,15 @@ def test_the_scanner_runs_in_make_test() -> None:
     assert "examples/*.yaml" in recipe
     assert "--soft-fail" not in recipe
     assert "--skip-check" not in recipe  # suppressions are inline, each with its reason
+
+
+def test_every_threat_in_the_threat_model_names_tests_that_exist() -> None:
+    security = (ROOT / "docs" / "security.md").read_text(encoding="utf-8")
+    rows = [line for line in security.splitlines() if re.match(r"\| T\d+ \|", line)]
+    assert len(rows) >= 8
+    for row in rows:
+        refs = re.findall(r"`([a-z_/]+\.py)::(test_[a-z0-9_]+)", row)
+        assert refs, f"no test named for {row[:12]}"
+        for path, name in refs:
+            source = (ROOT / "tests" / path).read_text(encoding="utf-8")
+            assert f"def {name}(" in source, f"{path}::{name} does not exist"
