@@ -288,7 +288,7 @@ mark("import aws_lambda_powertools (logger, idempotency)")
 from crhelper import CfnResource
 mark("import crhelper")
 from sir_membership import (
-    adoption, errors, request, resource, response, service, service_model)
+    adoption, errors, guard, request, resource, response, service, service_model)
 mark("import sir_membership modules")
 logger = Logger(service="sir-membership")
 mark("Logger()")

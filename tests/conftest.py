@@ -14,6 +14,9 @@ os.environ.setdefault("AWS_REGION", "us-east-1")
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("IDEMPOTENCY_TABLE_NAME", "sir-membership-idempotency-test")
+# The unit tests' ResponseURL receiver (tests/receiver.py) is plain HTTP on
+# 127.0.0.1; the function's default answers only CloudFormation's https URLs.
+os.environ.setdefault("RESPONSE_URL_PATTERNS", "http://127.0.0.1:*")
 
 MEMBERSHIP_ID = "m-abcdef0123"
 SECRET_NAMES = ("Alice Example", "Bob Example", "Carol Example")

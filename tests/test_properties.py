@@ -62,6 +62,27 @@ def test_unknown_key_is_named_with_suggestion_and_accepted_keys() -> None:
     assert "accepted: MembershipId, MembershipName, IncidentResponseTeam" in message
 
 
+def test_an_unknown_key_that_is_not_a_name_is_not_shown() -> None:
+    """A value pasted as a key (found by tests/test_fuzz.py) may be a responder's email."""
+    bad = team(2)
+    bad[0][SECRET_EMAILS[2]] = "x"
+    message = reason(props(**{SECRET_NAMES[2]: "x"}, IncidentResponseTeam=bad))
+    assert "unknown property (not shown); accepted: MembershipId" in message
+    assert "unknown property IncidentResponseTeam[0].(not shown); accepted: Name" in message
+    assert SECRET_NAMES[2] not in message
+    assert SECRET_EMAILS[2] not in message
+
+
+def test_an_invalid_id_is_echoed_only_when_it_reads_as_an_id() -> None:
+    """A responder's name or email in MembershipId (parameters swapped) is not shown."""
+    assert "MembershipId 'm-ABC' is invalid" in reason(props(MembershipId="m-ABC"))
+    for secret in (SECRET_NAMES[0], SECRET_EMAILS[0]):
+        message = reason(props(MembershipId=secret, OrganizationalUnits=[secret]))
+        assert "MembershipId is invalid: expected 12 to 34 characters" in message
+        assert "OrganizationalUnits[0] is invalid" in message
+        assert secret not in message
+
+
 def test_cloudformation_keys_are_ignored() -> None:
     parse_properties({"MembershipId": MEMBERSHIP_ID, "ServiceToken": "x", "ServiceTimeout": "9"})
 
@@ -149,7 +170,14 @@ def test_communication_preferences_come_from_the_model() -> None:
     assert parsed.team[0].communication_preferences == frozenset({"Case Created", "Case Closed"})
     assert parsed.team[1].communication_preferences is None
     members[0]["CommunicationPreferences"] = ["Carrier Pigeon"]
-    assert "IncidentResponseTeam[0].CommunicationPreferences[0] 'Carrier Pigeon' is invalid" in (
+    # Named by index, not echoed: a value with spaces may be a responder's name.
+    message = reason(props(IncidentResponseTeam=members))
+    assert (
+        "IncidentResponseTeam[0].CommunicationPreferences[0] is invalid: expected one of" in message
+    )
+    assert "Carrier Pigeon" not in message
+    members[0]["CommunicationPreferences"] = ["CaseCreated"]
+    assert "CommunicationPreferences[0] 'CaseCreated' is invalid" in (
         reason(props(IncidentResponseTeam=members))
     )
 

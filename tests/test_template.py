@@ -121,8 +121,11 @@ def test_function_uses_the_explicit_role_only(function: dict[str, Any]) -> None:
 
 
 def test_function_environment(function: dict[str, Any], template: dict[str, Any]) -> None:
+    # RESPONSE_URL_PATTERNS is not set: the function's default (CloudFormation's
+    # https URLs) applies.
     assert function["Environment"]["Variables"] == {
         "IDEMPOTENCY_TABLE_NAME": {"Ref": TABLE},
+        "ALLOWED_STACK_NAMES": {"Ref": "AllowedStackNames"},
         "POWERTOOLS_SERVICE_NAME": "sir-membership",
         "POWERTOOLS_LOG_LEVEL": {"Ref": "LogLevel"},
     }
@@ -386,3 +389,87 @@ def test_example_outputs_use_every_attribute(example: dict[str, Any]) -> None:
         "Region",
         "AccountId",
     }
+
+
+# --- who may use the provider, and how it is scanned --------------------------------
+
+SAMCONFIG = ROOT / "samconfig.toml"
+SUPPRESSION = re.compile(r"#\s*checkov:skip=(?P<id>[A-Z0-9_]+)(?::(?P<reason>.*))?")
+
+
+def _accepted_by(param: dict[str, Any], value: str) -> bool:
+    """Whether CloudFormation would accept ``value`` for the parameter ``param``."""
+    if "AllowedValues" in param:
+        return value in [str(v) for v in param["AllowedValues"]]
+    if "AllowedPattern" in param and not re.fullmatch(param["AllowedPattern"], value):
+        return False
+    return len(value) >= param.get("MinLength", 0)
+
+
+def test_allowed_stack_names_parameter(template: dict[str, Any]) -> None:
+    param = template["Parameters"]["AllowedStackNames"]
+    assert param["Type"] == "String"
+    assert param["Default"] == "*"
+    for ok in ("*", "security-*", "sir-membership-*, security-baseline", "prod-?[0-9]"):
+        assert _accepted_by(param, ok), ok
+    for bad in ("", "a,,b", ",a", "a b", "arn:aws:x"):
+        assert not _accepted_by(param, bad), bad
+    groups = template["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"]
+    assert any("AllowedStackNames" in g["Parameters"] for g in groups)
+
+
+def test_template_values_of_allowed_stack_names_mean_the_same_to_the_function(
+    template: dict[str, Any],
+) -> None:
+    from sir_membership.guard import Policy  # noqa: PLC0415
+
+    policy = Policy.from_environ({"ALLOWED_STACK_NAMES": "sir-membership-*, security-baseline"})
+    assert policy.stack_patterns == ("sir-membership-*", "security-baseline")
+    default = template["Parameters"]["AllowedStackNames"]["Default"]
+    assert Policy.from_environ({"ALLOWED_STACK_NAMES": default}) == Policy()
+
+
+def test_samconfig_parameter_overrides_name_every_parameter(template: dict[str, Any]) -> None:
+    """The documented overrides (what --guided saves) are the template's parameters, valid."""
+    text = SAMCONFIG.read_text(encoding="utf-8")
+    (line,) = re.findall(r'^#?\s*parameter_overrides = "([^"]*)"$', text, flags=re.M)
+    overrides = dict(pair.split("=", 1) for pair in line.split())
+    assert set(overrides) == set(template["Parameters"])
+    for key, value in overrides.items():
+        assert _accepted_by(template["Parameters"][key], value), key
+    assert "AllowedStackNames" in text.split("parameter_overrides")[0]
+
+
+def test_every_scanner_suppression_is_inline_with_its_reason() -> None:
+    security = (ROOT / "docs" / "security.md").read_text(encoding="utf-8")
+    found = []
+    for path in (TEMPLATE, *sorted((ROOT / "examples").glob("*.yaml"))):
+        for match in SUPPRESSION.finditer(path.read_text(encoding="utf-8")):
+            reason = (match["reason"] or "").strip()
+            assert len(reason) >= 40, f"{match['id']} in {path.name} needs its reason"
+            found.append(match["id"])
+            assert match["id"] in security, f"{match['id']} is not discussed in docs/security.md"
+    assert len(found) == len(set(found)) > 0
+
+
+def test_the_scanner_runs_in_make_test() -> None:
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    (targets,) = re.findall(r"^test: (.*)$", makefile, flags=re.M)
+    assert "checkov" in targets.split()
+    (recipe,) = re.findall(r"^checkov: .*\n((?:\t.*\n)+)", makefile, flags=re.M)
+    assert "--file template.yaml" in recipe
+    assert "examples/*.yaml" in recipe
+    assert "--soft-fail" not in recipe
+    assert "--skip-check" not in recipe  # suppressions are inline, each with its reason
+
+
+def test_every_threat_in_the_threat_model_names_tests_that_exist() -> None:
+    security = (ROOT / "docs" / "security.md").read_text(encoding="utf-8")
+    rows = [line for line in security.splitlines() if re.match(r"\| T\d+ \|", line)]
+    assert len(rows) >= 8
+    for row in rows:
+        refs = re.findall(r"`([a-z_/]+\.py)::(test_[a-z0-9_]+)", row)
+        assert refs, f"no test named for {row[:12]}"
+        for path, name in refs:
+            source = (ROOT / "tests" / path).read_text(encoding="utf-8")
+            assert f"def {name}(" in source, f"{path}::{name} does not exist"

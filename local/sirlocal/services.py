@@ -454,6 +454,9 @@ class LocalServices:
             "AWS_REGION": self.region,
             "AWS_EC2_METADATA_DISABLED": "true",
             "IDEMPOTENCY_TABLE_NAME": self.table_name,
+            # The function answers only URLs matching these (its default is
+            # CloudFormation's https://*.amazonaws.com): here, the receiver's.
+            "RESPONSE_URL_PATTERNS": "https://127.0.0.1:*,https://localhost:*",
         }
 
     def child_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -4,8 +4,13 @@ Everything with a side effect is wired here and kept thin; the decisions are
 made in ``resource`` and the pure modules it calls. The flow of one
 invocation:
 
+0. ``guard.screen`` decides whether the event is served at all: an event
+   whose ResponseURL is not allowed gets no work and no answer; one that is
+   not CloudFormation's, or comes from a stack this provider does not serve,
+   is answered FAILED at once. Only then do the idempotency layer and
+   crhelper see it (docs/security.md).
 1. Powertools tags every log line with the RequestId (correlation id), the
-   RequestType and the LogicalResourceId.
+   RequestType and the LogicalResourceId, as the guard validated them.
 2. crhelper dispatches Create/Update/Delete to ``_dispatch`` and arms a timer
    that answers FAILED shortly before Lambda would kill the function.
 3. ``_dispatch`` answers at once a request that cannot write (invalid
@@ -47,7 +52,7 @@ from aws_lambda_powertools.utilities.idempotency.serialization.dataclass import 
 from botocore.config import Config
 from crhelper import CfnResource
 
-from . import resource, service_model
+from . import guard, resource, service_model
 from .errors import ConfigurationError, MembershipError, StillInProgress
 from .journal_store import JournalStore
 from .request import failed_physical_id
@@ -321,8 +326,13 @@ class _Resource(CfnResource):
     def _send(self, status: str | None = None, reason: str = "", send_response: Any = None) -> None:
         """crhelper's answer: its normal path, or (with ``status``) its error path."""
         event = self._invocation.event
-        if status == FAILED:
-            answer = Answer.failed(failed_physical_id(event), f"Malformed request: {reason}")
+        if status == FAILED:  # crhelper's own failure: its text is internals, not a reason
+            logger.error("crhelper could not dispatch the request")
+            answer = Answer.failed(
+                failed_physical_id(event),
+                "Malformed request; see the function's logs for RequestId "
+                f"{event.get('RequestId', '?')}",
+            )
         elif self.Status == FAILED:
             answer = Answer.failed(str(self.PhysicalResourceId), str(self.Reason))
         else:
@@ -383,11 +393,29 @@ def _dispatch(event: dict[str, Any], context: LambdaContext) -> str:
     return answer.physical_resource_id
 
 
-@logger.inject_lambda_context(correlation_id_path="RequestId", log_event=False, clear_state=True)
-def handler(event: dict[str, Any], context: LambdaContext) -> None:
+@logger.inject_lambda_context(log_event=False, clear_state=True)
+def handler(event: Any, context: LambdaContext) -> None:
     """Lambda entry point (``sir_membership.app.handler``)."""
-    logger.append_keys(
-        RequestType=event.get("RequestType"), LogicalResourceId=event.get("LogicalResourceId")
+    verdict = guard.screen(
+        event, str(context.invoked_function_arn), guard.Policy.from_environ(os.environ)
     )
+    echo = verdict.echo
+    logger.set_correlation_id(echo.get("RequestId") or None)
+    logger.append_keys(
+        RequestType=echo.get("RequestType") or None,
+        LogicalResourceId=echo.get("LogicalResourceId") or None,
+    )
+    if isinstance(verdict, guard.Unanswerable):
+        logger.error(verdict.why, extra={"host": verdict.host} if verdict.host else {})
+        return
+    if isinstance(verdict, guard.Refused):
+        # The reason is built from validated identifiers only (stack name, account, region).
+        logger.warning(
+            "refused",
+            extra={"errorType": type(verdict.error).__name__, "why": verdict.error.reason},
+        )
+        answer = Answer.failed(failed_physical_id(echo), verdict.error.reason)
+        _Invocation({**echo, "ResponseURL": event["ResponseURL"]}, context).answer_once(answer)
+        return
     IDEMPOTENCY.register_lambda_context(context)
-    HELPER(event, context)
+    HELPER(verdict.event, context)

@@ -87,3 +87,11 @@ class JournalUnavailable(MembershipError):
 
 class MembershipBusy(MembershipError):
     """Another request held the membership's lease for longer than this one could wait."""
+
+
+class MalformedRequest(MembershipError):
+    """The event is not CloudFormation's (a key missing or mistyped); nothing was read."""
+
+
+class RequestNotAllowed(MembershipError):
+    """The stack may not use this provider (AllowedStackNames, account/region); nothing was read."""

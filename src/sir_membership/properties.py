@@ -12,6 +12,7 @@ other values are sensitive.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -63,6 +64,10 @@ class _Problems:
         self.items.append(message)
 
 
+_KEY_LIKE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+_ID_LIKE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
 def _unknown_keys(
     where: str, raw: Mapping[str, Any], accepted: Sequence[str], problems: _Problems
 ) -> None:
@@ -72,7 +77,10 @@ def _unknown_keys(
             continue
         close = difflib.get_close_matches(str(key), accepted, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
-        label = f"{where}.{key}" if where else str(key)
+        # Named only when it reads as a property name: a misplaced value (a
+        # responder's name or email pasted as a key) is sensitive.
+        shown = key if isinstance(key, str) and _KEY_LIKE.fullmatch(key) else "(not shown)"
+        label = f"{where}.{shown}" if where else shown
         problems.add(f"unknown property {label}{hint}; accepted: {', '.join(accepted)}")
 
 
@@ -99,7 +107,9 @@ def _string(
         problems.add(f"{label} must be a string ({rule.problem()})")
         return None
     if not rule.accepts(value):
-        shown = f" '{value}'" if echo and len(value) <= 64 else ""
+        # An identifier is echoed to show the typo; a value with spaces or "@"
+        # is not one (a name or email in the wrong parameter) and is not shown.
+        shown = f" '{value}'" if echo and _ID_LIKE.fullmatch(value) else ""
         problems.add(f"{label}{shown} is invalid: expected {rule.problem()}")
         return None
     return value

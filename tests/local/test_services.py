@@ -29,6 +29,8 @@ from sirlocal.services import (
     table_definition,
 )
 
+from sir_membership import guard
+
 FIXTURE_TEMPLATE = textwrap.dedent(
     """\
     AWSTemplateFormatVersion: "2010-09-09"
@@ -221,6 +223,9 @@ def test_local_services_env_is_all_a_handler_process_needs() -> None:
         assert (env["AWS_REGION"], env["AWS_DEFAULT_REGION"]) == ("us-east-1", "us-east-1")
         assert env["IDEMPOTENCY_TABLE_NAME"] == services.table["TableName"]
         url = services.receiver.url_for("handler-like")
+        # The function answers the receiver only because the stand-ins allow its origin.
+        assert guard.url_allowed(url, guard.Policy.from_environ(env).url_patterns)
+        assert not guard.url_allowed(url, guard.Policy.from_environ({}).url_patterns)
         base: dict[str, Any] = {**os.environ, "AWS_PROFILE": "must-not-be-used"}
         done = subprocess.run(  # noqa: PLW1510 - the assertion checks the outcome
             [sys.executable, "-c", HANDLER_LIKE, "m-abcdef123456", url],
