@@ -1725,11 +1725,6 @@ SCENARIOS: tuple[Scenario, ...] = (
             "Update A +0 -5",
             "Update A +0 -2",
         ),
-        known_issue=(
-            "the rollback sees only the Create's journal entry (the forward Update has not "
-            "journaled yet), classifies itself NothingApplied, which takes no lease: it answers "
-            "at once and the forward Update then applies all 12 OUs after the stack rolled back"
-        ),
     ),
     Scenario(
         "busy-membership",

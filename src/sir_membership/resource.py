@@ -410,6 +410,4 @@ def handle(request: Request, service: MembershipService, shell: Shell) -> Answer
     try:
         return _Work(request, decided, service, shell).run()
     except MembershipError as error:
-        if service.writes_started == 0 and "applied" not in error.reason:
-            error = error.noted("no change was applied")
         return _failed(request, error)

@@ -64,6 +64,7 @@ def test_every_case_of_the_change_journal_issue_has_a_scenario() -> None:
         "create-undo-without-features",  # 4
         "create-unknown-outcome",  # 5
         "cancelled-update-overlap",  # 6
+        "cancelled-update-before-first-write",  # 6, cancelled before the first journal entry
         "long-non-ascii-reason",  # 7
         "slow-table-after-last-write",  # 8
     }
