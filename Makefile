@@ -47,8 +47,8 @@ cfn-lint: $(TBIN)/.installed
 sam-validate: $(TBIN)/.installed
 	SAM_CLI_TELEMETRY=0 $(TBIN)/sam validate --lint --template-file template.yaml
 
-artifact: $(TBIN)/.installed
-	SAM_CLI_TELEMETRY=0 bash scripts/check-artifact.sh $(TBIN)/sam $(PYTHON)
+artifact: $(TBIN)/.installed $(BIN)/.installed
+	SAM_CLI_TELEMETRY=0 bash scripts/check-artifact.sh $(TBIN)/sam $(PYTHON) $(BIN)/python
 
 unit: $(BIN)/.installed
 	$(BIN)/pytest
