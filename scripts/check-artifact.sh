@@ -7,6 +7,8 @@
 #      `handler` is callable, that every dependency came from the artifact,
 #      from its shipped unchecked-hash bytecode, and that botocore's CA bundle
 #      is there;
+#      and that its slimmed botocore data resolves the same endpoints, signing
+#      names and regions as the full botocore of the development venv;
 #   3. play a whole stack lifecycle (create, update, an invalid update, a
 #      failure part-way and its rollback, delete) through that handler, on a
 #      bare python3.13 -S -B, against the local stand-ins
@@ -158,6 +160,41 @@ if ! env -i PATH="/usr/bin:/bin" HOME="$tmp" \
 fi
 
 [[ -x "$DEV_PYTHON" ]] || die "development python not found: $DEV_PYTHON (run make setup)"
+
+# The package keeps endpoints.json for its own services only and its models
+# without documentation: each client must resolve what the full botocore does,
+# in every partition (no endpoint overrides here, unlike the lifecycle below).
+cat >"$tmp/endpoints.py" <<'PY'
+import json
+import sys
+import boto3
+out = {}
+for service in sys.argv[1:]:  # the services the package keeps models for
+    for region in ("us-east-1", "eu-west-1", "ap-southeast-2", "us-gov-west-1", "cn-north-1"):
+        client = boto3.client(service, region_name=region)
+        operation = client.meta.service_model.operation_names[0]
+        resolved = client._ruleset_resolver.construct_endpoint(
+            operation_model=client.meta.service_model.operation_model(operation),
+            call_args={}, request_context={},
+        )
+        out[f"{service} {region}"] = [
+            client.meta.endpoint_url, resolved.url,
+            client.meta.service_model.signing_name, client._request_signer.region_name,
+        ]
+print(json.dumps(out, indent=0, sort_keys=True))
+PY
+probe_env=(env -i PATH="/usr/bin:/bin" HOME="$tmp" AWS_DEFAULT_REGION=us-east-1
+    AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY
+    AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
+    IDEMPOTENCY_TABLE_NAME=x)
+mapfile -t services < <("$PYTHON" scripts/lean_package.py services --source src)
+"${probe_env[@]}" PYTHONPATH="$artifact" "$tmp/venv/bin/python" -S "$tmp/endpoints.py" "${services[@]}" >"$tmp/endpoints-artifact.json" ||
+    die "endpoint probe failed on the artifact"
+"${probe_env[@]}" "$DEV_PYTHON" "$tmp/endpoints.py" "${services[@]}" >"$tmp/endpoints-full.json" ||
+    die "endpoint probe failed in the development venv"
+diff "$tmp/endpoints-full.json" "$tmp/endpoints-artifact.json" >&2 ||
+    die "the artifact's botocore data resolves other endpoints than the full botocore (above: full < > artifact)"
+echo "check-artifact: endpoints, signing names and regions as the full botocore's (${services[*]}; $(grep -c '": \[' "$tmp/endpoints-full.json") service/region pairs)"
 echo "check-artifact: stack lifecycle through the built handler"
 PYTHONPATH=local "$DEV_PYTHON" -m sirlocal.artifact_check --artifact "$artifact" --python "$PYTHON" ||
     die "the stack lifecycle failed on the built artifact ($artifact): a file the function needs is missing?"

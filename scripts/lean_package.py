@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import argparse
 import ast
+import gzip
+import json
 import os
 import shutil
 import subprocess
@@ -73,6 +75,8 @@ PIP_PLATFORM = (
     "--platform", "manylinux2014_aarch64", "--only-binary=:all:",
     "--python-version", "3.13", "--implementation", "cp",
 )  # fmt: skip
+#: Keys of a botocore model only docstrings and ``help()`` read.
+DOC_KEYS = frozenset({"documentation", "documentationUrl"})
 #: dist-info files that only pip uses (RECORD would also list pruned files).
 DIST_INFO_DROPPED = ("RECORD", "INSTALLER", "REQUESTED", "direct_url.json")
 #: Where Lambda puts the package: the bytecode's source paths say so.
@@ -307,6 +311,49 @@ def prune_botocore_data(out: Path, services: Sequence[str]) -> Removed:
     return _remove(doomed)
 
 
+def _strip_documentation(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _strip_documentation(v) for k, v in value.items() if k not in DOC_KEYS}
+    if isinstance(value, list):
+        return [_strip_documentation(v) for v in value]
+    return value
+
+
+def slim_botocore_data(out: Path) -> Removed:
+    """Models without their documentation; ``endpoints.json`` for the kept services only.
+
+    Both are parsed at every cold start: a client parses its whole model
+    (dynamodb's is 556 kB of JSON, four fifths of it documentation, which
+    only docstrings and ``help()`` read), and the first client parses
+    ``endpoints.json`` (1.2 MB, every service in every partition). The
+    partitions' own data (regions, defaults) is kept whole. Written as
+    compact ``.json`` (botocore reads ``.json`` before ``.json.gz``), which
+    the zip compresses.
+    """
+    data = out / "botocore" / "data"
+    before = sum(p.stat().st_size for p in data.rglob("*") if p.is_file())
+    prefixes = set()
+    for model in sorted(data.glob("*/*/service-2.json*")):
+        if model.suffix == ".gz":
+            document = json.loads(gzip.decompress(model.read_bytes()))
+            model.unlink()
+        else:
+            document = json.loads(model.read_bytes())
+        slim = _strip_documentation(document)
+        assert isinstance(slim, dict)
+        prefixes.add(slim["metadata"].get("endpointPrefix", model.parent.parent.name))
+        model.with_name("service-2.json").write_text(
+            json.dumps(slim, separators=(",", ":")), encoding="utf-8"
+        )
+    endpoints = data / "endpoints.json"
+    document = json.loads(endpoints.read_bytes())
+    for partition in document["partitions"]:
+        partition["services"] = {k: v for k, v in partition["services"].items() if k in prefixes}
+    endpoints.write_text(json.dumps(document, separators=(",", ":")), encoding="utf-8")
+    after = sum(p.stat().st_size for p in data.rglob("*") if p.is_file())
+    return Removed(0, before - after)
+
+
 def prune_modules(out: Path, entry: str, packages: Sequence[str]) -> Removed:
     """Drop the modules of ``packages`` the handler cannot import (its own are copied so)."""
     keep = reachable_modules(out, entry, packages)
@@ -388,6 +435,7 @@ def build(source: Path, out: Path, python: str, *, plain: bool = False) -> list[
     if not plain:
         steps = {
             f"botocore models (kept: {', '.join(services)})": prune_botocore_data(out, services),
+            "botocore model documentation, endpoints of other services": slim_botocore_data(out),
             "modules the handler cannot import": prune_modules(
                 out, HANDLER_MODULE, PRUNED_TO_IMPORTS
             ),

@@ -8,6 +8,7 @@ from the code against the clients the handler really makes.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -217,3 +218,34 @@ def test_source_date_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
     with pytest.raises(lean_package.BuildError, match="SOURCE_DATE_EPOCH"):
         lean_package.source_date_epoch()
+
+
+def test_models_lose_their_documentation_and_endpoints_keep_the_used_services(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "botocore" / "data"
+    model = {
+        "metadata": {"endpointPrefix": "dynamodb", "documentation": "x" * 100},
+        "documentation": "The service.",
+        "operations": {"GetItem": {"name": "GetItem", "documentation": "Reads.", "input": {}}},
+        "shapes": {"Key": {"type": "string", "pattern": "^k$", "documentation": "A key."}},
+    }
+    (data / "dynamodb" / "2012-08-10").mkdir(parents=True)
+    (data / "dynamodb" / "2012-08-10" / "service-2.json.gz").write_bytes(
+        gzip.compress(json.dumps(model).encode())
+    )
+    partition = {"partition": "aws", "regions": {"us-east-1": {}}, "services": {}}
+    partition["services"] = {"dynamodb": {"endpoints": {}}, "s3": {"endpoints": {}}}
+    (data / "endpoints.json").write_text(json.dumps({"partitions": [partition], "version": 3}))
+    lean_package.slim_botocore_data(tmp_path)
+    assert not (data / "dynamodb" / "2012-08-10" / "service-2.json.gz").exists()
+    slim = json.loads((data / "dynamodb" / "2012-08-10" / "service-2.json").read_text())
+    assert slim == {
+        "metadata": {"endpointPrefix": "dynamodb"},
+        "operations": {"GetItem": {"name": "GetItem", "input": {}}},
+        "shapes": {"Key": {"type": "string", "pattern": "^k$"}},
+    }
+    endpoints = json.loads((data / "endpoints.json").read_text())
+    assert endpoints["version"] == 3
+    assert endpoints["partitions"][0]["regions"] == {"us-east-1": {}}
+    assert list(endpoints["partitions"][0]["services"]) == ["dynamodb"]
