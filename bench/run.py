@@ -106,9 +106,14 @@ def services_stage(args: argparse.Namespace) -> dict[str, Any]:
                 "first_invocation": first,
                 "seconds": time.perf_counter() - started,
             }
-        with calls.Worker(calls.worker_env(services), log_name="worker-warm") as worker:
-            log("warm overhead")
+        package = args.package
+        python = (coldstart.base_python(), "-S", "-B") if package else ()
+        with calls.Worker(
+            calls.worker_env(services), log_name="worker-warm", package=package, python=python
+        ) as worker:
+            log(f"warm overhead ({'the lean package' if package else 'src/'})")
             out["warm"] = calls.warm_overhead(services, worker, n=args.warm_n)
+            out["warm"]["code"] = "lean package, python -S -B" if package else "src/ (dev venv)"
         log("peak RSS of one invocation")
         out["rss"] = scale.invocation_rss(services)
     return out
@@ -190,11 +195,14 @@ def main(argv: list[str] | None = None) -> int:
     results["artifact"] = artifact.measure(args.sam)
     built = Path(results["artifact"]["path"]) if results["artifact"].get("measured") else None
     if built is not None and ".aws-sam" in built.parts:
-        built = None  # may hold __pycache__ from other tools: not a Lambda-like cold start
+        built = None  # a fallback build, maybe stale or touched by other tools
+
+    old = Path(results["artifact"]["old"]["path"]) if built is not None else None
+    args.package = built
 
     log("cold start")
     results["coldstart"] = coldstart.run(
-        built, runs=args.cold_runs, artifact_runs=args.artifact_cold_runs
+        built, old, runs=args.cold_runs, artifact_runs=args.artifact_cold_runs
     )
 
     log("planner scale")
