@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="runs per small grid row")
     parser.add_argument("--big-bound", type=int, default=25, help="rows above this run once")
     parser.add_argument("--cold-runs", type=int, default=21)
-    parser.add_argument("--artifact-cold-runs", type=int, default=15)
+    parser.add_argument("--artifact-cold-runs", type=int, default=21)
     parser.add_argument("--warm-n", type=int, default=60)
     parser.add_argument("--quick", action="store_true", help="small grid and few runs (a check)")
     parser.add_argument("--no-plot", action="store_true")

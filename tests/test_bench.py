@@ -138,12 +138,21 @@ def test_cold_start_report_gives_the_issue_ratios_with_verdicts() -> None:
         },
     }
     headline = report.cold_headline(cold)
-    assert "210 ms vs 600 ms on the old way's package = **0.35** (goal ≤ 0.5, goal met)" in headline
-    assert "(200 ms) **1.05x** (goal ≤ 1.10x, goal met;" in headline
+    assert (
+        "210 ms vs 600 ms on the old way's package = **0.35** (paired 0.35, CPU time 0.35; "
+        "goal ≤ 0.5, goal met)" in headline
+    )
+    assert "(200 ms) **1.05x** (paired 1.05x, CPU time 1.05x; goal ≤ 1.10x, goal met;" in headline
     assert "190 ms: 1.11x" in headline
     assert "On the old package ours/bare was 1.20x." in headline
     slow = cold | {"lambda": _cold_setting("lambda", lam | {"ours": 0.33}, coldstart.LAMBDA_RATIOS)}
-    assert "**1.65x** (goal ≤ 1.10x, **goal not met**" in report.cold_headline(slow)
+    assert "**1.65x** (paired 1.65x, CPU time 1.65x; goal ≤ 1.10x, **goal not met**" in (
+        report.cold_headline(slow)
+    )
+    assert report._verdict(1.05, 1.10, 1.14, 1.02) == (
+        "**not clear**: medians 1.05, paired 1.14, CPU time 1.02"
+    )
+    assert report._verdict(1.2, 1.10, 1.14, 1.3) == "**goal not met**"
     text = "\n".join(
         report.coldstart_section({"coldstart": cold, "artifact": {"services": ["dynamodb"]}})
     )
