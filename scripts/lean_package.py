@@ -311,9 +311,14 @@ def prune_botocore_data(out: Path, services: Sequence[str]) -> Removed:
     return _remove(doomed)
 
 
-def _strip_documentation(value: object) -> object:
+def _strip_documentation(value: object, *, names: bool = False) -> object:
+    """``value`` without documentation keys; ``names``: a map of member names, all kept."""
     if isinstance(value, dict):
-        return {k: _strip_documentation(v) for k, v in value.items() if k not in DOC_KEYS}
+        return {
+            k: _strip_documentation(v, names=k == "members" and not names)
+            for k, v in value.items()
+            if names or k not in DOC_KEYS
+        }
     if isinstance(value, list):
         return [_strip_documentation(v) for v in value]
     return value

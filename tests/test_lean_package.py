@@ -228,7 +228,13 @@ def test_models_lose_their_documentation_and_endpoints_keep_the_used_services(
         "metadata": {"endpointPrefix": "dynamodb", "documentation": "x" * 100},
         "documentation": "The service.",
         "operations": {"GetItem": {"name": "GetItem", "documentation": "Reads.", "input": {}}},
-        "shapes": {"Key": {"type": "string", "pattern": "^k$", "documentation": "A key."}},
+        "shapes": {
+            "Key": {"type": "string", "pattern": "^k$", "documentation": "A key."},
+            "Page": {
+                "type": "structure",
+                "members": {"documentation": {"shape": "Key", "documentation": "A field."}},
+            },
+        },
     }
     (data / "dynamodb" / "2012-08-10").mkdir(parents=True)
     (data / "dynamodb" / "2012-08-10" / "service-2.json.gz").write_bytes(
@@ -243,7 +249,10 @@ def test_models_lose_their_documentation_and_endpoints_keep_the_used_services(
     assert slim == {
         "metadata": {"endpointPrefix": "dynamodb"},
         "operations": {"GetItem": {"name": "GetItem", "input": {}}},
-        "shapes": {"Key": {"type": "string", "pattern": "^k$"}},
+        "shapes": {
+            "Key": {"type": "string", "pattern": "^k$"},
+            "Page": {"type": "structure", "members": {"documentation": {"shape": "Key"}}},
+        },
     }
     endpoints = json.loads((data / "endpoints.json").read_text())
     assert endpoints["version"] == 3
