@@ -62,8 +62,8 @@ checkov: $(SBIN)/.installed
 	$(SBIN)/checkov --quiet --compact --framework cloudformation --skip-download \
 		--file template.yaml $(addprefix --file ,$(wildcard examples/*.yaml))
 
-artifact: $(TBIN)/.installed
-	SAM_CLI_TELEMETRY=0 bash scripts/check-artifact.sh $(TBIN)/sam $(PYTHON)
+artifact: $(TBIN)/.installed $(BIN)/.installed
+	SAM_CLI_TELEMETRY=0 bash scripts/check-artifact.sh $(TBIN)/sam $(PYTHON) $(BIN)/python
 
 unit: $(BIN)/.installed
 	$(BIN)/pytest

@@ -1,11 +1,15 @@
-"""Size of the deployable function package (``sam build`` output).
+"""Size of the deployable function package: the lean ``sam build`` and the old way.
 
 The function is built with ``sam build`` into ``bench/.work/sam-build`` (a
-fresh, cache-free build of the current tree). If that fails, a
-``.aws-sam/build/MembershipFunction`` newer than every source file is used
-instead. Sizes exclude ``__pycache__`` (sam build writes none); the zipped
-size is what Lambda's 50 MB direct-upload limit is about, the unzipped size
-what its 250 MB limit is about.
+fresh, cache-free build of the current tree: src/Makefile, i.e.
+scripts/lean_package.py). If that fails, a ``.aws-sam/build/MembershipFunction``
+newer than every source file is used instead. The old way (what ``sam build``
+made before: the requirements and ``src/`` copied, no pruning, no bytecode)
+is built in the same run with ``lean_package.py build --plain``, so both
+sizes and both cold starts (coldstart.py) come from the same inputs. Zipped
+sizes are of ``lean_package.write_zip`` (sorted, deflate level 9): what
+Lambda's 50 MB direct-upload limit is about; the unzipped size is what its
+250 MB limit is about.
 """
 
 from __future__ import annotations
@@ -13,8 +17,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
-import zipfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -22,13 +26,17 @@ from typing import Any
 from coldstart import base_python
 from common import REPO_ROOT, SRC_DIR, WORK_DIR, log
 
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+import lean_package
+
+#: The issue's goal for the zipped package.
+GOAL_ZIPPED_BYTES = 3_000_000
 FUNCTION_ID = "MembershipFunction"
 TEMPLATE = REPO_ROOT / "template.yaml"
-SERVICES_USED = ("security-ir", "dynamodb")
 
 
-def _files(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+def _files(root: Path, caches: bool = False) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and (caches or "__pycache__" not in p.parts)]
 
 
 def _newest_source() -> float:
@@ -89,70 +97,71 @@ def locate(sam: str | None) -> dict[str, Any]:
     return {"path": None, "source": f"not measured: {reason}; .aws-sam/build missing or stale"}
 
 
-def _distribution_of(root: Path) -> dict[Path, str]:
-    """File -> distribution name, from each ``*.dist-info/RECORD``."""
-    owner: dict[Path, str] = {}
-    for record in root.glob("*.dist-info/RECORD"):
-        name = record.parent.name.split("-")[0]
-        for line in record.read_text(encoding="utf-8").splitlines():
-            relative = line.split(",", 1)[0]
-            if relative:
-                owner[(root / relative).resolve()] = name
-    return owner
+def plain_build() -> tuple[Path, float]:
+    """The old way (no pruning, no bytecode) into the bench's scratch directory."""
+    out = WORK_DIR / "plain-build"
+    started = time.perf_counter()
+    done = subprocess.run(
+        [base_python(), str(REPO_ROOT / "scripts" / "lean_package.py"), "build", "--plain",
+         "--source", str(SRC_DIR), "--out", str(out)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"plain build failed: {done.stderr[-1500:]}")
+    return out, time.perf_counter() - started
 
 
-def _zipped_size(root: Path, files: list[Path]) -> int:
-    target = WORK_DIR / "artifact.zip"
-    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for path in files:
-            archive.write(path, path.relative_to(root))
-    size = target.stat().st_size
+def _top_level_of(root: Path, path: Path) -> str:
+    """A file's top-level package (``botocore``), its module, or its dist-info's name."""
+    first = path.relative_to(root).parts[0]
+    return first.split("-")[0] if first.endswith(".dist-info") else first.removesuffix(".py")
+
+
+def sizes(root: Path, label: str) -> dict[str, Any]:
+    """Files, bytes, zipped bytes, the top packages and botocore's models of one package."""
+    files = _files(root, caches=True)
+    by_package: dict[str, int] = defaultdict(int)
+    for path in files:
+        by_package[_top_level_of(root, path)] += path.stat().st_size
+    top = sorted(by_package.items(), key=lambda kv: kv[1], reverse=True)
+    target = WORK_DIR / f"{label}.zip"
+    zipped = lean_package.write_zip(root, target)
     target.unlink()
-    return size
+    data = root / "botocore" / "data"
+    services = sorted(p.name for p in data.iterdir() if p.is_dir()) if data.exists() else []
+    return {
+        "path": str(root),
+        "files": len(files),
+        "bytes": sum(p.stat().st_size for p in files),
+        "pyc_bytes": sum(p.stat().st_size for p in files if p.suffix == ".pyc"),
+        "zipped_bytes": zipped,
+        "top_packages": [{"package": k, "bytes": v} for k, v in top[:5]],
+        "package_bytes": dict(top),
+        "botocore_data_bytes": sum(p.stat().st_size for p in _files(data)) if data.exists() else 0,
+        "botocore_services": services if len(services) <= 10 else len(services),
+    }
 
 
 def measure(sam: str | None) -> dict[str, Any]:
-    """Sizes of the built function: total, zipped, top packages, botocore's data."""
+    """The lean package (sam build) and the old way, from the same inputs; zipped vs the goal."""
     found = locate(sam)
     root = found["path"]
     if root is None:
         return {"source": found["source"], "measured": False}
-    files = _files(root)
-    sizes = {p.resolve(): p.stat().st_size for p in files}
-    owner = _distribution_of(root)
-    by_package: dict[str, int] = defaultdict(int)
-    for path, size in sizes.items():
-        name = owner.get(path) or path.relative_to(root.resolve()).parts[0].removesuffix(".py")
-        by_package[name] += size
-    top = sorted(by_package.items(), key=lambda kv: kv[1], reverse=True)
-    data = root / "botocore" / "data"
-    data_total = sum(p.stat().st_size for p in _files(data)) if data.exists() else 0
-    needed = [p for p in _files(data) if p.parent == data] if data.exists() else []
-    for service in SERVICES_USED:
-        needed += _files(data / service) if (data / service).exists() else []
-    # The package without the models of services the function never calls.
-    unused = {p.resolve() for p in _files(data)} - {p.resolve() for p in needed}
-    trimmed = [p for p in files if p.resolve() not in unused]
+    old_root, old_seconds = plain_build()
     result = {
         "measured": True,
         "source": found["source"],
-        "path": str(root),
         "build_seconds": found.get("build_seconds"),
-        "files": len(files),
-        "bytes": sum(sizes.values()),
-        "zipped_bytes": _zipped_size(root, files),
-        "packages": len(by_package),
-        "top_packages": [{"package": k, "bytes": v} for k, v in top[:5]],
-        "botocore_data_bytes": data_total,
-        "botocore_data_needed_bytes": sum(p.stat().st_size for p in needed),
-        "botocore_data_services": len([p for p in data.iterdir() if p.is_dir()])
-        if data.exists()
-        else 0,
-        "trimmed_bytes": sum(sizes[p.resolve()] for p in trimmed),
-        "trimmed_zipped_bytes": _zipped_size(root, trimmed),
+        **sizes(root, "lean"),
+        "services": lean_package.client_services(SRC_DIR),
+        "goal_zipped_bytes": GOAL_ZIPPED_BYTES,
+        "old": sizes(old_root, "old") | {"build_seconds": old_seconds},
     }
+    result["zipped_over_goal"] = result["zipped_bytes"] / GOAL_ZIPPED_BYTES
+    result["zipped_over_old"] = result["zipped_bytes"] / result["old"]["zipped_bytes"]
     log(
-        f"artifact: {result['bytes'] / 1e6:.1f} MB unzipped, {result['zipped_bytes'] / 1e6:.1f} MB zipped "
-        f"({found['source']})"
+        f"artifact: {result['bytes'] / 1e6:.1f} MB unzipped, {result['zipped_bytes'] / 1e6:.2f} MB "
+        f"zipped ({found['source']}); the old way {result['old']['zipped_bytes'] / 1e6:.1f} MB zipped"
     )
     return result

@@ -327,14 +327,23 @@ def tcp_nodelay() -> Iterator[None]:
 class Worker:
     """``worker.py`` in a child process with the local services' environment."""
 
-    def __init__(self, env: dict[str, str], log_name: str = "worker") -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_name: str = "worker",
+        package: Path | None = None,
+        python: Sequence[str] = (),
+    ) -> None:
+        """``package``: a built function to run instead of src/, on ``python`` (e.g.
+        ``python3.13 -S -B``: the package and the standard library only)."""
         WORK_DIR.mkdir(exist_ok=True)
         env = dict(env)
-        env["PYTHONPATH"] = ":".join(str(p) for p in (SRC_DIR, LOCAL_DIR, BENCH_DIR))
+        code = SRC_DIR if package is None else package
+        env["PYTHONPATH"] = ":".join(str(p) for p in (code, LOCAL_DIR, BENCH_DIR))
         self.log_path = WORK_DIR / f"{log_name}.log"
         self._log: IO[bytes] = self.log_path.open("wb")
         self._process = subprocess.Popen(
-            [sys.executable, str(BENCH_DIR / "worker.py")],
+            [*(python or [sys.executable]), str(BENCH_DIR / "worker.py")],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log,

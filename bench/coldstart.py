@@ -3,20 +3,22 @@
 Each run starts a fresh interpreter that imports the handler module (module
 level setup included) and prints the wall clock once ``handler`` is
 reachable; the parent notes the clock just before it spawns the process.
-Two handlers, in alternating order: ours (``sir_membership.app``) and the
-bare handler (``bare_handler.py``: boto3 and one ``security-ir`` client).
-Three settings:
+Handlers alternate which goes first in each round. Two settings:
 
 * ``dev``: the development virtualenv (bytecode caches present), the
-  ``python -c "import sir_membership.app"`` of a developer's machine;
-* ``artifact``: the ``sam build`` output on the bare interpreter in isolated
-  mode with ``-B`` and no ``__pycache__``, as on Lambda, where ``/var/task``
-  is read-only and every module is compiled from source at each cold start;
-* ``artifact_pyc``: a copy of that output with bytecode compiled at build time
-  (``compileall``, unchecked-hash), a suggestion for the build: same flags.
+  ``python -c "import sir_membership.app"`` of a developer's machine: ours
+  (``sir_membership.app``) and the bare handler (``bare_handler.py``: boto3
+  and one ``security-ir`` client);
+* ``lambda``: the packages on the bare interpreter in isolated mode with
+  ``-B``, as on Lambda (``/var/task`` is read-only: what the package does not
+  ship as bytecode is compiled at every cold start). Five handlers in the
+  same rounds: ours and the bare handler from the lean ``sam build`` package
+  (the bare handler given the same unchecked-hash bytecode), the bare handler
+  with app.py's collector pause, and ours and the bare handler from the old
+  way's package (artifact.plain_build: no pruning, no bytecode).
 
-``python -X importtime`` and a step-by-step replay of ``app.py``'s module
-body say what the time goes to.
+``python -X importtime`` on the lean package and a step-by-step replay of
+``app.py``'s module load say what the time goes to.
 """
 
 from __future__ import annotations
@@ -87,72 +89,74 @@ def _bench_modules_dir(name: str) -> Path:
     return directory
 
 
-def _isolated(artifact: Path, extra: Path, label: str) -> dict[str, Any]:
-    """Handlers from ``artifact`` (+ the bench's modules in ``extra``) on the bare interpreter."""
+def _compile(directory: Path) -> None:
+    """Bytecode as the lean build makes it (unchecked-hash)."""
+    subprocess.run(
+        [base_python(), "-I", "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash",
+         str(directory)],
+        capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+
+
+#: The bare handler with the collector paused as app.py pauses it.
+_PAUSED = "import gc; gc.disable(); import bare_handler; gc.freeze(); gc.enable(); "
+
+
+#: The same-run ratios of the ``lambda`` setting besides each handler over ``bare``.
+LAMBDA_RATIOS = (
+    ("ours", "ours_old"),
+    ("ours", "bare_paused"),
+    ("ours_old", "bare_old"),
+    ("bare", "bare_old"),
+)
+
+
+def lambda_setting(lean: Path, old: Path) -> dict[str, Any]:
+    """Ours and the bare handler from the lean package and from the old way's, ``-I -B``."""
+    if list(old.rglob("__pycache__")):
+        raise RuntimeError(f"{old} has __pycache__ directories; the old way shipped none")
     python = base_python()
-    prefix = {name: [str(artifact), str(extra)] for name in TARGETS}
-    prefix["ours"] = [str(artifact)]
+    bare_pyc = _bench_modules_dir("coldstart-bare-pyc")
+    _compile(bare_pyc)
+    bare_src = _bench_modules_dir("coldstart-bare")
+    paths = {
+        "ours": [str(lean)],
+        "bare": [str(lean), str(bare_pyc)],
+        "bare_paused": [str(lean), str(bare_pyc)],
+        "ours_old": [str(old)],
+        "bare_old": [str(old), str(bare_src)],
+    }
+    modules = {"ours": TARGETS["ours"], "ours_old": TARGETS["ours"]}
+
+    def code(name: str) -> str:
+        if name == "bare_paused":
+            return f"import sys; sys.path[:0] = {paths[name]!r}; {_PAUSED}{READY}"
+        return _code(modules.get(name, TARGETS["bare"]), paths[name])
+
     return {
-        "label": label,
+        "label": "packages on the bare interpreter, -I -B (as on Lambda)",
         "env": dummy_aws_env(),
-        "argv": {
-            name: [python, "-I", "-B", "-c", _code(module, prefix[name])]
-            for name, module in TARGETS.items()
-        },
+        "argv": {name: [python, "-I", "-B", "-c", code(name)] for name in paths},
         "empty": [python, "-I", "-B", "-c", READY],
+        "ratios": LAMBDA_RATIOS,
     }
 
 
-def artifact_setting(artifact: Path) -> dict[str, Any]:
-    """The built function on the bare interpreter: ``-I -B``, sources only."""
-    caches = list(artifact.rglob("__pycache__"))
-    if caches:
-        raise RuntimeError(f"{artifact} has __pycache__ directories; use a fresh sam build")
-    return _isolated(
-        artifact,
-        _bench_modules_dir("coldstart-bare"),
-        "sam build artifact, -I -B, no __pycache__ (as on Lambda)",
-    )
-
-
-def _tree_bytes(root: Path, caches: bool) -> int:
-    return sum(
-        p.stat().st_size
-        for p in root.rglob("*")
-        if p.is_file() and ("__pycache__" in p.parts) == caches
-    )
-
-
-def artifact_pyc_setting(artifact: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A copy of the artifact with bytecode compiled at build time; (setting, its cost)."""
-    copy = WORK_DIR / "artifact-pyc"
-    shutil.rmtree(copy, ignore_errors=True)
-    shutil.copytree(artifact, copy)
-    extra = _bench_modules_dir("coldstart-bare-pyc")
-    started = time.perf_counter()
-    for directory in (copy, extra):
-        subprocess.run(
-            [base_python(), "-I", "-m", "compileall", "-q", "-j", "0",
-             "--invalidation-mode", "unchecked-hash", str(directory)],
-            capture_output=True, text=True, timeout=300, check=True,
-        )  # fmt: skip
-    cost = {
-        "compile_seconds": time.perf_counter() - started,
-        "pyc_bytes": _tree_bytes(copy, caches=True),
-        "source_bytes": _tree_bytes(copy, caches=False),
+def _ratio(times: dict[str, list[float]], cpu: dict[str, Any], a: str, b: str) -> dict[str, Any]:
+    """``a`` over ``b``: of the medians, of each round's pair, of the CPU times."""
+    return {
+        f"{a}_over_{b}": statistics.median(times[a]) / statistics.median(times[b]),
+        f"{a}_over_{b}_paired": summary([x / y for x, y in zip(times[a], times[b], strict=True)]),
+        f"{a}_over_{b}_cpu": cpu[a]["median"] / cpu[b]["median"],
     }
-    setting = _isolated(
-        copy, extra, "same artifact + build-time bytecode (compileall, unchecked-hash), -I -B"
-    )
-    return setting, cost
 
 
 def measure(setting: dict[str, Any], runs: int) -> dict[str, Any]:
-    """``runs`` cold starts of each handler (alternating order) and of an empty interpreter."""
+    """``runs`` cold starts of each handler (rotating order) and of an empty interpreter."""
     times: dict[str, list[float]] = defaultdict(list)
     cpu: dict[str, list[float]] = defaultdict(list)
     env = setting["env"]
-    names = list(TARGETS)
+    names = list(setting["argv"])
     for name in names:  # one untimed run each: the OS page cache, not Python, warms up
         _once(setting["argv"][name], env)
     for i in range(runs):
@@ -162,31 +166,36 @@ def measure(setting: dict[str, Any], runs: int) -> dict[str, Any]:
             wall, used = _once(argv, env)
             times[name].append(wall)
             cpu[name].append(used)
+    return result_of(setting["label"], names, times, cpu, setting.get("ratios", ()))
+
+
+def result_of(
+    label: str,
+    names: Sequence[str],
+    times: dict[str, list[float]],
+    cpu: dict[str, list[float]],
+    ratios: Sequence[tuple[str, str]] = (),
+) -> dict[str, Any]:
+    """Summaries and same-run ratios of one setting's samples (``times[name]``, one per round)."""
     stats = {name: summary(times[name]) for name in names}
-    bare = stats["bare"]["median"]
     result: dict[str, Any] = {
-        "label": setting["label"],
-        "runs": runs,
+        "label": label,
+        "runs": len(times[names[0]]),
+        "handlers": names,
         **stats,
         "empty_interpreter": summary(times["empty"]),
         "cpu": {name: summary(cpu[name]) for name in [*names, "empty"]},
         "samples": {k: [round(v, 5) for v in vs] for k, vs in times.items()},
         "cpu_samples": {k: [round(v, 5) for v in vs] for k, vs in cpu.items()},
     }
-    for name in names:
-        if name == "bare":
-            continue
-        result[f"{name}_over_bare"] = stats[name]["median"] / bare
-        result[f"{name}_over_bare_paired"] = summary(
-            [o / b for o, b in zip(times[name], times["bare"], strict=True)]
-        )
-        result[f"{name}_over_bare_cpu"] = (
-            result["cpu"][name]["median"] / result["cpu"]["bare"]["median"]
-        )
+    pairs = [(name, "bare") for name in names if name != "bare"]
+    for a, b in [*pairs, *ratios]:
+        result |= _ratio(times, result["cpu"], a, b)
     log(
-        f"cold start [{setting['label']}]: ours {stats['ours']['median'] * 1000:.0f} ms, "
-        f"bare {bare * 1000:.0f} ms, ratio {result['ours_over_bare']:.2f} "
-        f"(CPU time ratio {result['ours_over_bare_cpu']:.2f})"
+        f"cold start [{label}]: "
+        + ", ".join(f"{name} {stats[name]['median'] * 1000:.0f} ms" for name in names)
+        + f"; ours/bare {result['ours_over_bare']:.2f}"
+        + (f", ours/ours_old {result['ours_over_ours_old']:.2f}" if "ours_old" in names else "")
     )
     return result
 
@@ -253,7 +262,7 @@ def importtime(module: str, runs: int = 3, setting: dict[str, Any] | None = None
 # A replay of sir_membership/app.py's module body, one step at a time, in a
 # fresh interpreter, then the first invocation's one-off cost of the property
 # rules. It mirrors app.py as of this bench, including the garbage collector
-# paused while the clients are made; each step also reports the time spent in
+# paused for the whole module load and what it made frozen at its end; each step also reports the time spent in
 # the collector (gc.callbacks). Steps starting with COMPARE are not in app.py:
 # they time what app.py avoids (Powertools building its own boto3 Session for
 # the idempotency table; a fresh botocore loader listing botocore's data and
@@ -270,6 +279,9 @@ def on_gc(phase, info):
     else:
         collector[0] += time.perf_counter() - collector[1]
 gc.callbacks.append(on_gc)
+pause = os.environ.get("SIR_REPLAY_GC", "paused") == "paused"
+if pause:
+    gc.disable()
 marks = []
 last = [time.perf_counter(), 0.0]
 def mark(step):
@@ -292,9 +304,6 @@ from sir_membership import (
 mark("import sir_membership modules")
 logger = Logger(service="sir-membership")
 mark("Logger()")
-pause = os.environ.get("SIR_REPLAY_GC", "paused") == "paused"
-if pause:
-    gc.disable()
 client = boto3.client("security-ir", config=Config(connect_timeout=3, read_timeout=10,
     retries={"total_max_attempts": 1, "mode": "standard"}, user_agent_extra="sir-membership"))
 mark("boto3.client('security-ir')")
@@ -305,8 +314,6 @@ ddb = boto3.client("dynamodb", config=ddb_config)
 mark("boto3.client('dynamodb') (default session, for the idempotency table)")
 layer = DynamoDBPersistenceLayer(table_name="x", boto3_client=ddb)
 notes = adoption.AdoptionNotes(layer.client, "x")
-if pause:
-    gc.enable()
 config = IdempotencyConfig(event_key_jmespath="[StackId, RequestId]",
     raise_on_no_idempotency_key=True, expires_after_seconds=7200)
 idempotent_function(data_keyword_argument="event", config=config, persistence_store=layer,
@@ -316,6 +323,9 @@ os.environ["AWS_SAM_LOCAL"] = "true"
 CfnResource(log_level="INFO", boto_level="WARNING", sleep_on_delete=0)
 del os.environ["AWS_SAM_LOCAL"]
 copy_config_to_registered_loggers(source_logger=logger, include={"crhelper", "sir_membership"})
+if pause:
+    gc.freeze()
+    gc.enable()
 mark("CfnResource(), logging setup")
 DynamoDBPersistenceLayer(table_name="x", boto_config=ddb_config)
 mark("COMPARE DynamoDBPersistenceLayer() left to build its own boto3 Session + dynamodb client")
@@ -331,16 +341,23 @@ print("MARKS " + json.dumps(marks))
 
 
 def _is_body(step: str) -> bool:
-    """A step of app.py's module body proper (after its imports; no COMPARE, no invocation)."""
-    return not step.startswith(("import ", COMPARE, FIRST))
+    """A step of app.py's module load (imports and body; no COMPARE, no invocation)."""
+    return not step.startswith((COMPARE, FIRST))
 
 
-def replay(runs: int = 7) -> dict[str, Any]:
-    """Median seconds per step of app.py's module body (fresh interpreter per run).
+def replay(runs: int = 7, package: Path | None = None) -> dict[str, Any]:
+    """Median seconds per step of app.py's module load (fresh interpreter per run).
 
-    Each run is followed by one with the collector left on, so the two module
-    bodies (``body``: as app.py; ``body_collector_on``) are compared in pairs.
+    On ``package`` (the lean build, ``-I -B`` on the bare interpreter) when
+    given, else in the dev venv. Each run is followed by one with the
+    collector left on, so the two module loads (``body``: as app.py;
+    ``body_collector_on``) are compared in pairs.
     """
+    if package is None:
+        argv = [sys.executable, "-c", _REPLAY]
+    else:
+        prefix = f"import sys; sys.path[:0] = [{str(package)!r}]\n"
+        argv = [base_python(), "-I", "-B", "-c", prefix + _REPLAY]
     steps: dict[str, list[tuple[float, float]]] = defaultdict(list)
     body: dict[str, list[tuple[float, float]]] = defaultdict(list)
     order: list[str] = []
@@ -348,7 +365,7 @@ def replay(runs: int = 7) -> dict[str, Any]:
         for mode in ("paused", "on"):
             env = dev_setting()["env"] | {"SIR_REPLAY_GC": mode}
             done = subprocess.run(
-                [sys.executable, "-c", _REPLAY],
+                argv,
                 env=env,
                 capture_output=True,
                 text=True,
@@ -379,6 +396,7 @@ def replay(runs: int = 7) -> dict[str, Any]:
     paired = [on[0] - paused[0] for paused, on in zip(body["paused"], body["on"], strict=True)]
     return {
         "runs": runs,
+        "setting": "dev venv" if package is None else "lean package, -I -B",
         "steps": [{"step": s} | medians(steps[s]) for s in order],
         "body": medians(body["paused"]),
         "body_collector_on": medians(body["on"]),
@@ -402,23 +420,35 @@ def _only_ours(ours: dict[str, Any], bare: dict[str, Any], key: str) -> list[dic
     return [{"module": k, "ms": v, "depth": ours["depth"].get(k, 0)} for k, v in only]
 
 
-def run(artifact: Path | None, runs: int = 15, artifact_runs: int = 9) -> dict[str, Any]:
-    """Everything the report's cold-start section needs."""
+def run(
+    artifact: Path | None, old: Path | None, runs: int = 15, artifact_runs: int = 9
+) -> dict[str, Any]:
+    """Everything the report's cold-start section needs (``old``: the old way's package)."""
     out: dict[str, Any] = {"dev": measure(dev_setting(), runs)}
-    if artifact is not None:
-        out["artifact"] = measure(artifact_setting(artifact), artifact_runs)
-        setting, cost = artifact_pyc_setting(artifact)
-        out["artifact_pyc"] = measure(setting, artifact_runs) | {"cost": cost}
+    if artifact is not None and old is not None:
+        out["lambda"] = measure(lambda_setting(artifact, old), artifact_runs)
     out["importtime"] = {name: importtime(TARGETS[name]) for name in ("ours", "bare")}
     ours, bare = out["importtime"]["ours"], out["importtime"]["bare"]
     out["only_ours_top_cumulative_ms"] = _only_ours(ours, bare, "cumulative_ms")
-    if artifact is not None:
-        setting = artifact_setting(artifact)
+    if artifact is not None and old is not None:
+        setting = lambda_setting(artifact, old)
         imports = {name: importtime(TARGETS[name], setting=setting) for name in ("ours", "bare")}
         out["importtime_artifact"] = {
             "setting": setting["label"],
             "runs": imports["ours"]["runs"],
+            "ours_total_ms": imports["ours"]["total_ms"],
+            "bare_total_ms": imports["bare"]["total_ms"],
             "only_ours_top_self_ms": _only_ours(imports["ours"], imports["bare"], "self_ms"),
+            "only_ours_top_cumulative_ms": _only_ours(
+                imports["ours"], imports["bare"], "cumulative_ms"
+            ),
+            "only_ours_self_ms_total": sum(
+                v
+                for k, v in imports["ours"]["self_ms"].items()
+                if k not in imports["bare"]["self_ms"] and k != TARGETS["ours"]
+            ),
+            "ours_body_self_ms": imports["ours"]["module_body_self_ms"],
+            "bare_body_self_ms": imports["bare"]["module_body_self_ms"],
         }
-    out["replay"] = replay()
+    out["replay"] = replay(package=artifact)
     return out

@@ -106,9 +106,14 @@ def services_stage(args: argparse.Namespace) -> dict[str, Any]:
                 "first_invocation": first,
                 "seconds": time.perf_counter() - started,
             }
-        with calls.Worker(calls.worker_env(services), log_name="worker-warm") as worker:
-            log("warm overhead")
+        package = args.package
+        python = (coldstart.base_python(), "-S", "-B") if package else ()
+        with calls.Worker(
+            calls.worker_env(services), log_name="worker-warm", package=package, python=python
+        ) as worker:
+            log(f"warm overhead ({'the lean package' if package else 'src/'})")
             out["warm"] = calls.warm_overhead(services, worker, n=args.warm_n)
+            out["warm"]["code"] = "lean package, python -S -B" if package else "src/ (dev venv)"
         log("peak RSS of one invocation")
         out["rss"] = scale.invocation_rss(services)
     return out
@@ -171,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="runs per small grid row")
     parser.add_argument("--big-bound", type=int, default=25, help="rows above this run once")
     parser.add_argument("--cold-runs", type=int, default=21)
-    parser.add_argument("--artifact-cold-runs", type=int, default=15)
+    parser.add_argument("--artifact-cold-runs", type=int, default=21)
     parser.add_argument("--warm-n", type=int, default=60)
     parser.add_argument("--quick", action="store_true", help="small grid and few runs (a check)")
     parser.add_argument("--no-plot", action="store_true")
@@ -190,11 +195,14 @@ def main(argv: list[str] | None = None) -> int:
     results["artifact"] = artifact.measure(args.sam)
     built = Path(results["artifact"]["path"]) if results["artifact"].get("measured") else None
     if built is not None and ".aws-sam" in built.parts:
-        built = None  # may hold __pycache__ from other tools: not a Lambda-like cold start
+        built = None  # a fallback build, maybe stale or touched by other tools
+
+    old = Path(results["artifact"]["old"]["path"]) if built is not None else None
+    args.package = built
 
     log("cold start")
     results["coldstart"] = coldstart.run(
-        built, runs=args.cold_runs, artifact_runs=args.artifact_cold_runs
+        built, old, runs=args.cold_runs, artifact_runs=args.artifact_cold_runs
     )
 
     log("planner scale")

@@ -1,19 +1,32 @@
 #!/usr/bin/env bash
 # Prove the deployable artifact works with only src/requirements.txt:
-#   1. `sam build` the function (python3.13, arm64) into .aws-sam/build;
+#   1. `sam build` the function (python3.13, arm64) into .aws-sam/build
+#      (src/Makefile: scripts/lean_package.py, pruned, bytecode compiled);
 #   2. in a fresh, empty python3.13 virtualenv (no pip, no packages), import
 #      sir_membership.app from the built directory alone and check that
-#      `handler` is callable, and that every dependency came from the artifact.
+#      `handler` is callable, that every dependency came from the artifact,
+#      from its shipped unchecked-hash bytecode, and that botocore's CA bundle
+#      is there;
+#      and that its slimmed botocore data resolves the same endpoints, signing
+#      names and regions as the full botocore of the development venv;
+#   3. play a whole stack lifecycle (create, update, an invalid update, a
+#      failure part-way and its rollback, delete) through that handler, on a
+#      bare python3.13 -S -B, against the local stand-ins
+#      (local/sirlocal/artifact_check.py);
+#   4. build again into a scratch directory and check the two packages give
+#      the same zip, byte for byte (scripts/lean_package.py zip).
 #
-# Usage: scripts/check-artifact.sh [SAM] [PYTHON]
-#   SAM     sam executable (default: sam on PATH)
-#   PYTHON  a Python 3.13 interpreter (default: python3.13 on PATH, then pyenv's 3.13)
+# Usage: scripts/check-artifact.sh [SAM] [PYTHON] [DEV_PYTHON]
+#   SAM         sam executable (default: sam on PATH)
+#   PYTHON      a Python 3.13 interpreter (default: python3.13 on PATH, then pyenv's 3.13)
+#   DEV_PYTHON  the development venv's python, with moto (default: .venv/bin/python)
 # Env: FUNCTION_ID (default MembershipFunction), BUILD_DIR (default .aws-sam/build),
 #      TEMPLATE (default template.yaml).
 set -euo pipefail
 
 SAM=${1:-sam}
 PYTHON=${2:-python3.13}
+DEV_PYTHON=${3:-.venv/bin/python}
 FUNCTION_ID=${FUNCTION_ID:-MembershipFunction}
 BUILD_DIR=${BUILD_DIR:-.aws-sam/build}
 TEMPLATE=${TEMPLATE:-template.yaml}
@@ -108,6 +121,27 @@ third_party = sorted(
      if getattr(mod, "__file__", None) and os.path.realpath(mod.__file__).startswith(artifact + os.sep)}
 )
 print(f"top-level modules loaded from the artifact: {', '.join(third_party)}")
+
+# Bytecode shipped: every module came from an unchecked-hash pyc of the artifact
+# (flags 0b01 in the pyc header), so Lambda compiles nothing at a cold start.
+uncompiled = []
+for name, mod in list(sys.modules.items()):
+    origin = os.path.realpath(getattr(mod, "__file__", None) or "")
+    if not origin.startswith(artifact + os.sep):
+        continue
+    cached = getattr(mod, "__cached__", None)
+    if not cached or not os.path.isfile(cached):
+        uncompiled.append(name)
+        continue
+    with open(cached, "rb") as pyc:
+        header = pyc.read(8)
+    if int.from_bytes(header[4:8], "little") != 0b01:
+        uncompiled.append(f"{name} (not unchecked-hash)")
+if uncompiled:
+    sys.exit(f"modules without shipped unchecked-hash bytecode: {sorted(uncompiled)}")
+from botocore.httpsession import get_cert_path
+if not os.path.isfile(get_cert_path(True)):
+    sys.exit(f"botocore's CA bundle is missing: {get_cert_path(True)}")
 PY
 
 # -I: isolated mode (ignores PYTHONPATH, user site and the current directory),
@@ -125,5 +159,59 @@ if ! env -i PATH="/usr/bin:/bin" HOME="$tmp" \
     die "the built artifact does not import with only src/requirements.txt"
 fi
 
-echo "check-artifact: artifact size $(du -sh "$artifact" | cut -f1) ($artifact)"
+[[ -x "$DEV_PYTHON" ]] || die "development python not found: $DEV_PYTHON (run make setup)"
+
+# The package keeps endpoints.json for its own services only and its models
+# without documentation: each client must resolve what the full botocore does,
+# in every partition (no endpoint overrides here, unlike the lifecycle below).
+cat >"$tmp/endpoints.py" <<'PY'
+import json
+import sys
+import boto3
+out = {}
+for service in sys.argv[1:]:  # the services the package keeps models for
+    for region in ("us-east-1", "eu-west-1", "ap-southeast-2", "us-gov-west-1", "cn-north-1"):
+        client = boto3.client(service, region_name=region)
+        operation = client.meta.service_model.operation_names[0]
+        resolved = client._ruleset_resolver.construct_endpoint(
+            operation_model=client.meta.service_model.operation_model(operation),
+            call_args={}, request_context={},
+        )
+        out[f"{service} {region}"] = [
+            client.meta.endpoint_url, resolved.url,
+            client.meta.service_model.signing_name, client._request_signer.region_name,
+        ]
+print(json.dumps(out, indent=0, sort_keys=True))
+PY
+probe_env=(env -i PATH="/usr/bin:/bin" HOME="$tmp" AWS_DEFAULT_REGION=us-east-1
+    AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY
+    AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
+    IDEMPOTENCY_TABLE_NAME=x)
+mapfile -t services < <("$PYTHON" scripts/lean_package.py services --source src)
+"${probe_env[@]}" PYTHONPATH="$artifact" "$tmp/venv/bin/python" -S "$tmp/endpoints.py" "${services[@]}" >"$tmp/endpoints-artifact.json" ||
+    die "endpoint probe failed on the artifact"
+"${probe_env[@]}" "$DEV_PYTHON" "$tmp/endpoints.py" "${services[@]}" >"$tmp/endpoints-full.json" ||
+    die "endpoint probe failed in the development venv"
+diff "$tmp/endpoints-full.json" "$tmp/endpoints-artifact.json" >&2 ||
+    die "the artifact's botocore data resolves other endpoints than the full botocore (above: full < > artifact)"
+echo "check-artifact: endpoints, signing names and regions as the full botocore's (${services[*]}; $(grep -c '": \[' "$tmp/endpoints-full.json") service/region pairs)"
+echo "check-artifact: stack lifecycle through the built handler"
+PYTHONPATH=local "$DEV_PYTHON" -m sirlocal.artifact_check --artifact "$artifact" --python "$PYTHON" ||
+    die "the stack lifecycle failed on the built artifact ($artifact): a file the function needs is missing?"
+
+echo "check-artifact: second build (reproducibility)"
+LEAN=scripts/lean_package.py
+make --no-print-directory -C src build-MembershipFunction ARTIFACTS_DIR="$tmp/second" PYTHON313="$PYTHON" \
+    >"$tmp/second.log" 2>&1 || { cat "$tmp/second.log" >&2; die "the second build failed"; }
+"$PYTHON" "$LEAN" zip "$artifact" "$tmp/first.zip" >/dev/null
+"$PYTHON" "$LEAN" zip "$tmp/second" "$tmp/second.zip" >/dev/null
+if ! cmp -s "$tmp/first.zip" "$tmp/second.zip"; then
+    diff <(cd "$artifact" && find . -type f -exec sha256sum {} + | sort -k2) \
+        <(cd "$tmp/second" && find . -type f -exec sha256sum {} + | sort -k2) | head -20 >&2 || true
+    die "two builds of the same inputs gave different zips"
+fi
+zipped=$(stat -c %s "$tmp/first.zip")
+echo "check-artifact: two builds, the same zip: $zipped bytes, sha256 $(sha256sum "$tmp/first.zip" | cut -c1-16)"
+(( zipped <= 3000000 )) || echo "check-artifact: WARNING: the zipped package is over the 3 MB goal ($zipped bytes)"
+echo "check-artifact: artifact size $(du -sh "$artifact" | cut -f1) unzipped ($artifact)"
 echo "check-artifact: OK"

@@ -94,23 +94,21 @@ def test_tiny_grid_ours_makes_no_excess_calls_and_naive_does() -> None:
     assert "| OUs +12 -7 | Update | 3 | 3 | **0** |" in text
 
 
-def _cold_setting(label: str, ours: float, bare: float) -> dict[str, object]:
-    samples = {"ours": [ours] * 3, "bare": [bare] * 3}
-    return {
-        "label": label,
-        "runs": 3,
-        "ours": common.summary(samples["ours"]),
-        "bare": common.summary(samples["bare"]),
-        "empty_interpreter": common.summary([0.01] * 3),
-        "ours_over_bare": ours / bare,
-        "ours_over_bare_paired": common.summary([ours / bare] * 3),
-        "ours_over_bare_cpu": ours / bare,
-        "samples": samples,
-        "cpu_samples": samples,
-    }
+def _cold_setting(label: str, medians: dict[str, float], ratios=()) -> dict[str, object]:
+    times = {name: [value] * 3 for name, value in medians.items()} | {"empty": [0.01] * 3}
+    return coldstart.result_of(label, list(medians), times, times, ratios)
 
 
-def test_cold_start_report_is_ours_vs_bare_with_the_goal_verdict() -> None:
+def test_cold_start_ratios_are_of_the_same_rounds() -> None:
+    times = {"ours": [0.3, 0.4, 0.5], "bare": [0.2, 0.4, 1.0], "empty": [0.01] * 3}
+    result = coldstart.result_of("x", ["ours", "bare"], times, times)
+    assert result["ours_over_bare"] == pytest.approx(0.4 / 0.4)
+    assert result["ours_over_bare_paired"]["median"] == pytest.approx(1.0)
+    assert result["ours_over_bare_paired"]["min"] == pytest.approx(0.5)
+    assert result["runs"] == 3
+
+
+def test_cold_start_report_gives_the_issue_ratios_with_verdicts() -> None:
     steps = [
         "import boto3",
         "import sir_membership modules",
@@ -121,9 +119,10 @@ def test_cold_start_report_is_ours_vs_bare_with_the_goal_verdict() -> None:
         "COMPARE a fresh botocore loader listing botocore's data and parsing the model again",
     ]
     imports = {"runs": 3, "total_ms": 1.0, "module_body_self_ms": 1.0}
+    lam = {"ours": 0.21, "bare": 0.2, "bare_paused": 0.19, "ours_old": 0.6, "bare_old": 0.5}
     cold = {
-        "dev": _cold_setting("dev", 0.24, 0.2),
-        "artifact": _cold_setting("artifact", 0.7, 0.5),
+        "dev": _cold_setting("dev", {"ours": 0.24, "bare": 0.2}),
+        "lambda": _cold_setting("lambda", lam, coldstart.LAMBDA_RATIOS),
         "importtime": {
             name: imports | {"top_cumulative_ms": [], "top_packages_self_ms": []}
             for name in ("ours", "bare")
@@ -131,6 +130,7 @@ def test_cold_start_report_is_ours_vs_bare_with_the_goal_verdict() -> None:
         "only_ours_top_cumulative_ms": [],
         "replay": {
             "runs": 7,
+            "setting": "lean package, -I -B",
             "steps": [{"step": s, "median": 0.01, "collector_median": 0.0} for s in steps],
             "body": {"median": 0.06, "collector_median": 0.001},
             "body_collector_on": {"median": 0.07, "collector_median": 0.01},
@@ -138,24 +138,42 @@ def test_cold_start_report_is_ours_vs_bare_with_the_goal_verdict() -> None:
         },
     }
     headline = report.cold_headline(cold)
-    assert "dev venv 240 vs 200 ms = **1.20x**" in headline
-    assert "above the goal: as on Lambda (artifact, no bytecode)" in headline
-    text = "\n".join(report.coldstart_section({"coldstart": cold, "artifact": {}}))
-    assert "| setting | runs | ours ms | bare ms | empty python ms | ours/bare |" in text
-    assert "suggested" not in text.lower()
-    assert "**Already in app.py**" in text
-    assert "the module body after its imports takes 60.0 ms, 1.0 ms of it in" in text
+    assert (
+        "210 ms vs 600 ms on the old way's package = **0.35** (paired 0.35, CPU time 0.35; "
+        "goal ≤ 0.5, goal met)" in headline
+    )
+    assert "(200 ms) **1.05x** (paired 1.05x, CPU time 1.05x; goal ≤ 1.10x, goal met;" in headline
+    assert "190 ms: 1.11x" in headline
+    assert "On the old package ours/bare was 1.20x." in headline
+    slow = cold | {"lambda": _cold_setting("lambda", lam | {"ours": 0.33}, coldstart.LAMBDA_RATIOS)}
+    assert "**1.65x** (paired 1.65x, CPU time 1.65x; goal ≤ 1.10x, **goal not met**" in (
+        report.cold_headline(slow)
+    )
+    assert report._verdict(1.05, 1.10, 1.14, 1.02) == (
+        "**not clear**: medians 1.05, paired 1.14, CPU time 1.02"
+    )
+    assert report._verdict(1.2, 1.10, 1.14, 1.3) == "**goal not met**"
+    text = "\n".join(
+        report.coldstart_section({"coldstart": cold, "artifact": {"services": ["dynamodb"]}})
+    )
+    assert "| setting | handler | runs | ms | / bare (same setting) |" in text
+    assert "| ours, lean package | 3 | 210 (210-210; 210-210) | **1.05x**" in text
+    assert "**Applied**" in text
+    assert "the module load takes 60.0 ms, 1.0 ms of it in the collector" in text
 
 
 def test_cold_start_replay_follows_app_py() -> None:
-    """The replay times app.py's module body: what app.py does, the replay does."""
+    """The replay times app.py's module load: what app.py does, the replay does."""
     app = (BENCH.parent / "src" / "sir_membership" / "app.py").read_text(encoding="utf-8")
+    assert app.index("gc.disable()") < app.index("import boto3")
+    assert app.index("HELPER = _Resource()") < app.index("\n_collector_resumed()\n")
+    assert "gc.freeze()" in app
     for call in (
-        "with _collector_paused():",
         "boto3_client=boto3.client(",
         "service_model.share_model(",
         "CfnResource",
     ):
         assert call in app
-    for call in ("gc.disable()", "boto3_client=ddb", "service_model.share_model(", "CfnResource("):
+    for call in ("boto3_client=ddb", "service_model.share_model(", "CfnResource(", "gc.freeze()"):
         assert call in coldstart._REPLAY
+    assert coldstart._REPLAY.index("gc.disable()") < coldstart._REPLAY.index("import boto3")

@@ -115,6 +115,14 @@ def test_function_runtime_and_packaging(function: dict[str, Any]) -> None:
     assert (code / "sir_membership" / "__init__.py").is_file()
 
 
+def test_function_is_built_by_the_lean_package_makefile(template: dict[str, Any]) -> None:
+    resource = template["Resources"]["MembershipFunction"]
+    assert resource["Metadata"] == {"BuildMethod": "makefile"}
+    makefile = (ROOT / resource["Properties"]["CodeUri"] / "Makefile").read_text()
+    assert "\nbuild-MembershipFunction:" in makefile
+    assert "lean_package.py" in makefile
+
+
 def test_function_uses_the_explicit_role_only(function: dict[str, Any]) -> None:
     assert function["Role"] == {"Fn::GetAtt": [ROLE, "Arn"]}
     assert "Policies" not in function  # no SAM policy templates

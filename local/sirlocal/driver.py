@@ -176,8 +176,12 @@ class LambdaWorker:
         function_name: str = DEFAULT_FUNCTION_NAME,
         memory_mb: int = 256,
         start_timeout: float = 60.0,
+        python: Sequence[str] = (),
     ) -> None:
         self.env = dict(env)
+        #: The interpreter and its flags (default: this one), e.g. a bare
+        #: python3.13 with ``-S`` to run the built package and nothing else.
+        self.python = list(python) or [sys.executable]
         self.timeout = timeout
         self.name = name
         self.handler = handler
@@ -219,7 +223,7 @@ class LambdaWorker:
         try:
             self._process = subprocess.Popen(
                 [
-                    sys.executable,
+                    *self.python,
                     "-m",
                     "sirlocal.worker",
                     "--result-fd",
@@ -400,16 +404,21 @@ def worker_env(base: Mapping[str, str], **extra: str) -> dict[str, str]:
 class WorkerPool:
     """Numbered workers started on first use (a second one for concurrent deliveries)."""
 
-    def __init__(self, env: Mapping[str, str], *, timeout: float = 30.0) -> None:
+    def __init__(
+        self, env: Mapping[str, str], *, timeout: float = 30.0, python: Sequence[str] = ()
+    ) -> None:
         self.env = dict(env)
         self.timeout = timeout
+        self.python = tuple(python)
         self._workers: list[LambdaWorker] = []
 
     def get(self, index: int = 0) -> LambdaWorker:
         """Worker ``index`` (created, not started, if new)."""
         while len(self._workers) <= index:
             n = len(self._workers)
-            self._workers.append(LambdaWorker(self.env, timeout=self.timeout, name=f"worker-{n}"))
+            self._workers.append(
+                LambdaWorker(self.env, timeout=self.timeout, name=f"worker-{n}", python=self.python)
+            )
         return self._workers[index]
 
     @property

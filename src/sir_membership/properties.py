@@ -11,7 +11,6 @@ other values are sensitive.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -75,6 +74,8 @@ def _unknown_keys(
     for key in raw:
         if key in accepted or key in ignored:
             continue
+        import difflib  # noqa: PLC0415 - only a misspelt key needs it, not a cold start
+
         close = difflib.get_close_matches(str(key), accepted, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         # Named only when it reads as a property name: a misplaced value (a
