@@ -10,4 +10,7 @@ The package is split into a functional core and an imperative shell:
 * shell: ``service`` (security-ir calls with retries inside the deadline),
   ``response`` (the one answer to CloudFormation), ``resource`` (one event ->
   one outcome), ``app`` (Lambda handler: crhelper, Powertools).
+* the CLI (``sir-membership``; never imported by the handler): ``preview``
+  (pure: change sets and drift -> what the function will do, rendered as
+  text, JSON or markdown), ``commands`` (its reads), ``cli`` (arguments).
 """
