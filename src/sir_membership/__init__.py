@@ -14,3 +14,7 @@ The package is split into a functional core and an imperative shell:
   (pure: change sets and drift -> what the function will do, rendered as
   text, JSON or markdown), ``commands`` (its reads), ``cli`` (arguments).
 """
+
+#: The package's one version: the wheel's, ``sir-membership --version``'s and
+#: the Serverless Application Repository's (template.yaml SemanticVersion).
+__version__ = "0.2.0"

@@ -21,6 +21,7 @@ from typing import NoReturn, TextIO
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from . import __version__
 from .commands import (
     FUNCTION_CONFIG,
     Clients,
@@ -38,7 +39,7 @@ from .preview import EXIT_CHANGES, EXIT_CODES, EXIT_ERROR, EXIT_OK, RESOURCE_TYP
 from .preview.render_json import drift_json, plan_json
 from .preview.render_text import drift_text, plan_text
 
-PROG = "python -m sir_membership"
+PROG = "sir-membership"
 
 __all__ = [
     "EXIT_CHANGES",
@@ -68,6 +69,7 @@ def _parser() -> _Parser:
         "Response membership, or find drift. Read-only. Exit 0: no change/drift; 2: changes "
         "planned or drift found; 1: error, or the function would fail.",
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     plan = commands.add_parser(
         "plan",
@@ -167,7 +169,7 @@ def main(
     try:
         try:
             args = _parser().parse_args(argv)
-        except SystemExit as done:  # --help
+        except SystemExit as done:  # --help, --version
             return int(done.code or 0)
         report = _run(args, clients or default_clients())
         text = _render(report, args)
