@@ -18,7 +18,7 @@ TOOLS := .venv-tools
 BIN := $(VENV)/bin
 TBIN := $(TOOLS)/bin
 
-.PHONY: test setup lint typecheck cfn-lint sam-validate artifact unit demo reliability bench clean
+.PHONY: test setup lint typecheck cfn-lint sam-validate workflow-lint artifact unit demo reliability bench clean
 
 $(BIN)/.installed: requirements-dev.txt src/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -47,13 +47,17 @@ cfn-lint: $(TBIN)/.installed
 sam-validate: $(TBIN)/.installed
 	SAM_CLI_TELEMETRY=0 $(TBIN)/sam validate --lint --template-file template.yaml
 
+# The CI example against GitHub's workflow schema (vendored in check-jsonschema: offline).
+workflow-lint: $(BIN)/.installed
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows examples/ci/github-actions.yml
+
 artifact: $(TBIN)/.installed
 	SAM_CLI_TELEMETRY=0 bash scripts/check-artifact.sh $(TBIN)/sam $(PYTHON)
 
 unit: $(BIN)/.installed
 	$(BIN)/pytest
 
-test: lint typecheck cfn-lint sam-validate artifact unit
+test: lint typecheck cfn-lint sam-validate workflow-lint artifact unit
 
 # A readable stack story against the local emulator (no AWS account needed).
 demo: $(BIN)/.installed

@@ -37,9 +37,11 @@ from .commands.aws import cloudformation_client as _cloudformation
 from .commands.aws import security_ir_client as _security_ir
 from .preview import EXIT_CHANGES, EXIT_CODES, EXIT_ERROR, EXIT_OK, RESOURCE_TYPE, PreviewError
 from .preview.render_json import drift_json, plan_json
+from .preview.render_markdown import drift_markdown, plan_markdown
 from .preview.render_text import drift_text, plan_text
 
 PROG = "sir-membership"
+FORMATS = ("text", "json", "markdown")
 
 __all__ = [
     "EXIT_CHANGES",
@@ -116,7 +118,16 @@ def _parser() -> _Parser:
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--logical-id", help="only this resource")
     parser.add_argument("--region", help="AWS region (default: the usual AWS configuration)")
-    parser.add_argument("--json", action="store_true", help="print a JSON document")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="text",
+        help="text (default), json, or markdown sized for a pull-request comment",
+    )
+    output.add_argument(
+        "--json", dest="format", action="store_const", const="json", help="same as --format json"
+    )
     parser.add_argument(
         "--show-sensitive",
         action="store_true",
@@ -145,15 +156,17 @@ def _run(args: argparse.Namespace, clients: Clients) -> PlanReport | DriftReport
     )
 
 
-def _render(report: PlanReport | DriftReport, args: argparse.Namespace) -> str:
-    show = bool(args.show_sensitive)
+def _render(report: PlanReport | DriftReport, output: str, show: bool) -> str:
     if isinstance(report, PlanReport):
-        if args.json:
+        if output == "json":
             return json.dumps(plan_json(report.preview, report.source, show), indent=2)
+        if output == "markdown":
+            return plan_markdown(report.preview, report.source, show)
         return plan_text(report.preview, report.source, show)
-    if args.json:
+    if output == "json":
         return json.dumps(drift_json(report.context, report.reports, show), indent=2)
-    return drift_text(report.context.stack_name, report.region, report.reports, show)
+    render = drift_markdown if output == "markdown" else drift_text
+    return render(report.context.stack_name, report.region, report.reports, show)
 
 
 def main(
@@ -172,7 +185,7 @@ def main(
         except SystemExit as done:  # --help, --version
             return int(done.code or 0)
         report = _run(args, clients or default_clients())
-        text = _render(report, args)
+        text = _render(report, args.format, bool(args.show_sensitive))
     except (CliError, PreviewError, BotoCoreError, ClientError) as error:
         err.write(f"{PROG}: error: {one_line(error)}\n")
         return EXIT_ERROR
