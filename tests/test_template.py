@@ -385,4 +385,6 @@ def test_example_outputs_use_every_attribute(example: dict[str, Any]) -> None:
         "MembershipStatus",
         "Region",
         "AccountId",
+        "CustomerType",
+        "NumberOfAccountsCovered",
     }

@@ -296,6 +296,9 @@ def new_membership(spec: Mapping[str, Any] | None = None) -> dict[str, Any]:
     m.setdefault("membershipName", "emulated-membership")
     m.setdefault("membershipStatus", "Active")
     m.setdefault("customerType", "Organization")
+    # The emulator does not model the accounts inside OUs: the count is the
+    # seed's, or the management account alone.
+    m.setdefault("numberOfAccountsCovered", 1)
     m.setdefault("membershipActivationTimestamp", round(time.time(), 3))
     if m["membershipStatus"] != "Active":
         m.setdefault("membershipDeactivationTimestamp", round(time.time(), 3))
