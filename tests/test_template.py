@@ -187,6 +187,9 @@ def test_exact_set_of_actions(statements: list[dict[str, Any]]) -> None:
         [
             "security-ir:GetMembership",
             "security-ir:UpdateMembership",
+            "security-ir:ListTagsForResource",
+            "security-ir:TagResource",
+            "security-ir:UntagResource",
             "dynamodb:GetItem",
             "dynamodb:PutItem",
             "dynamodb:UpdateItem",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 
+from . import tags
 from .adoption import AdoptionNotes
 from .errors import MembershipError
 from .membership import MembershipState
@@ -102,6 +103,19 @@ def _keep_adopted(request: Request, decision: Decision, notes: AdoptionNotes | N
     return decision.keeping(keep)
 
 
+def _tag_plan(request: Request, service: MembershipService, state: MembershipState) -> tags.TagPlan:
+    """The tag calls (``tags.plan_tags``); no call at all when Tags is not declared."""
+    declared, previous = tags.declarations(request)
+    if not tags.managed(declared, previous):
+        return tags.TagPlan()
+    arn = state.arn or tags.membership_arn(
+        "aws", state.region, state.account_id, state.membership_id
+    )
+    plan = tags.plan_tags(declared, previous, service.list_tags(state.membership_id, arn), arn)
+    logger.info("tags planned", extra={"tagCalls": [c.summary() for c in plan.calls]})
+    return plan
+
+
 def _carry_out(
     request: Request, decision: Decision, service: MembershipService, notes: AdoptionNotes | None
 ) -> Answer:
@@ -120,6 +134,7 @@ def _carry_out(
         state = found
     plan = plan_for(state)
     _log_plan("planned", plan)
+    tag_plan = _tag_plan(request, service, state)  # read before any write
     # Written before the first call: a failure at any point must find it.
     # A rollback (it recalled a note) is never rolled back itself, so it keeps
     # the note it read: a retried rollback must find it again.
@@ -136,6 +151,7 @@ def _carry_out(
             raise _undo(service, state, plan, error) from None
         raise
     logger.info("applied", extra={"membershipId": membership_id, "calls": applied.calls})
+    service.apply_tags(membership_id, tag_plan)
     # Once an Update of this membership succeeded, no rollback can need an
     # older note, and a stale one would make later Updates differ from `plan`.
     if notes is not None and decision.rolled_back_by_update:

@@ -118,6 +118,18 @@ def get_membership(service: MembershipService, membership_id: str) -> Membership
         ) from None
 
 
+def list_tags(service: MembershipService, membership_id: str, arn: str) -> dict[str, str]:
+    """ListTagsForResource as the person previewing (only for resources that declare Tags)."""
+    try:
+        return service.list_tags(membership_id, arn)
+    except PermissionDenied:
+        raise PermissionDenied(
+            f"Access denied for security-ir:ListTagsForResource on membership {membership_id} "
+            "to the credentials running this preview: allow it, or preview offline with "
+            "--change-set-file"
+        ) from None
+
+
 def stack_missing(error: ClientError, client: CloudFormationClient, stack: str | None) -> None:
     """CloudFormation's "Stack [x] does not exist" (a ValidationError), naming the region."""
     info = error.response.get("Error", {})

@@ -8,7 +8,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ..errors import MembershipError
+from ..errors import InvalidProperties, MembershipError
 from ..preview import (
     KNOWN_KEYS,
     RESOURCE_TYPE,
@@ -19,9 +19,17 @@ from ..preview import (
     parse_template,
     resolve_properties,
 )
-from ..preview.drift import drift_status
+from ..preview.drift import declared_tags, drift_status
 from ..service import MembershipService
-from .aws import Clients, CliError, get_membership, membership_service, read_json, stack_missing
+from .aws import (
+    Clients,
+    CliError,
+    get_membership,
+    list_tags,
+    membership_service,
+    read_json,
+    stack_missing,
+)
 
 
 @dataclass(frozen=True)
@@ -94,9 +102,19 @@ def _drift_one(
         declared = resolved.properties
     try:
         actual = get_membership(service, physical_id)
+        actual_tags = None
+        if _declares_tags(declared):
+            actual_tags = list_tags(service, physical_id, actual.arn)
     except MembershipError as error:
         return Drift(logical_id, physical_id, "fail", reason=error.reason)
-    return assess_drift(logical_id, physical_id, declared, actual)
+    return assess_drift(logical_id, physical_id, declared, actual, actual_tags)
+
+
+def _declares_tags(declared: Mapping[str, Any]) -> bool:
+    try:
+        return declared_tags(declared) is not None
+    except InvalidProperties:
+        return False  # assess_drift reports it
 
 
 def _stack_context(stack: Mapping[str, Any], name: str, resources: Sequence[Any]) -> StackContext:

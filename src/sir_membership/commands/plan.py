@@ -18,7 +18,16 @@ from ..preview import (
     preview,
     select,
 )
-from .aws import Clients, CliError, get_membership, membership_service, read_json, stack_missing
+from ..preview.tag_steps import ObservedTags
+from .aws import (
+    Clients,
+    CliError,
+    get_membership,
+    list_tags,
+    membership_service,
+    read_json,
+    stack_missing,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudformation import CloudFormationClient
@@ -137,4 +146,10 @@ def run_plan(
     def live(membership_id: str) -> Observed:
         return Observed(get_membership(service, membership_id), read)
 
-    return PlanReport(preview(change_set, selection, live), f"read with GetMembership in {where}")
+    def live_tags(membership_id: str, arn: str) -> ObservedTags:
+        return ObservedTags(
+            list_tags(service, membership_id, arn), f"ListTagsForResource in {where}"
+        )
+
+    result = preview(change_set, selection, live, live_tags)
+    return PlanReport(result, f"read with GetMembership in {where}")

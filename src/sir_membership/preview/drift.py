@@ -16,6 +16,7 @@ from ..plan import Change, UpdateRequest
 from ..properties import parse_properties
 from ..request import Request, decide
 from ..service_model import rules
+from ..tags import TagCall, plan_tags
 
 
 @dataclass(frozen=True)
@@ -31,10 +32,24 @@ class Drift:
     requests: tuple[UpdateRequest, ...] = ()
     reason: str = ""
     notes: tuple[str, ...] = ()
+    #: TagResource calls that restore the declared tags (none if Tags is not declared).
+    tag_calls: tuple[TagCall, ...] = ()
+
+
+def declared_tags(declared: Mapping[str, Any]) -> dict[str, str] | None:
+    """The declaration's tags (``None``: Tags not declared, so no drift in tags is possible).
+
+    Raises ``InvalidProperties`` as ``assess_drift`` reports it.
+    """
+    return parse_properties(declared).tag_map
 
 
 def assess_drift(
-    logical_id: str, physical_id: str, declared: Mapping[str, Any], actual: MembershipState
+    logical_id: str,
+    physical_id: str,
+    declared: Mapping[str, Any],
+    actual: MembershipState,
+    actual_tags: Mapping[str, str] | None = None,
 ) -> Drift:
     """Drift is what the function would change on this resource's next Update.
 
@@ -68,6 +83,14 @@ def assess_drift(
     if actual.status != "Active":
         notes.append(f"membership {actual.membership_id} is {actual.status}")
     differences += plan.changes
+    tag_calls: tuple[TagCall, ...] = ()
+    wanted = parse_properties(declared).tag_map
+    if wanted is not None and actual_tags is not None:
+        # An Update whose old and new declarations are the same: it sets
+        # declared values, and removes nothing.
+        tag_plan = plan_tags(wanted, wanted, actual_tags, actual.arn)
+        differences += [Change(f"Tags.{c.key}", c.detail) for c in tag_plan.changes]
+        tag_calls = tag_plan.calls
     return Drift(
         logical_id,
         physical_id,
@@ -77,6 +100,7 @@ def assess_drift(
         ous_outside=tuple(sorted(actual.organizational_units - declared_ous)),
         requests=plan.requests,
         notes=tuple(notes),
+        tag_calls=tag_calls,
     )
 
 

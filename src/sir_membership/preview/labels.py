@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..plan import UpdateRequest
+from ..tags import TagCall, TagPlan
 from .base import EXIT_CHANGES, EXIT_ERROR, EXIT_OK
 from .steps import ResourcePreview
 
@@ -73,9 +74,13 @@ def result_label(resource: ResourcePreview) -> str:
     """What happens to the resource, in a few words."""
     status = resource.status
     calls = sum(len(s.requests) for s in resource.steps)
+    tagging = sum(len(s.tag_calls) for s in resource.steps)
+    change = f"{calls} UpdateMembership call{'s' if calls != 1 else ''}"
+    if tagging:
+        change += f", {tagging} tag call{'s' if tagging != 1 else ''}"
     return {
         "fail": "FAILS (reason below)",
-        "change": f"{calls} UpdateMembership call{'s' if calls != 1 else ''}",
+        "change": change,
         "no-change": "no call: already as declared",
         "skip": "no call",
         "unresolved": "unknown until the change set executes",
@@ -86,3 +91,13 @@ def memberships(resource: ResourcePreview) -> str:
     """The membership ids the resource's steps touch (old / new for a replacement)."""
     ids = [s.membership_id or s.request.physical_id for s in resource.steps]
     return " / ".join(dict.fromkeys(i for i in ids if i)) or "-"
+
+
+def tag_call_line(call: TagCall) -> str:
+    """One tag call on one line (tags are not sensitive: keys and values are shown)."""
+    return f"{call.operation} " + call_line(call.to_api(), True)
+
+
+def tag_rows(plan: TagPlan | None) -> list[tuple[str, str]]:
+    """(key, change) for each tag the plan changes."""
+    return [(c.key, c.detail) for c in plan.changes] if plan is not None else []

@@ -33,6 +33,12 @@ def step_json(step: Step, show: bool) -> dict[str, Any]:
         "organizationalUnitsToAdd": list(plan.ous_to_add) if plan else [],
         "organizationalUnitsToRemove": list(plan.ous_to_remove) if plan else [],
         "requests": [api(r, show) for r in step.requests],
+        "tagSource": step.tag_source,
+        "tagChanges": [
+            {"key": c.key, "before": c.before, "after": c.after}
+            for c in (step.tag_plan.changes if step.tag_plan else ())
+        ],
+        "tagRequests": [{"operation": c.operation, **c.to_api()} for c in step.tag_calls],
     }
 
 
@@ -68,6 +74,7 @@ def plan_json(result: Preview, source: str, show: bool) -> dict[str, Any]:
             for r in result.resources
         ],
         "updateMembershipRequests": [api(r, show) for r in result.requests],
+        "tagRequests": [{"operation": c.operation, **c.to_api()} for c in result.tag_calls],
         "ignored": [
             {
                 "logicalId": i.logical_id,
@@ -92,6 +99,7 @@ def drift_resource_json(drift: Drift, show: bool) -> dict[str, Any]:
         "organizationalUnitsOutsideStack": list(drift.ous_outside),
         "notes": list(drift.notes),
         "requests": [api(r, show) for r in drift.requests],
+        "tagRequests": [{"operation": c.operation, **c.to_api()} for c in drift.tag_calls],
     }
 
 

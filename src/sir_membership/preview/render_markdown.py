@@ -28,6 +28,8 @@ from .labels import (
     call_line,
     memberships,
     result_label,
+    tag_call_line,
+    tag_rows,
     value,
 )
 from .steps import Preview, ResourcePreview, Step
@@ -101,18 +103,23 @@ def _step_block(step: Step, show: bool) -> str:
         label = {"skip": "No call", "fail": "FAILS", "unresolved": "UNRESOLVED"}[step.status]
         return "\n\n".join([*lines, f"{label}: {step.reason}" if step.reason else label])
     plan = step.plan
-    if plan is None or not plan.requests:
+    if (plan is None or not plan.requests) and not step.tag_calls:
         return "\n\n".join([*lines, "No call: the membership is already as declared."])
-    if plan.changes:
-        lines.append(table(("Field", "Change"), [(c.property, c.detail) for c in plan.changes]))
-    if plan.ous_to_add:
-        lines.append("OUs to add: " + ", ".join(code(ou) for ou in plan.ous_to_add))
-    if plan.ous_to_remove:
-        lines.append("OUs to remove: " + ", ".join(code(ou) for ou in plan.ous_to_remove))
-    lines.append(
-        "UpdateMembership calls, in order:\n\n"
-        + _calls([api(r, show) for r in plan.requests], show)
-    )
+    if plan is not None and plan.requests:
+        if plan.changes:
+            rows = [(c.property, c.detail) for c in plan.changes]
+            lines.append(table(("Field", "Change"), rows))
+        if plan.ous_to_add:
+            lines.append("OUs to add: " + ", ".join(code(ou) for ou in plan.ous_to_add))
+        if plan.ous_to_remove:
+            lines.append("OUs to remove: " + ", ".join(code(ou) for ou in plan.ous_to_remove))
+        calls = _calls([api(r, show) for r in plan.requests], show)
+        lines.append("UpdateMembership calls, in order:\n\n" + calls)
+    if step.tag_calls:
+        rows = tag_rows(step.tag_plan)
+        lines.append(f"Tags (state: {step.tag_source}):\n\n" + table(("Tag", "Change"), rows))
+        tagging = [f"{i}. {code(tag_call_line(c))}" for i, c in enumerate(step.tag_calls, 1)]
+        lines.append("Tag calls, after those:\n\n" + "\n".join(tagging))
     return "\n\n".join(lines)
 
 
@@ -199,6 +206,9 @@ def _drift_blocks(drift: Drift, show: bool) -> list[str]:
             "Calls that restore the declaration (the function sends them on this resource's "
             "next Update):\n\n" + _calls([api(r, show) for r in drift.requests], show)
         )
+    if drift.tag_calls:
+        tagging = [f"{i}. {code(tag_call_line(c))}" for i, c in enumerate(drift.tag_calls, 1)]
+        blocks.append("Tag calls that restore the declared tags:\n\n" + "\n".join(tagging))
     return blocks
 
 

@@ -20,6 +20,8 @@ from .labels import (
     call_line,
     memberships,
     result_label,
+    tag_call_line,
+    tag_rows,
     value,
 )
 from .steps import Preview, ResourcePreview, Step
@@ -47,15 +49,23 @@ def _step_lines(step: Step, show: bool) -> list[str]:
         label = {"skip": "no call", "fail": "FAILS", "unresolved": "UNRESOLVED"}[step.status]
         return [*lines, f"    {label}: {step.reason}" if step.reason else f"    {label}"]
     plan = step.plan
-    if plan is None or not plan.requests:
+    if (plan is None or not plan.requests) and not step.tag_calls:
         return [*lines, "    no call: the membership is already as declared"]
-    lines += table([(f"    {c.property}", c.detail) for c in plan.changes])
-    if plan.ous_to_add:
-        lines.append("      OUs to add:    " + ", ".join(plan.ous_to_add))
-    if plan.ous_to_remove:
-        lines.append("      OUs to remove: " + ", ".join(plan.ous_to_remove))
-    lines.append("    UpdateMembership calls, in order:")
-    lines += [f"      {i}. {call_line(api(r, show), show)}" for i, r in enumerate(plan.requests, 1)]
+    if plan is not None and plan.requests:
+        lines += table([(f"    {c.property}", c.detail) for c in plan.changes])
+        if plan.ous_to_add:
+            lines.append("      OUs to add:    " + ", ".join(plan.ous_to_add))
+        if plan.ous_to_remove:
+            lines.append("      OUs to remove: " + ", ".join(plan.ous_to_remove))
+        lines.append("    UpdateMembership calls, in order:")
+        lines += [
+            f"      {i}. {call_line(api(r, show), show)}" for i, r in enumerate(plan.requests, 1)
+        ]
+    if step.tag_calls:
+        lines.append(f"    Tags [{step.tag_source}]:")
+        lines += table([(f"      {k}", d) for k, d in tag_rows(step.tag_plan)])
+        lines.append("    Tag calls, in order:")
+        lines += [f"      {i}. {tag_call_line(c)}" for i, c in enumerate(step.tag_calls, 1)]
     return lines
 
 
@@ -145,5 +155,10 @@ def drift_text(stack_name: str, region: str, reports: Sequence[Drift], show: boo
             lines += [
                 f"    {i}. {call_line(api(r, show), show)}" for i, r in enumerate(drift.requests, 1)
             ]
+        if drift.tag_calls:
+            lines.append(
+                "  Tag calls that restore the declared tags (sent on the next Update too):"
+            )
+            lines += [f"    {i}. {tag_call_line(c)}" for i, c in enumerate(drift.tag_calls, 1)]
     lines += ["", f"Result: {DRIFT_VERDICTS[drift_status(reports)]}"]
     return "\n".join(lines)

@@ -9,7 +9,7 @@ disagree with what the function will do.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import reduce
 from typing import Any
 
@@ -18,11 +18,13 @@ from ..membership import MembershipState
 from ..plan import Plan, UpdateRequest, apply_request
 from ..properties import parse_properties
 from ..request import Decision, Request, decide
+from ..tags import TagCall, TagPlan
 from .base import Status, worst
 from .changeset import ChangeSet, change_set_notes
 from .declared import DeclaredChange, declared_changes
 from .delivery import Delivery, deliveries, unresolved_paths
 from .selection import Ignored, Selection, Target
+from .tag_steps import ObservedTags, TagLookup, offline_tag_lookup, plan_step_tags
 
 OFFLINE_ASSUMED = "assumed: the old declaration (BeforeContext) is the actual state"
 OFFLINE_EMPTY = "assumed: an empty membership with no OUs (nothing older is declared)"
@@ -54,14 +56,32 @@ class Step:
     source: str = ""
     replacement: bool = False
     cleanup: bool = False
+    #: The tag calls (``None``: the request manages no tags) and the tags' source.
+    tag_plan: TagPlan | None = None
+    tag_source: str = ""
 
     @property
     def requests(self) -> tuple[UpdateRequest, ...]:
         """The UpdateMembership calls, in order (none unless the status is ``change``)."""
         return self.plan.requests if self.plan is not None else ()
 
+    @property
+    def tag_calls(self) -> tuple[TagCall, ...]:
+        """The TagResource / UntagResource calls, after the UpdateMembership calls."""
+        return self.tag_plan.calls if self.tag_plan is not None else ()
 
-def _run(target: Target, delivery: Delivery, lookup: Lookup, seen: dict[str, Observed]) -> Step:
+
+@dataclass
+class _Reads:
+    """What the steps read, carried from step to step as the service holds it."""
+
+    lookup: Lookup
+    tag_lookup: TagLookup
+    seen: dict[str, Observed] = field(default_factory=dict)
+    seen_tags: dict[str, ObservedTags] = field(default_factory=dict)
+
+
+def _run(target: Target, delivery: Delivery, reads: _Reads) -> Step:
     """``resource.handle`` without the writes: the same decision, state and plan."""
     request = delivery.request
     step = Step(target.logical_id, request, "skip", cleanup=delivery.cleanup)
@@ -85,16 +105,17 @@ def _run(target: Target, delivery: Delivery, lookup: Lookup, seen: dict[str, Obs
     if decision.membership_id is None or decision.plan is None:
         return replace(step, reason=decision.reason)
     step = replace(step, membership_id=decision.membership_id, replacement=decision.replacement)
-    return _plan_step(step, decision, lookup, seen)
+    return _plan_step(step, decision, reads)
 
 
-def _plan_step(step: Step, decision: Decision, lookup: Lookup, seen: dict[str, Observed]) -> Step:
+def _plan_step(step: Step, decision: Decision, reads: _Reads) -> Step:
     """Read (or reuse) the state, then plan: ``resource._carry_out``'s order and outcomes."""
     mid, planner = decision.membership_id, decision.plan
     assert mid is not None
     assert planner is not None
+    seen = reads.seen
     try:
-        observed = seen[mid] if mid in seen else lookup(mid)
+        observed = seen[mid] if mid in seen else reads.lookup(mid)
     except MembershipNotFound as error:
         if decision.must_exist:
             return replace(step, status="fail", reason=error.reason)
@@ -110,7 +131,20 @@ def _plan_step(step: Step, decision: Decision, lookup: Lookup, seen: dict[str, O
         reduce(apply_request, plan.requests, observed.state),
         f"{observed.source}, after the calls planned above",
     )
-    return replace(step, status="change" if plan.requests else "no-change", plan=plan)
+    step = replace(step, plan=plan)
+    try:
+        tag_plan, tag_source = plan_step_tags(
+            step.request, observed.state, reads.tag_lookup, reads.seen_tags
+        )
+    except MembershipError as error:
+        return replace(step, status="fail", reason=error.reason)
+    changed = bool(plan.requests) or (tag_plan is not None and not tag_plan.empty)
+    return replace(
+        step,
+        status="change" if changed else "no-change",
+        tag_plan=tag_plan,
+        tag_source=tag_source,
+    )
 
 
 @dataclass(frozen=True)
@@ -151,6 +185,11 @@ class Preview:
         """Every UpdateMembership call, in the order the function makes them."""
         return tuple(r for s in self.steps for r in s.requests)
 
+    @property
+    def tag_calls(self) -> tuple[TagCall, ...]:
+        """Every tag call, in order (each step's come after its UpdateMembership calls)."""
+        return tuple(c for s in self.steps for c in s.tag_calls)
+
 
 def _action_notes(target: Target) -> tuple[str, ...]:
     notes = []
@@ -166,19 +205,24 @@ def _action_notes(target: Target) -> tuple[str, ...]:
     return tuple(notes)
 
 
-def preview(change_set: ChangeSet, selection: Selection, lookup: Lookup) -> Preview:
+def preview(
+    change_set: ChangeSet,
+    selection: Selection,
+    lookup: Lookup,
+    tag_lookup: TagLookup | None = None,
+) -> Preview:
     """Run every request through the function's decision and planner, in CloudFormation's order.
 
     Updates come first; cleanup Deletes only if no update fails, because a
     failed update rolls the stack back and the cleanup phase never runs.
     States carry over from step to step, as the service would.
     """
-    seen: dict[str, Observed] = {}
+    reads = _Reads(lookup, tag_lookup or offline_tag_lookup(selection))
     pending = [(t, d) for t in selection.targets for d in deliveries(t, change_set.stack_id)]
     done: list[tuple[Target, Step]] = []
     for target, delivery in pending:
         if not delivery.cleanup:
-            done.append((target, _run(target, delivery, lookup, seen)))
+            done.append((target, _run(target, delivery, reads)))
     failed = any(step.status == "fail" for _, step in done)
     for target, delivery in pending:
         if not delivery.cleanup:
@@ -190,7 +234,7 @@ def preview(change_set: ChangeSet, selection: Selection, lookup: Lookup) -> Prev
             )
             step = Step(target.logical_id, delivery.request, "skip", reason=reason, cleanup=True)
         else:
-            step = _run(target, delivery, lookup, seen)
+            step = _run(target, delivery, reads)
         done.append((target, step))
     resources = tuple(
         ResourcePreview(
