@@ -4,7 +4,8 @@ The package is split into a functional core and an imperative shell:
 
 * core (pure, no I/O): ``properties`` (declared properties -> typed value),
   ``membership`` (GetMembership output -> typed value), ``plan`` (both -> the
-  fewest UpdateMembership requests), ``request`` (a CloudFormation request ->
+  fewest UpdateMembership requests), ``tags`` (declared + actual tags -> the
+  TagResource/UntagResource calls, with before-values), ``request`` (a CloudFormation request ->
   which membership to read and how to plan), ``service_model`` (rules read
   from botocore's model), ``errors`` (failures as values).
 * shell: ``service`` (security-ir calls with retries inside the deadline),
