@@ -20,7 +20,7 @@ BIN := $(VENV)/bin
 TBIN := $(TOOLS)/bin
 SBIN := $(SCAN)/bin
 
-.PHONY: test setup lint typecheck cfn-lint sam-validate checkov artifact unit demo reliability bench clean
+.PHONY: test setup lint typecheck cfn-lint sam-validate checkov workflow-lint artifact unit stateful demo reliability bench clean
 
 $(BIN)/.installed: requirements-dev.txt src/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -65,10 +65,15 @@ checkov: $(SBIN)/.installed
 artifact: $(TBIN)/.installed $(BIN)/.installed
 	SAM_CLI_TELEMETRY=0 bash scripts/check-artifact.sh $(TBIN)/sam $(PYTHON) $(BIN)/python
 
+# The CI example against GitHub's workflow schema (vendored in check-jsonschema: offline).
+workflow-lint: $(BIN)/.installed
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows examples/ci/github-actions.yml
+
+
 unit: $(BIN)/.installed
 	$(BIN)/pytest
 
-test: lint typecheck cfn-lint sam-validate checkov artifact unit
+test: lint typecheck cfn-lint sam-validate checkov workflow-lint artifact unit
 
 # A readable stack story against the local emulator (no AWS account needed).
 demo: $(BIN)/.installed

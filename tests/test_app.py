@@ -105,7 +105,8 @@ def update_call(**accounts: list[str]) -> dict[str, Any]:
 
 def test_create_reads_then_sends_only_the_difference(sir: Stubber, cfn: Receiver) -> None:
     sent = event("Create", cfn, ResourceProperties=props(OrganizationalUnits=[ou(1), ou(2), ou(3)]))
-    sir.add_response("get_membership", get_membership(), {"membershipId": MEMBERSHIP_ID})
+    read = get_membership(numberOfAccountsCovered=42)
+    sir.add_response("get_membership", read, {"membershipId": MEMBERSHIP_ID})
     sir.add_response("update_membership", {}, update_call(organizationalUnitsToAdd=[ou(3)]))
     app.handler(sent, context())
     body = answer(cfn, sent)
@@ -117,6 +118,8 @@ def test_create_reads_then_sends_only_the_difference(sir: Stubber, cfn: Receiver
         "MembershipStatus": "Active",
         "Region": "us-east-1",
         "AccountId": "123456789012",
+        "CustomerType": "Organization",
+        "NumberOfAccountsCovered": "42",
     }
 
 

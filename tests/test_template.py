@@ -198,6 +198,9 @@ def test_exact_set_of_actions(statements: list[dict[str, Any]]) -> None:
         [
             "security-ir:GetMembership",
             "security-ir:UpdateMembership",
+            "security-ir:ListTagsForResource",
+            "security-ir:TagResource",
+            "security-ir:UntagResource",
             "dynamodb:GetItem",
             "dynamodb:PutItem",
             "dynamodb:UpdateItem",
@@ -396,6 +399,8 @@ def test_example_outputs_use_every_attribute(example: dict[str, Any]) -> None:
         "MembershipStatus",
         "Region",
         "AccountId",
+        "CustomerType",
+        "NumberOfAccountsCovered",
     }
 
 

@@ -50,9 +50,10 @@ from botocore.model import (
 )
 
 from sirlocal import JSONRequestHandler, LoopbackHTTPServer, serve_until_signalled
+from sirlocal.tagging import TAG_OPERATIONS, run_tag_operation
 
 SERVICE_NAME = "security-ir"
-EMULATED_OPERATIONS = ("GetMembership", "UpdateMembership", "ListMemberships")
+EMULATED_OPERATIONS = ("GetMembership", "UpdateMembership", "ListMemberships", *TAG_OPERATIONS)
 DEFAULT_ACCOUNT = "123456789012"
 DEFAULT_REGION = "us-east-1"
 CONTROL_PREFIX = "/_emulator"
@@ -296,6 +297,9 @@ def new_membership(spec: Mapping[str, Any] | None = None) -> dict[str, Any]:
     m.setdefault("membershipName", "emulated-membership")
     m.setdefault("membershipStatus", "Active")
     m.setdefault("customerType", "Organization")
+    # The emulator does not model the accounts inside OUs: the count is the
+    # seed's, or the management account alone.
+    m.setdefault("numberOfAccountsCovered", 1)
     m.setdefault("membershipActivationTimestamp", round(time.time(), 3))
     if m["membershipStatus"] != "Active":
         m.setdefault("membershipDeactivationTimestamp", round(time.time(), 3))
@@ -570,6 +574,8 @@ class SecurityIREmulator(FaultControls):
         self.require_signature = require_signature
         self._lock = threading.RLock()
         self._memberships: dict[str, dict[str, Any]] = {}
+        #: Tags by membership id (TagResource etc.; GetMembership does not return them).
+        self._tags: dict[str, dict[str, str]] = {}
         self._calls: list[CallRecord] = []
         self._rules: list[FaultRule] = []
         self._next_rule_id = 1
@@ -627,12 +633,25 @@ class SecurityIREmulator(FaultControls):
     # state ---------------------------------------------------------------------
 
     def seed(self, membership: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Add (or replace, by ``membershipId``) a membership; missing fields get defaults."""
-        complete = new_membership(membership)
+        """Add (or replace, by ``membershipId``) a membership; missing fields get defaults.
+
+        A ``tags`` mapping in the seed becomes the membership's tags.
+        """
+        spec = dict(membership or {})
+        tags = {str(k): str(v) for k, v in dict(spec.pop("tags", None) or {}).items()}
+        complete = new_membership(spec)
         with self._lock:
             self._memberships[complete["membershipId"]] = complete
+            self._tags[complete["membershipId"]] = tags
             self._windows.pop(complete["membershipId"], None)
         return copy.deepcopy(complete)
+
+    def tags(self, membership_id: str) -> dict[str, str]:
+        """A copy of one membership's tags (raises KeyError if unknown)."""
+        with self._lock:
+            if membership_id not in self._memberships:
+                raise KeyError(membership_id)
+            return dict(self._tags.get(membership_id, {}))
 
     def seed_many(self, memberships: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Seed several memberships."""
@@ -656,6 +675,7 @@ class SecurityIREmulator(FaultControls):
         """Forget memberships, calls and faults."""
         with self._lock:
             self._memberships.clear()
+            self._tags.clear()
             self._windows.clear()
             self._calls.clear()
             self._clear_faults()
@@ -774,7 +794,9 @@ class SecurityIREmulator(FaultControls):
             )
             return self._answer_error(error, "Unknown", None, {}, [], started)
         operation, uri_params = match
-        membership_id = uri_params.get("membershipId")
+        membership_id = uri_params.get("membershipId") or _arn_membership_id(
+            uri_params.get("resourceArn")
+        )
         fired, delay = self._fire(operation)
         labels = [rule.label for rule in fired]
         if delay and self._server is not None:
@@ -860,6 +882,16 @@ class SecurityIREmulator(FaultControls):
         with self._lock:
             if operation == "ListMemberships":
                 return self._list(params), status
+            if operation in TAG_OPERATIONS:
+                body = run_tag_operation(
+                    operation,
+                    params,
+                    self._memberships,
+                    self._tags,
+                    not_found=lambda message: ServiceError("ResourceNotFoundException", message),
+                    invalid=lambda pairs: validation_error([FieldViolation(*p) for p in pairs]),
+                )
+                return body, status
             membership = self._memberships.get(params["membershipId"])
             if membership is None:
                 raise ServiceError(
@@ -1004,12 +1036,21 @@ def _parse_input(
             raise _invalid(name, "Member is not part of the request body")
         if location == "uri" and wire in uri_params:
             params[name] = uri_params[wire]
+        elif location == "querystring" and wire in query and member.type_name == "list":
+            params[name] = list(query[wire])
         elif location == "querystring" and wire in query:
             value: Any = query[wire][-1]
             params[name] = (
                 int(value) if member.type_name in ("integer", "long") and value.isdigit() else value
             )
     return params
+
+
+def _arn_membership_id(arn: str | None) -> str | None:
+    """The membership id at the end of a membership ARN (for the call records)."""
+    if arn and ":membership/" in arn:
+        return arn.rsplit("/", 1)[-1]
+    return None
 
 
 def _check_input(operation: str, params: Mapping[str, Any]) -> None:

@@ -34,6 +34,7 @@ from .membership import Feature, MembershipState, Responder
 from .plan import Change, Plan, UpdateRequest, apply_request, batches, check_status
 from .properties import CLOUDFORMATION_KEYS
 from .request import Request
+from .tags import TagCall, TagChange, TagPlan
 
 Phase = Literal["applying", "applied", "failed", "restored"]
 
@@ -87,6 +88,10 @@ class Touched:
     ous_added: frozenset[str] = frozenset()
     ous_removed: frozenset[str] = frozenset()
     reactivated: bool = False
+    #: Each tag key the change sets or removes: its value before and the one
+    #: set (``None``: absent). Tag values are not sensitive in the model.
+    tags_before: Mapping[str, str | None] = field(default_factory=dict)
+    tags_after: Mapping[str, str | None] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -106,11 +111,13 @@ class Touched:
             ous_added=self.ous_added | (later.ous_added - seen_ous),
             ous_removed=self.ous_removed | (later.ous_removed - seen_ous),
             reactivated=self.reactivated or later.reactivated,
+            tags_before={**later.tags_before, **self.tags_before},
+            tags_after={**later.tags_after, **self.tags_after},
         )
 
 
-def touched_by(before: MembershipState, plan: Plan) -> Touched:
-    """What ``plan`` changes on ``before``, with ``before``'s values."""
+def touched_by(before: MembershipState, plan: Plan, tag_plan: TagPlan | None = None) -> Touched:
+    """What ``plan`` (and ``tag_plan``) change on ``before``, with ``before``'s values."""
     after = before
     for request in plan.requests:
         after = apply_request(after, request)
@@ -135,6 +142,8 @@ def touched_by(before: MembershipState, plan: Plan) -> Touched:
         ous_added=after.organizational_units - before.organizational_units,
         ous_removed=before.organizational_units - after.organizational_units,
         reactivated=before.status == "Cancelled" and after.status == "Active",
+        tags_before=tag_plan.before if tag_plan else {},
+        tags_after={c.key: c.after for c in tag_plan.changes} if tag_plan else {},
     )
 
 
@@ -300,6 +309,29 @@ def plan_rollback(entry: Entry, now: MembershipState) -> Plan:
     return check_status(plan, now)
 
 
+def plan_tag_rollback(entry: Entry, actual: Mapping[str, str], resource_arn: str) -> TagPlan:
+    """The tag calls that put back what ``entry`` changed, compare-and-restore.
+
+    A key goes back to its value before (or is removed if it was absent)
+    only while it still holds the value the change set.
+    """
+    touched = entry.touched
+    back = {
+        key: before
+        for key, before in sorted(touched.tags_before.items())
+        if actual.get(key) == touched.tags_after.get(key) and actual.get(key) != before
+    }
+    to_set = {k: v for k, v in back.items() if v is not None}
+    to_remove = tuple(k for k, v in back.items() if v is None)
+    calls: list[TagCall] = []
+    if to_remove:
+        calls.append(TagCall("UntagResource", resource_arn, keys=to_remove))
+    if to_set:
+        calls.append(TagCall("TagResource", resource_arn, tags=tuple(to_set.items())))
+    changes = tuple(TagChange(k, actual.get(k), v) for k, v in back.items())
+    return TagPlan(tuple(calls), changes)
+
+
 # --------------------------------------------------------------------------- serialisation
 
 
@@ -349,6 +381,8 @@ def to_json(entry: Entry) -> str:
                 "ousAdded": sorted(t.ous_added),
                 "ousRemoved": sorted(t.ous_removed),
                 "reactivated": t.reactivated,
+                "tagsBefore": dict(t.tags_before),
+                "tagsAfter": dict(t.tags_after),
             },
         },
         sort_keys=True,
@@ -379,5 +413,7 @@ def from_json(text: str) -> Entry:
             ous_added=frozenset(t["ousAdded"]),
             ous_removed=frozenset(t["ousRemoved"]),
             reactivated=bool(t["reactivated"]),
+            tags_before=dict(t.get("tagsBefore") or {}),
+            tags_after=dict(t.get("tagsAfter") or {}),
         ),
     )

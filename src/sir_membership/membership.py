@@ -67,6 +67,12 @@ class MembershipState:
     features: tuple[Feature, ...] = ()
     cover_entire_organization: bool = False
     organizational_units: frozenset[str] = frozenset()
+    #: ``Standalone`` or ``Organization`` (GetMembership's ``customerType``).
+    customer_type: str = ""
+    #: GetMembership's ``numberOfAccountsCovered``, as read: the service
+    #: counts the accounts of the OUs, so this is the count before this
+    #: request's own OU changes take effect.
+    accounts_covered: int | None = None
 
     def feature_map(self) -> dict[str, bool]:
         """Features by name, for comparison."""
@@ -80,6 +86,10 @@ class MembershipState:
             "MembershipStatus": self.status,
             "Region": self.region,
             "AccountId": self.account_id,
+            "CustomerType": self.customer_type,
+            "NumberOfAccountsCovered": (
+                "" if self.accounts_covered is None else str(self.accounts_covered)
+            ),
         }
 
 
@@ -108,4 +118,11 @@ def state_from_api(response: Mapping[str, Any]) -> MembershipState:
         ),
         cover_entire_organization=bool(accounts.get("coverEntireOrganization", False)),
         organizational_units=frozenset(accounts.get("organizationalUnits") or ()),
+        customer_type=str(response.get("customerType") or ""),
+        accounts_covered=_count(response.get("numberOfAccountsCovered")),
     )
+
+
+def _count(value: Any) -> int | None:
+    """A count GetMembership may leave out (``None``), never a bool."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

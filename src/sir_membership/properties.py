@@ -34,7 +34,11 @@ PROPERTY_KEYS = (
     "OrganizationalUnits",
     "UndoMembershipCancellation",
     "OnDelete",
+    "Tags",
 )
+TAG_KEYS = ("Key", "Value")
+#: Tag keys AWS reserves for itself: TagResource refuses them.
+RESERVED_TAG_PREFIX = "aws:"
 RESPONDER_KEYS = ("Name", "JobTitle", "Email", "CommunicationPreferences")
 FEATURE_KEYS = ("FeatureName", "IsEnabled")
 
@@ -51,6 +55,13 @@ class MembershipProperties:
     organizational_units: frozenset[str] = frozenset()
     undo_cancellation: bool = False
     on_delete: OnDelete = "Retain"
+    #: Declared tags as sorted (key, value) pairs; ``None``: Tags not declared.
+    tags: tuple[tuple[str, str], ...] | None = None
+
+    @property
+    def tag_map(self) -> dict[str, str] | None:
+        """The declared tags by key (``None``: not managed)."""
+        return None if self.tags is None else dict(self.tags)
 
 
 class _Problems:
@@ -219,6 +230,47 @@ def _organizational_units(raw: Any, problems: _Problems) -> frozenset[str]:
     return frozenset(seen)
 
 
+def _tags(raw: Any, problems: _Problems) -> tuple[tuple[str, str], ...] | None:
+    """``Tags`` as CloudFormation resources take them: a list of {Key, Value}.
+
+    Keys are shown in messages (they are names, like property keys); values
+    are not.
+    """
+    r = rules()
+    items = _list("Tags", raw, None, problems)
+    if items is None:
+        return None
+    high = r.tags_size.max_items
+    if high is not None and len(items) > high:
+        problems.add(f"Tags must have at most {high} entries, not {len(items)}")
+    out: dict[str, str] = {}
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        label = f"Tags[{i}]"
+        if not isinstance(item, dict):
+            problems.add(f"{label} must be an object with Key and Value")
+            continue
+        _unknown_keys(label, item, TAG_KEYS, problems)
+        missing = [k for k in TAG_KEYS if k not in item]
+        for name in missing:
+            problems.add(f"{label}.{name} is required")
+        key = None
+        if "Key" in item:
+            key = _string(f"{label}.Key", item["Key"], r.tag_key, problems, echo=True)
+        if key is not None and key.lower().startswith(RESERVED_TAG_PREFIX):
+            problems.add(f"{label}.Key {key} starts with aws:, which AWS reserves: rename it")
+        elif key is not None and key in seen:
+            problems.add(f"{label}.Key {key} is declared twice")
+        if key is not None:
+            seen.add(key)
+        value = None
+        if "Value" in item:
+            value = _string(f"{label}.Value", item["Value"], r.tag_value, problems)
+        if key is not None and value is not None:
+            out[key] = value
+    return tuple(sorted(out.items()))
+
+
 def parse_properties(raw: Mapping[str, Any] | None) -> MembershipProperties:
     """Validate ``ResourceProperties`` and return the declared membership.
 
@@ -264,6 +316,7 @@ def parse_properties(raw: Mapping[str, Any] | None) -> MembershipProperties:
             on_delete = value
         else:
             problems.add(f"OnDelete must be one of {', '.join(ON_DELETE_VALUES)}")
+    tags = _tags(raw["Tags"], problems) if "Tags" in raw else None
     if problems.items or membership_id is None:
         raise InvalidProperties("Invalid properties: " + "; ".join(problems.items))
     return MembershipProperties(
@@ -275,4 +328,5 @@ def parse_properties(raw: Mapping[str, Any] | None) -> MembershipProperties:
         organizational_units=ous,
         undo_cancellation=undo,
         on_delete=on_delete,
+        tags=tags,
     )

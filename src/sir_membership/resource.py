@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from . import tags
 from .errors import JournalUnavailable, MembershipError
 from .journal import (
     AlreadyRestored,
@@ -42,6 +43,7 @@ from .journal import (
     classify,
     declaration_digest,
     plan_rollback,
+    plan_tag_rollback,
     touched_by,
 )
 from .journal_store import Store
@@ -209,30 +211,27 @@ class _Work:
             state = found
         plan = plan_for(state)
         _log_plan("planned", plan)
+        tag_plan = self._tag_plan(state)  # read before any write
         entry = Entry(
             request_id=request.request_id,
             request_type=request.request_type,
             membership_id=membership_id,
             old=declaration_digest(request.old_properties),
             new=declaration_digest(request.properties) if request.request_type != "Delete" else "",
-            touched=touched_by(state, plan),
+            touched=touched_by(state, plan, tag_plan),
             planned=len(plan.requests),
-            phase="applying" if plan.requests else "applied",
+            phase="applying" if plan.requests or tag_plan.calls else "applied",
         )
         journal = _Journal(self.shell.store, request, entry)
         try:
             journal.save()  # before the first write: a failure at any point finds it
         except MembershipError as error:
             raise error.noted("no change was applied") from None
-        if not plan.requests:
+        if not plan.requests and tag_plan.empty:
             return self._success(state, journal)
         try:
-            applied = service.apply(
-                state,
-                plan,
-                journal.replanning(plan_for),
-                journal.progress,
-            )
+            applied = service.apply(state, plan, journal.replanning(plan_for), journal.progress)
+            self._apply_tags(membership_id, tag_plan, applied.calls)
         except MembershipError as error:
             journal.update(phase="failed", applied=error.applied, unknown=error.unknown)
             if error.may_have_written and decision.undo_on_failure:
@@ -244,6 +243,29 @@ class _Work:
         logger.info("applied", extra={"membershipId": membership_id, "calls": applied.calls})
         journal.update(phase="applied", applied=applied.calls)
         return self._success(applied.state, journal)
+
+    def _tag_plan(self, state: MembershipState) -> tags.TagPlan:
+        """The tag calls (``tags.plan_tags``); no call at all when Tags is not declared."""
+        declared, previous = tags.declarations(self.request)
+        if not tags.managed(declared, previous):
+            return tags.TagPlan()
+        arn = _arn(state)
+        actual = self.service.list_tags(state.membership_id, arn)
+        plan = tags.plan_tags(declared, previous, actual, arn)
+        logger.info("tags planned", extra={"tagCalls": [c.summary() for c in plan.calls]})
+        return plan
+
+    def _apply_tags(self, membership_id: str, plan: tags.TagPlan, applied: int) -> None:
+        """The tag calls, after the UpdateMembership calls; a failure may have set some."""
+        try:
+            self.service.apply_tags(membership_id, plan)
+        except MembershipError as error:
+            raise type(error)(
+                f"{error.reason} after {applied} UpdateMembership calls were applied; "
+                "some tag calls may have been applied",
+                applied=applied,
+                unknown=1,
+            ) from None
 
     def _success(self, state: MembershipState, journal: _Journal) -> Answer:
         request = self.request
@@ -300,9 +322,13 @@ class _Work:
             return None
         restore = plan_rollback(entry, now)
         _log_plan("restoring from the journal", restore)
-        if not restore.requests:
-            return now
-        return self.service.apply(now, restore, lambda state: plan_rollback(entry, state)).state
+        if restore.requests:
+            now = self.service.apply(now, restore, lambda state: plan_rollback(entry, state)).state
+        if entry.touched.tags_before:
+            arn = _arn(now)
+            actual = self.service.list_tags(now.membership_id, arn)
+            self.service.apply_tags(now.membership_id, plan_tag_rollback(entry, actual, arn))
+        return now
 
     def _rollback(self, entry: Entry) -> Answer:
         request = self.request
@@ -400,6 +426,12 @@ class _Journal:
             return plan
 
         return replan
+
+
+def _arn(state: MembershipState) -> str:
+    return state.arn or tags.membership_arn(
+        "aws", state.region, state.account_id, state.membership_id
+    )
 
 
 def handle(request: Request, service: MembershipService, shell: Shell) -> Answer:

@@ -37,6 +37,7 @@ from botocore.exceptions import (
 from .errors import MembershipError, MembershipNotFound, PermissionDenied, ServiceFailure
 from .membership import MembershipState, state_from_api
 from .plan import Plan, UpdateRequest, apply_request, changed_by
+from .tags import TagCall, TagPlan
 
 if TYPE_CHECKING:
     from mypy_boto3_security_ir import SecurityIncidentResponseClient
@@ -192,6 +193,34 @@ class MembershipService:
         self.calls += 1
         self.writes_started += 1
         self._client.update_membership(**request.to_api())
+
+    # -- tags --------------------------------------------------------------------
+
+    def list_tags(self, membership_id: str, resource_arn: str) -> dict[str, str]:
+        """ListTagsForResource on the membership's ARN."""
+
+        def call() -> dict[str, str]:
+            self.calls += 1
+            return dict(self._client.list_tags_for_resource(resourceArn=resource_arn)["tags"])
+
+        result: dict[str, str] = self._with_retries(
+            "ListTagsForResource", membership_id, call, applied=0, planned=0
+        )
+        return result
+
+    def apply_tags(self, membership_id: str, plan: TagPlan) -> int:
+        """Send the plan's TagResource/UntagResource calls in order (both are idempotent)."""
+        for call in plan.calls:
+
+            def send(c: TagCall = call) -> None:
+                self.calls += 1
+                if c.operation == "TagResource":
+                    self._client.tag_resource(**c.to_api())
+                else:
+                    self._client.untag_resource(**c.to_api())
+
+            self._with_retries(call.operation, membership_id, send, applied=0, planned=0)
+        return len(plan.calls)
 
     # -- retries -----------------------------------------------------------------
 

@@ -18,7 +18,14 @@ import re
 from dataclasses import dataclass
 
 from botocore.loaders import create_loader
-from botocore.model import ListShape, ServiceModel, Shape, StringShape, StructureShape
+from botocore.model import (
+    ListShape,
+    MapShape,
+    ServiceModel,
+    Shape,
+    StringShape,
+    StructureShape,
+)
 
 SERVICE_NAME = "security-ir"
 
@@ -77,6 +84,10 @@ class Rules:
     team_size: SizeRule
     features_size: SizeRule
     ou_batch_size: int
+    tag_key: StringRule
+    tag_value: StringRule
+    #: Most tags one TagResource call (and so one declaration) may carry.
+    tags_size: SizeRule
 
 
 def _string(shape: Shape) -> StringRule:
@@ -147,6 +158,10 @@ def rules_from(model: ServiceModel) -> Rules:
     to_add = _member(accounts, "organizationalUnitsToAdd")
     assert isinstance(to_add, ListShape)
     batch = to_add.metadata.get("max")
+    tag_input = model.operation_model("TagResource").input_shape
+    assert tag_input is not None
+    tag_map = _member(tag_input, "tags")
+    assert isinstance(tag_map, MapShape)
     return Rules(
         membership_id=_string(_member(update, "membershipId")),
         membership_name=_string(_member(update, "membershipName")),
@@ -159,4 +174,7 @@ def rules_from(model: ServiceModel) -> Rules:
         team_size=_size(team),
         features_size=_size(features),
         ou_batch_size=int(batch) if batch else 5,
+        tag_key=_string(tag_map.key),
+        tag_value=_string(tag_map.value),
+        tags_size=SizeRule(tag_map.metadata.get("min"), tag_map.metadata.get("max")),
     )

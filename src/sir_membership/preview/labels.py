@@ -1,0 +1,103 @@
+"""Words and one-line call summaries that every renderer shares.
+
+Text, JSON and markdown must say the same thing about a resource; keeping
+the labels in one place keeps them from drifting apart.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from ..plan import UpdateRequest
+from ..tags import TagCall, TagPlan
+from .base import EXIT_CHANGES, EXIT_ERROR, EXIT_OK
+from .steps import ResourcePreview
+
+PLAN_VERDICTS = {
+    EXIT_OK: "no change to any membership (exit 0)",
+    EXIT_CHANGES: "changes planned (exit 2)",
+    EXIT_ERROR: "the function would fail (exit 1)",
+}
+DRIFT_LABELS = {
+    "in-sync": "in sync",
+    "drifted": "drifted",
+    "unresolved": "cannot tell (see below)",
+    "fail": "FAILS (see below)",
+}
+DRIFT_VERDICTS = {
+    "in-sync": "no drift (exit 0)",
+    "drifted": "drift found (exit 2)",
+    "fail": "drift could not be checked for every resource (exit 1)",
+}
+MASKED_NOTE = (
+    "Names, emails, job titles and the membership name are masked (--show-sensitive shows them)."
+)
+
+
+def api(request: UpdateRequest, show: bool) -> dict[str, Any]:
+    """The call's parameters, masked unless ``show``."""
+    return request.to_api() if show else request.masked()
+
+
+def value(item: Any) -> str:
+    """A value on one line: strings bare, lists of strings bracketed, the rest as JSON."""
+    if isinstance(item, str):
+        return item
+    if isinstance(item, list) and all(isinstance(v, str) for v in item):
+        return "[" + ", ".join(item) + "]"
+    return json.dumps(item, separators=(",", ":"))
+
+
+def call_line(parameters: Mapping[str, Any], show: bool) -> str:
+    """One call on one line; a masked team is only counted (JSON has it in full)."""
+    parts = []
+    for key, item in parameters.items():
+        if key == "incidentResponseTeam" and not show:
+            parts.append(f"{key}=[{len(item)} responders, masked]")
+        elif key == "membershipAccountsConfigurationsUpdate" and isinstance(item, Mapping):
+            parts += [f"{k}={value(v)}" for k, v in item.items()]
+        else:
+            parts.append(f"{key}={value(item)}")
+    return " ".join(parts)
+
+
+def action_label(resource: ResourcePreview) -> str:
+    """CloudFormation's action, with the replacement the function will answer with."""
+    if any(s.replacement for s in resource.steps):
+        return f"{resource.target.action} (replacement)"
+    return resource.target.action
+
+
+def result_label(resource: ResourcePreview) -> str:
+    """What happens to the resource, in a few words."""
+    status = resource.status
+    calls = sum(len(s.requests) for s in resource.steps)
+    tagging = sum(len(s.tag_calls) for s in resource.steps)
+    change = f"{calls} UpdateMembership call{'s' if calls != 1 else ''}"
+    if tagging:
+        change += f", {tagging} tag call{'s' if tagging != 1 else ''}"
+    return {
+        "fail": "FAILS (reason below)",
+        "change": change,
+        "no-change": "no call: already as declared",
+        "skip": "no call",
+        "unresolved": "unknown until the change set executes",
+    }[status]
+
+
+def memberships(resource: ResourcePreview) -> str:
+    """The membership ids the resource's steps touch (old / new for a replacement)."""
+    ids = [s.membership_id or s.request.physical_id for s in resource.steps]
+    return " / ".join(dict.fromkeys(i for i in ids if i)) or "-"
+
+
+def tag_call_line(call: TagCall) -> str:
+    """One tag call on one line (tags are not sensitive: keys and values are shown)."""
+    return f"{call.operation} " + call_line(call.to_api(), True)
+
+
+def tag_rows(plan: TagPlan | None) -> list[tuple[str, str]]:
+    """(key, change) for each tag the plan changes."""
+    return [(c.key, c.detail) for c in plan.changes] if plan is not None else []
