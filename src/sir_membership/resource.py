@@ -171,7 +171,10 @@ class _Work:
         try:
             return self._carry(self._mode())  # what the request before this one left
         finally:
-            self.shell.store.release(target, self.holder)
+            if self.shell.remaining() >= BOOKKEEPING_RESERVE:
+                self.shell.store.release(target, self.holder)
+            else:  # the answer is settled; the lease lapses at this invocation's deadline
+                logger.warning("little time left: the lease is left to lapse")
 
     def _carry(self, mode: Mode) -> Answer:
         if isinstance(mode, AlreadyRestored):
