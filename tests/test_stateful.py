@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import os
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -188,7 +187,10 @@ class StackOfOneResource(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.store = MemoryStore()
+        #: Simulated time: each request starts an hour after the last one, and
+        #: each UpdateMembership it sends takes 15 s (as ``remaining`` counts).
+        self.started = 0.0
+        self.store = MemoryStore(clock=self.clock)
         self.fake = FakeSecurityIR(
             new_membership(
                 {
@@ -219,6 +221,7 @@ class StackOfOneResource(RuleBasedStateMachine):
         self.fake.start(faults)
         self.store.down = faults.journal_down
         budget = faults.budget
+        self.started += 3600.0
         remaining = lambda: budget - 15.0 * self.fake.sent  # noqa: E731
         service = MembershipService(self.fake, remaining, policy=FAST, sleep=lambda _s: None)  # type: ignore[arg-type]
         request = Request(
@@ -230,7 +233,9 @@ class StackOfOneResource(RuleBasedStateMachine):
             new,
             old,
         )
-        answer = handle(request, service, Shell(self.store, remaining, sleep=lambda _s: None))
+        answer = handle(
+            request, service, Shell(self.store, remaining, sleep=lambda _s: None, clock=self.clock)
+        )
         self.store.down = False
         self.requests += 1
         self.answers += 1
@@ -239,6 +244,9 @@ class StackOfOneResource(RuleBasedStateMachine):
                 "failed without a write, yet changed"
             )
         return answer
+
+    def clock(self) -> float:
+        return self.started + 15.0 * self.fake.sent
 
     @property
     def state(self) -> dict[str, Any]:
@@ -381,7 +389,7 @@ class StackOfOneResource(RuleBasedStateMachine):
     @invariant()
     def no_live_lease_left_behind(self) -> None:
         """A lease is released, or (when time ran short) already lapsed."""
-        now = time.time()
+        now = self.clock()
         assert all(until < now for _holder, until in self.store.leases.values())
 
 

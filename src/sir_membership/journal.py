@@ -173,6 +173,17 @@ class Entry:
         return self.old if self.phase == "restored" else self.new
 
     @property
+    def wrote_nothing(self) -> bool:
+        """Known to have changed nothing: it failed, and no call was or may have been applied.
+
+        Only a failed entry's counts are final (an ``applying`` entry may be
+        behind its invocation), so only then is compare-and-restore skipped:
+        a field holding the value this change would have set was set by
+        someone else.
+        """
+        return self.phase == "failed" and not self.applied and not self.unknown
+
+    @property
     def unresolved(self) -> bool:
         """Whether a failed change may have left writes that were not restored."""
         return self.phase == "failed" and bool(self.applied or self.unknown)
@@ -264,6 +275,8 @@ def plan_rollback(entry: Entry, now: MembershipState) -> Plan:
     associated again while missing. Nothing the change did not touch is
     sent. A reactivation cannot be undone (the service has no call for it).
     """
+    if entry.wrote_nothing:
+        return Plan(now.membership_id)
     touched = entry.touched
     first = UpdateRequest(now.membership_id)
     changes: list[Change] = []
@@ -315,6 +328,8 @@ def plan_tag_rollback(entry: Entry, actual: Mapping[str, str], resource_arn: str
     A key goes back to its value before (or is removed if it was absent)
     only while it still holds the value the change set.
     """
+    if entry.wrote_nothing:
+        return TagPlan()
     touched = entry.touched
     back = {
         key: before
