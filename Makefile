@@ -79,6 +79,12 @@ test: lint typecheck cfn-lint sam-validate checkov workflow-lint artifact unit
 demo: $(BIN)/.installed
 	PYTHONPATH=src:local $(BIN)/python -m sirlocal.demo
 
+# The stateful property test with a large example budget; writes docs/stateful.json,
+# which `make reliability` quotes in docs/reliability.md.
+stateful: $(BIN)/.installed
+	SIR_STATEFUL_EXAMPLES=$${SIR_STATEFUL_EXAMPLES:-1500} SIR_STATEFUL_REPORT=docs/stateful.json \
+		$(BIN)/pytest tests/test_stateful.py -p no:cacheprovider --no-cov -q
+
 # Every end-to-end scenario and invalid declaration; writes docs/reliability.md.
 reliability: $(BIN)/.installed
 	PYTHONPATH=src:local $(BIN)/python -m sirlocal.reliability

@@ -628,6 +628,10 @@ def warm_overhead(services: Any, worker: Worker, n: int = 60, warmup: int = 5) -
         "security_ir_calls": med(ours_runs, "security_ir_seconds"),
         "dynamodb_calls": med(ours_runs, "dynamodb_seconds"),
         "dynamodb_calls_per_event": med(ours_runs, "dynamodb_calls"),
+        "journal_calls": med(ours_runs, "journal_seconds"),
+        "journal_calls_per_event": med(ours_runs, "journal_calls"),
+        "lease_calls": med(ours_runs, "lease_seconds"),
+        "lease_calls_per_event": med(ours_runs, "lease_calls"),
         "answer_put": float(summary(puts)["median"]),
     }
     breakdown["rest"] = (

@@ -76,7 +76,9 @@ def headline(results: dict[str, Any]) -> list[str]:
         f"event (**+{ms(warm['ours_minus_bare'])} ms**, goal ≤ +{GOALS['warm_minus_bare_ms']:.0f} "
         f"ms, {_verdict(extra_ms, GOALS['warm_minus_bare_ms'])}; {warm['ours_over_bare']:.2f}x), "
         "of which DynamoDB "
-        f"{ms(warm['ours_breakdown']['dynamodb_calls'])} ms and the answer's PUT "
+        f"{ms(warm['ours_breakdown']['dynamodb_calls'])} ms (the change journal "
+        f"{ms(warm['ours_breakdown'].get('journal_calls', 0.0))} ms, the lease "
+        f"{ms(warm['ours_breakdown'].get('lease_calls', 0.0))} ms) and the answer's PUT "
         f"{ms(warm['ours_breakdown']['answer_put'])} ms."
     )
     planner = results["scale"]["planner"]
@@ -569,8 +571,25 @@ def warm_section(results: dict[str, Any]) -> list[str]:
                     ms(b["security_ir_calls"]),
                 ],
                 [
-                    f"DynamoDB idempotency calls ({b['dynamodb_calls_per_event']:.0f})",
+                    f"DynamoDB calls ({b['dynamodb_calls_per_event']:.0f}), of which:",
                     ms(b["dynamodb_calls"]),
+                ],
+                [
+                    f"… change journal: read, write before the call, final phase "
+                    f"({b.get('journal_calls_per_event', 0):.0f})",
+                    ms(b.get("journal_calls", 0.0)),
+                ],
+                [
+                    f"… the membership's lease: take and release ({b.get('lease_calls_per_event', 0):.0f})",
+                    ms(b.get("lease_calls", 0.0)),
+                ],
+                [
+                    "… idempotency records (the rest of the DynamoDB calls)",
+                    ms(
+                        b["dynamodb_calls"]
+                        - b.get("journal_calls", 0.0)
+                        - b.get("lease_calls", 0.0)
+                    ),
                 ],
                 ["answer PUT (new TLS connection), timed alone", ms(b["answer_put"])],
                 ["the rest (crhelper, Powertools, parsing, planning, logging)", ms(b["rest"])],

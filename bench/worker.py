@@ -39,15 +39,18 @@ MODULES = {"ours": "sir_membership.app", "naive": "naive", "bare": "bare_handler
 class CallTimer:
     """Seconds spent inside a boto3 client's API calls (before-call to after-call)."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, kind: str | None = None) -> None:
         self.total = 0.0
         self.calls = 0
+        self.kind = kind
         self._local = threading.local()
         client.meta.events.register("before-call", self._start)
         client.meta.events.register("after-call", self._stop)
         client.meta.events.register("after-call-error", self._stop)
 
-    def _start(self, **_: Any) -> None:
+    def _start(self, params: Any = None, **_: Any) -> None:
+        if self.kind is not None and not _is_kind(params, self.kind):
+            return
         self._local.started = time.perf_counter()
 
     def _stop(self, **_: Any) -> None:
@@ -61,6 +64,14 @@ class CallTimer:
         out = (self.total, self.calls)
         self.total, self.calls = 0.0, 0
         return out
+
+
+def _is_kind(params: Any, kind: str) -> bool:
+    """Whether a DynamoDB request is about an item whose id starts with ``kind#``."""
+    body = (params or {}).get("body") or b""
+    if isinstance(body, str):
+        body = body.encode()
+    return f'"{kind}#'.encode() in body
 
 
 def memory() -> dict[str, int]:
@@ -92,6 +103,9 @@ class Worker:
                 self.timers[name] = {
                     "security_ir": CallTimer(module.SECURITY_IR),
                     "dynamodb": CallTimer(module.PERSISTENCE.client),
+                    # The change journal's and the leases' share of those calls.
+                    "journal": CallTimer(module.PERSISTENCE.client, "journal"),
+                    "lease": CallTimer(module.PERSISTENCE.client, "lease"),
                 }
             else:
                 self.timers[name] = {"security_ir": CallTimer(module.CLIENT)}

@@ -25,8 +25,12 @@ Invariants after every step:
 from __future__ import annotations
 
 import copy
+import json
 import os
+import subprocess
+import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,6 +69,10 @@ FAST = RetryPolicy(
     base_delay=0.0, max_delay=0.0, max_attempts=3, call_timeout=1.0, answer_reserve=1.0
 )
 EXAMPLES = int(os.environ.get("SIR_STATEFUL_EXAMPLES", "60"))
+#: Where ``make stateful`` writes what this run exercised (docs/reliability.md quotes it).
+REPORT = os.environ.get("SIR_STATEFUL_REPORT", "")
+#: What the run exercised, counted across all examples (for the report only).
+STATS: Counter[str] = Counter()
 
 
 def _client_error(code: str, status: int, operation: str) -> ClientError:
@@ -312,8 +320,16 @@ class StackOfOneResource(RuleBasedStateMachine):
         self.meddle(meddle)
         meddled = self.state
         self._mark()
+        STATS[
+            "rollbacks of a succeeded Update (a later resource failed)"
+            if answer.status == "SUCCESS"
+            else "rollbacks of a failed Update"
+        ] += 1
+        if meddle:
+            STATS["rollbacks after a third-party change"] += 1
         rollback = self.send("Update", old, new, self.physical, rollback_fault)
         if rollback.status == "FAILED":  # UPDATE_ROLLBACK_FAILED: the operator continues it
+            STATS["rollbacks continued after failing"] += 1
             self._mark()
             rollback = self.send("Update", old, new, self.physical)
         assert rollback.status == "SUCCESS", rollback.reason
@@ -394,6 +410,7 @@ class StackOfOneResource(RuleBasedStateMachine):
 
 
 def test_stack_operations_faults_and_third_parties() -> None:
+    began = time.monotonic()
     run_state_machine_as_test(
         StackOfOneResource,
         settings=settings(
@@ -403,3 +420,28 @@ def test_stack_operations_faults_and_third_parties() -> None:
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
         ),
     )
+    if REPORT:
+        _write_report(time.monotonic() - began)
+
+
+def _write_report(seconds: float) -> None:
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    report = {
+        "examples": EXAMPLES,
+        "steps_per_example": 12,
+        "seconds": round(seconds, 1),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "commit": commit + (" (with uncommitted changes)" if dirty else ""),
+        "counts": dict(sorted(STATS.items())),
+    }
+    with open(REPORT, "w", encoding="utf-8") as out:
+        json.dump(report, out, indent=2)
+        out.write("\n")

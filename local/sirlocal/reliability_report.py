@@ -9,11 +9,13 @@ reaches it.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from sirlocal.driver import REPO_ROOT
 from sirlocal.scenarios import ScenarioResult
@@ -189,6 +191,36 @@ def totals(results: Sequence[ScenarioResult], bad: Sequence[BadInputRow]) -> str
     return text
 
 
+STATEFUL_REPORT = Path(__file__).resolve().parents[2] / "docs" / "stateful.json"
+
+
+def stateful_section(path: Path = STATEFUL_REPORT) -> list[str]:
+    """The long run of the stateful property test (``make stateful``), as it recorded itself."""
+    if not path.exists():
+        return ["", "## Stateful property test", "", "Not run yet: `make stateful` writes it."]
+    run = json.loads(path.read_text(encoding="utf-8"))
+    lines = [
+        "",
+        "## Stateful property test",
+        "",
+        "`tests/test_stateful.py` plays random sequences of stack operations (Create, Update, "
+        "Delete with both OnDelete values), faults (a refusal at call k, a 5xx that was or was "
+        "not applied, a read timeout after an applied call, reads failing, the journal's table "
+        'down, deadlines), "a later resource failed" rollbacks, rollbacks that fail and are '
+        "continued, and third-party changes, checking after every step that a completed "
+        "rollback restores every field the change set (unless the third party changed it "
+        "since), that the third party's OUs are never removed, one answer per request and no "
+        "live lease left behind. `make test` runs 60 examples; this is the long run "
+        f"(`make stateful`): {run['examples']} examples of up to {run['steps_per_example']} "
+        f"steps, {run['seconds']:.0f} s, {run['date']}, commit {run['commit']}, no failure.",
+        "",
+        "| exercised | count |",
+        "|---|---|",
+    ]
+    lines += [f"| {_cell(k)} | {v} |" for k, v in run["counts"].items()]
+    return lines
+
+
 def render(
     results: Sequence[ScenarioResult],
     bad: Sequence[BadInputRow],
@@ -219,6 +251,7 @@ def render(
     ]
     if bad:
         lines += ["", *bad_input_section(bad)]
+    lines += stateful_section()
     failed = [r for r in results if r.problems]
     if failed:
         lines += ["", "## Problems", ""]
