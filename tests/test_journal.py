@@ -240,6 +240,12 @@ def test_classify_recognises_the_rollback_and_the_forward_changes() -> None:
     assert classify(request("Update", b, c), latest) == NothingApplied(latest)
     restored = replace(latest, phase="restored")
     assert classify(request("Update", c, a), restored) == Forward(previous_applied=True)
+    # A change that failed before writing leaves the old declaration in place: its retry
+    # plans forward from it (found by the stateful test), and its rollback restores nothing.
+    nothing = replace(latest, phase="failed", applied=0, unknown=0)
+    assert classify(request("Update", b, a), nothing) == Forward(previous_applied=True)
+    assert classify(request("Update", a, b), nothing) == Rollback(nothing)
+    assert plan_rollback(nothing, MembershipState(MEMBERSHIP_ID, name="x")).empty
     assert classify(request("Update", c, b), None) == Forward()
     # The clean-up Delete after a rolled back replacement; a Delete of anything else is forward.
     assert classify(request("Delete", b), restored) == AlreadyRestored(restored)

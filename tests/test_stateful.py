@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import ClientError, ReadTimeoutError
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, assume, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -244,6 +244,13 @@ class StackOfOneResource(RuleBasedStateMachine):
         answer = handle(
             request, service, Shell(self.store, remaining, sleep=lambda _s: None, clock=self.clock)
         )
+        STATS[f"{kind} answered {answer.status}"] += 1
+        if "unknown" in answer.reason:
+            STATS["answers with an unknown outcome"] += 1
+        if "-unrestored-" in answer.physical_resource_id:
+            STATS["failed Creates answered -unrestored- (restored by their Delete)"] += 1
+        if faults.journal_down:
+            STATS["requests with the journal's table down"] += 1
         self.store.down = False
         self.requests += 1
         self.answers += 1
@@ -307,6 +314,8 @@ class StackOfOneResource(RuleBasedStateMachine):
     ) -> None:
         assert self.deployed is not None
         old = self.deployed
+        # CloudFormation sends no Update when the properties did not change.
+        assume(new != old)
         before = self.state
         self._mark()
         answer = self.send("Update", new, old, self.physical, fault)
@@ -351,6 +360,7 @@ class StackOfOneResource(RuleBasedStateMachine):
 
     @rule(what=st.sampled_from((*FIELDS, "ou")))
     def third_party(self, what: str) -> None:
+        STATS["third-party changes between operations"] += 1
         self.meddle(what)
 
     def meddle(self, what: str | None) -> None:

@@ -169,8 +169,12 @@ class Entry:
 
     @property
     def declared_now(self) -> str:
-        """The digest of the declaration the membership carries after this entry."""
-        return self.old if self.phase == "restored" else self.new
+        """The digest of the declaration the membership carries after this entry.
+
+        The old one when the change was restored, or failed without writing;
+        else the new one (also part-way: its rollback is then still due).
+        """
+        return self.old if self.phase == "restored" or self.wrote_nothing else self.new
 
     @property
     def wrote_nothing(self) -> bool:
