@@ -300,7 +300,7 @@ mark("import aws_lambda_powertools (logger, idempotency)")
 from crhelper import CfnResource
 mark("import crhelper")
 from sir_membership import (
-    adoption, errors, guard, request, resource, response, service, service_model)
+    errors, guard, journal, journal_store, request, resource, response, service, service_model)
 mark("import sir_membership modules")
 logger = Logger(service="sir-membership")
 mark("Logger()")
@@ -313,12 +313,12 @@ ddb_config = Config(connect_timeout=2, read_timeout=5,
 ddb = boto3.client("dynamodb", config=ddb_config)
 mark("boto3.client('dynamodb') (default session, for the idempotency table)")
 layer = DynamoDBPersistenceLayer(table_name="x", boto3_client=ddb)
-notes = adoption.AdoptionNotes(layer.client, "x")
+store = journal_store.JournalStore(layer.client, "x")
 config = IdempotencyConfig(event_key_jmespath="[StackId, RequestId]",
     raise_on_no_idempotency_key=True, expires_after_seconds=7200)
 idempotent_function(data_keyword_argument="event", config=config, persistence_store=layer,
     output_serializer=DataclassSerializer(response.Answer))(lambda event: None)
-mark("DynamoDBPersistenceLayer(), AdoptionNotes, IdempotencyConfig, idempotent_function")
+mark("DynamoDBPersistenceLayer(), JournalStore, IdempotencyConfig, idempotent_function")
 os.environ["AWS_SAM_LOCAL"] = "true"
 CfnResource(log_level="INFO", boto_level="WARNING", sleep_on_delete=0)
 del os.environ["AWS_SAM_LOCAL"]

@@ -7,7 +7,7 @@ rollback, delete) through ``sir_membership.app.handler`` loaded from the
 ``sam build`` output, on a bare python3.13 with ``-S`` (no site-packages: only
 the standard library and the package can be imported) and ``-B``, against the
 local stand-ins (emulator, moto's DynamoDB for the idempotency records and
-adoption notes, the HTTPS receiver). A file the function needs that the build
+change journal and leases, the HTTPS receiver). A file the function needs that the build
 dropped fails this check, with the stack's story and the worker's log.
 
 ``python -m sirlocal.artifact_check --artifact DIR --python PYTHON3.13``
