@@ -231,7 +231,14 @@ def request(
 
 def test_classify_recognises_the_rollback_and_the_forward_changes() -> None:
     a, b, c = props(OrganizationalUnits=[OUS[0]]), props(), props(MembershipName="Other")
-    latest = Entry("r-1", "Update", MEMBERSHIP_ID, declaration_digest(a), declaration_digest(b))
+    latest = Entry(
+        "r-1",
+        "Update",
+        MEMBERSHIP_ID,
+        declaration_digest(a),
+        declaration_digest(b),
+        phase="applied",
+    )
     assert classify(request("Update", a, b), latest) == Rollback(latest)
     assert classify(request("Update", c, b), latest) == Forward(previous_applied=True)
     # The old declaration was never journaled as applied: its OUs are not ours to remove.
@@ -242,6 +249,10 @@ def test_classify_recognises_the_rollback_and_the_forward_changes() -> None:
     assert classify(request("Update", c, a), restored) == Forward(previous_applied=True)
     # A change that failed before writing leaves the old declaration in place: its retry
     # plans forward from it (found by the stateful test), and its rollback restores nothing.
+    # An Update back to the declaration of a change that failed part-way (its rollback
+    # was skipped) is not "nothing applied": it plans forward, removing none of the old OUs.
+    partial = replace(latest, phase="failed", applied=1)
+    assert classify(request("Update", b, c), partial) == Forward(previous_applied=False)
     nothing = replace(latest, phase="failed", applied=0, unknown=0)
     assert classify(request("Update", b, a), nothing) == Forward(previous_applied=True)
     assert classify(request("Update", a, b), nothing) == Rollback(nothing)

@@ -188,6 +188,11 @@ class Entry:
         return self.phase == "failed" and not self.applied and not self.unknown
 
     @property
+    def settled(self) -> bool:
+        """Whether the entry's change is over and its effect known (applied, restored, none)."""
+        return self.phase in ("applied", "restored") or self.wrote_nothing
+
+    @property
     def unresolved(self) -> bool:
         """Whether a failed change may have left writes that were not restored."""
         return self.phase == "failed" and bool(self.applied or self.unknown)
@@ -254,7 +259,7 @@ def classify(request: Request, entry: Entry | None, restore_failed: str | None =
     if request.request_type == "Update":
         if (old, new) == (entry.new, entry.old):
             return Rollback(entry)
-        if new == entry.declared_now != old:
+        if new == entry.declared_now != old and entry.settled:
             return NothingApplied(entry)
         return Forward(previous_applied=old == entry.declared_now)
     if request.request_type == "Delete":

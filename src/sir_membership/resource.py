@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from . import tags
@@ -52,6 +52,7 @@ from .plan import Plan
 from .request import Decision, Request, decide
 from .response import Answer
 from .service import MembershipService
+from .service_model import rules
 
 __all__ = ["Answer", "Request", "Shell", "answer_without_writes", "handle"]
 
@@ -142,21 +143,53 @@ class _Work:
         entry = self.shell.store.read(request.stack_id, request.logical_id)
         return classify(request, entry, decision.restore_failed)
 
-    def _target(self, mode: Mode) -> str | None:
+    def _targets(self, mode: Mode) -> list[str]:
+        """The memberships this request may write to, in the order their leases are taken.
+
+        An Update leases both its new and its old declaration's membership: the
+        rollback of a replacement that has not journaled yet (a cancelled update)
+        must wait for the membership the forward change is writing to.
+        """
+        targets = {self.decision.membership_id}
         if isinstance(mode, Rollback | AlreadyRestored):
-            return mode.entry.membership_id
-        return self.decision.membership_id
+            targets.add(mode.entry.membership_id)
+        if self.request.request_type == "Update" and isinstance(
+            self.request.old_properties, Mapping
+        ):
+            old = self.request.old_properties.get("MembershipId")
+            if isinstance(old, str) and rules().membership_id.accepts(old):
+                targets.add(old)
+        return sorted(t for t in targets if t)
 
     def run(self) -> Answer:
         try:
             mode = self._mode()
         except MembershipError as error:
             raise error.noted("no change was applied") from None
-        target = self._target(mode)
-        if isinstance(mode, AlreadyRestored) or target is None:
+        targets = self._targets(mode)
+        if isinstance(mode, AlreadyRestored) or not targets:
             return self._carry(mode)  # no write: no lease
-        # NothingApplied takes the lease too: the change it rolls back may still be
+        # NothingApplied takes the leases too: the change it rolls back may still be
         # running (a cancelled update) and about to journal its first write.
+        held: list[str] = []
+        try:
+            for target in targets:
+                self._acquire(target)
+                held.append(target)
+            try:
+                answer = self._carry(self._mode())  # what the request before this one left
+            except MembershipError as error:
+                answer = _failed(self.request, error)
+            self.shell.settle(answer)  # before the release and the idempotency record
+            return answer
+        finally:
+            if self.shell.remaining() >= BOOKKEEPING_RESERVE:
+                for target in held:
+                    self.shell.store.release(target, self.holder)
+            elif held:  # the answer is settled; the leases lapse at this invocation's deadline
+                logger.warning("little time left: the lease is left to lapse")
+
+    def _acquire(self, target: str) -> None:
         now, remaining = self.shell.clock(), self.shell.remaining()
         try:
             self.shell.store.acquire(
@@ -168,13 +201,6 @@ class _Work:
             )
         except JournalUnavailable as error:
             raise error.noted("no change was applied") from None
-        try:
-            return self._carry(self._mode())  # what the request before this one left
-        finally:
-            if self.shell.remaining() >= BOOKKEEPING_RESERVE:
-                self.shell.store.release(target, self.holder)
-            else:  # the answer is settled; the lease lapses at this invocation's deadline
-                logger.warning("little time left: the lease is left to lapse")
 
     def _carry(self, mode: Mode) -> Answer:
         if isinstance(mode, AlreadyRestored):
@@ -225,7 +251,14 @@ class _Work:
             planned=len(plan.requests),
             phase="applying" if plan.requests or tag_plan.calls else "applied",
         )
-        journal = _Journal(self.shell.store, request, entry)
+        # A Delete journals under a key of its own: the clean-up Delete of a
+        # replaced membership must not overwrite the entry of the one that stays.
+        logical = (
+            request.logical_id
+            if request.request_type != "Delete"
+            else (f"{request.logical_id}#delete#{membership_id}")
+        )
+        journal = _Journal(self.shell.store, request, entry, logical)
         try:
             journal.save()  # before the first write: a failure at any point finds it
         except MembershipError as error:
@@ -236,7 +269,11 @@ class _Work:
             applied = service.apply(state, plan, journal.replanning(plan_for), journal.progress)
             self._apply_tags(membership_id, tag_plan, applied.calls)
         except MembershipError as error:
-            journal.update(phase="failed", applied=error.applied, unknown=error.unknown)
+            journal.update(
+                phase="failed",
+                applied=max(error.applied, journal.entry.applied),
+                unknown=max(error.unknown, journal.entry.unknown),
+            )
             if error.may_have_written and decision.undo_on_failure:
                 return self._undo(journal, error)
             if error.may_have_written:
@@ -345,6 +382,13 @@ class _Work:
             )
             return _failed(request, noted)
         journal.update(phase="restored")
+        try:  # before SUCCESS: the clean-up Delete of a replacement relies on it
+            journal.save()
+        except MembershipError as error:
+            raise error.noted(
+                "the membership was restored but the change journal could not record it: "
+                "retry the rollback"
+            ) from None
         declared = self.decision.membership_id
         if request.request_type == "Delete" or declared is None:
             answer = Answer.success(request.physical_id, {})
@@ -353,7 +397,6 @@ class _Work:
         else:
             answer = Answer.success(declared, self.service.get(declared).attributes())
         self.shell.settle(answer)
-        self._bookkeeping(journal)
         return answer
 
     # -- step 4 --------------------------------------------------------------------
@@ -378,9 +421,11 @@ class _Journal:
     store: Store
     request: Request
     entry: Entry
+    logical_id: str = ""
 
     def save(self) -> None:
-        self.store.write(self.request.stack_id, self.request.logical_id, self.entry)
+        logical = self.logical_id or self.request.logical_id
+        self.store.write(self.request.stack_id, logical, self.entry)
 
     def update(
         self, *, phase: Phase | None = None, applied: int | None = None, unknown: int | None = None
