@@ -143,41 +143,40 @@ class _Work:
         entry = self.shell.store.read(request.stack_id, request.logical_id)
         return classify(request, entry, decision.restore_failed)
 
-    def _targets(self, mode: Mode) -> list[str]:
+    def _targets(self) -> list[str]:
         """The memberships this request may write to, in the order their leases are taken.
 
-        An Update leases both its new and its old declaration's membership: the
-        rollback of a replacement that has not journaled yet (a cancelled update)
-        must wait for the membership the forward change is writing to.
+        Taken from the event alone, so the journal is read once, under the
+        leases: the declared membership, and for an Update the old
+        declaration's (the rollback of a replacement that has not journaled yet,
+        after a cancelled update, must wait for the membership the forward
+        change is writing to). The Delete of a failed Create's ``unrestored``
+        id restores the membership its properties declare.
         """
         targets = {self.decision.membership_id}
-        if isinstance(mode, Rollback | AlreadyRestored):
-            targets.add(mode.entry.membership_id)
-        if self.request.request_type == "Update" and isinstance(
-            self.request.old_properties, Mapping
-        ):
-            old = self.request.old_properties.get("MembershipId")
-            if isinstance(old, str) and rules().membership_id.accepts(old):
-                targets.add(old)
+        declarations = [self.request.properties]
+        if self.request.request_type == "Update":
+            declarations.append(self.request.old_properties or {})
+        for declared in declarations:
+            if isinstance(declared, Mapping):
+                named = declared.get("MembershipId")
+                if isinstance(named, str) and rules().membership_id.accepts(named):
+                    targets.add(named)
         return sorted(t for t in targets if t)
 
     def run(self) -> Answer:
-        try:
-            mode = self._mode()
-        except MembershipError as error:
-            raise error.noted("no change was applied") from None
-        targets = self._targets(mode)
-        if isinstance(mode, AlreadyRestored) or not targets:
-            return self._carry(mode)  # no write: no lease
-        # NothingApplied takes the leases too: the change it rolls back may still be
-        # running (a cancelled update) and about to journal its first write.
+        targets = self._targets()
+        if not targets:
+            return self._carry(self._read_mode())  # no membership: nothing to write
         held: list[str] = []
         try:
             for target in targets:
                 self._acquire(target)
                 held.append(target)
+            # Read under the leases: what the request before this one left.
+            mode = self._read_mode()
             try:
-                answer = self._carry(self._mode())  # what the request before this one left
+                answer = self._carry(mode)
             except MembershipError as error:
                 answer = _failed(self.request, error)
             self.shell.settle(answer)  # before the release and the idempotency record
@@ -188,6 +187,12 @@ class _Work:
                     self.shell.store.release(target, self.holder)
             elif held:  # the answer is settled; the leases lapse at this invocation's deadline
                 logger.warning("little time left: the lease is left to lapse")
+
+    def _read_mode(self) -> Mode:
+        try:
+            return self._mode()
+        except MembershipError as error:
+            raise error.noted("no change was applied") from None
 
     def _acquire(self, target: str) -> None:
         now, remaining = self.shell.clock(), self.shell.remaining()
