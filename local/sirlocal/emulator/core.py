@@ -7,7 +7,7 @@ import json
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
@@ -18,7 +18,14 @@ from botocore.model import (
 )
 
 from sirlocal import LoopbackHTTPServer
-from sirlocal.emulator.faults import CallRecord, FaultControls, FaultRule, _Drop, _Window
+from sirlocal.emulator.faults import (
+    PROPAGATION_ERRORS,
+    CallRecord,
+    FaultControls,
+    FaultRule,
+    _Drop,
+    _Window,
+)
 from sirlocal.emulator.httpapi import _EmulatorHandler
 from sirlocal.emulator.model import (
     CONTROL_PREFIX,
@@ -198,26 +205,46 @@ class SecurityIREmulator(FaultControls):
         with self._lock:
             self._latency = seconds
 
-    def set_propagation(self, calls: int | None = None, seconds: float | None = None) -> None:
-        """Emulate asynchronous account propagation.
+    def set_propagation(
+        self,
+        calls: int | None = None,
+        seconds: float | None = None,
+        *,
+        retry_after: bool = False,
+        stale_reads: bool = False,
+        error: str = "ConflictException",
+    ) -> None:
+        """Emulate asynchronous account propagation (see also :meth:`set_propagation_model`).
 
-        After each successful UpdateMembership that adds or removes OUs, the
-        next ``calls`` UpdateMembership calls for that membership (and/or
-        those within ``seconds``) answer ConflictException. The state itself
-        changes at once, so GetMembership already shows the new OUs.
-        ``set_propagation()`` with no argument turns it off.
+        After each accepted UpdateMembership that adds or removes OUs or
+        changes ``coverEntireOrganization``, the next ``calls`` UpdateMembership
+        calls for that membership (and/or those within ``seconds``) answer
+        ``error`` (ConflictException, or ThrottlingException). The state
+        changes at once; with ``stale_reads`` GetMembership keeps showing the
+        account configuration from before the change while the window is open.
+        ``retry_after`` puts the window's whole seconds left in ``Retry-After``:
+        the model's ``retryAfterSeconds`` member for ThrottlingException, and
+        an unmodelled HTTP header for ConflictException (whose shape has no
+        such member). ``set_propagation()`` with no argument turns it off.
         """
+        if error not in PROPAGATION_ERRORS:
+            raise ValueError(f"propagation error must be one of {PROPAGATION_ERRORS}")
+        if (calls is not None and calls < 1) or (seconds is not None and seconds <= 0):
+            raise ValueError("propagation calls must be >= 1 and seconds > 0")
         with self._lock:
             if calls is None and seconds is None:
                 self._propagation = None
                 self._windows.clear()
             else:
-                self._propagation = _Window(calls, seconds)
+                self._propagation = _Window(calls, seconds, retry_after, stale_reads, error)
 
     def faults(self) -> dict[str, Any]:
         """Armed rules with their counters, latency and propagation settings."""
         with self._lock:
-            propagation = None if self._propagation is None else asdict(self._propagation)
+            propagation = None
+            if self._propagation is not None:
+                propagation = asdict(self._propagation) | {"model": self._propagation.model}
+                del propagation["previous"]
             return {
                 "latency": self._latency,
                 "propagation": propagation,
@@ -377,23 +404,45 @@ class SecurityIREmulator(FaultControls):
                 raise ServiceError(
                     "ResourceNotFoundException", f"Membership {params['membershipId']} not found"
                 )
-            if operation == "GetMembership":
-                return copy.deepcopy(membership), status
             window = self._windows.get(params["membershipId"])
-            if window is not None and window.open(time.time()):
+            now = time.time()
+            if window is not None and not window.open(now):
+                del self._windows[params["membershipId"]]
+                window = None
+            if operation == "GetMembership":
+                shown = copy.deepcopy(membership)
+                if window is not None and window.stale_reads and window.previous is not None:
+                    labels.append("stale-read")
+                    shown["membershipAccountsConfigurations"] = copy.deepcopy(window.previous)
+                return shown, status
+            if window is not None:
                 if window.calls is not None:
                     window.calls -= 1
                 labels.append("propagation")
-                raise ServiceError(
-                    "ConflictException", "Membership account changes are still propagating"
-                )
-            updated, ous_changed = apply_update(membership, params)
+                raise self._refusal(window, now)
+            updated, accounts_changed = apply_update(membership, params)
             self._memberships[params["membershipId"]] = updated
-            if ous_changed and self._propagation is not None:
-                seconds = self._propagation.until
-                until = None if seconds is None else time.time() + seconds
-                self._windows[params["membershipId"]] = _Window(self._propagation.calls, until)
+            setting = self._propagation
+            if accounts_changed and setting is not None:
+                until = None if setting.until is None else now + setting.until
+                previous = copy.deepcopy(membership.get("membershipAccountsConfigurations"))
+                self._windows[params["membershipId"]] = replace(
+                    setting, until=until, previous=previous
+                )
             return {}, status
+
+    @staticmethod
+    def _refusal(window: _Window, now: float) -> ServiceError:
+        """The answer to an UpdateMembership refused while ``window`` is open."""
+        message = "Membership account changes are still propagating"
+        seconds = window.seconds_left(now) if window.retry_after else None
+        if seconds is None:
+            return ServiceError(window.error, message)
+        if window.error == "ThrottlingException":  # the model's retryAfterSeconds (a header)
+            return ServiceError(window.error, message, retryAfterSeconds=seconds)
+        error = ServiceError(window.error, message)
+        error.headers = {"Retry-After": str(seconds)}  # not in ConflictException's shape
+        return error
 
     def _list(self, params: Mapping[str, Any]) -> dict[str, Any]:
         item_shape = cast(StructureShape, service_model().shape_for("ListMembershipItem"))

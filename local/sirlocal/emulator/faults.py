@@ -6,6 +6,7 @@ faults through the same helper names (:class:`FaultControls`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -89,17 +90,43 @@ class CallRecord:
         return asdict(self)
 
 
+PROPAGATION_MODELS = ("none", "conflict", "conflict-stale-reads")
+PROPAGATION_ERRORS = ("ConflictException", "ThrottlingException")
+
+
 @dataclass
 class _Window:
-    """Conflict window opened by an OU change while propagation is armed."""
+    """Propagation settings, and the refusal window one accepted OU change opened.
+
+    As a setting (``SecurityIREmulator._propagation``) ``until`` holds the
+    window's length in seconds; as a window it holds the time it closes.
+    ``previous`` is the membership's account configuration before the change:
+    with ``stale_reads`` GetMembership shows it while the window is open.
+    """
 
     calls: int | None
     until: float | None
+    retry_after: bool = False
+    stale_reads: bool = False
+    error: str = "ConflictException"
+    previous: dict[str, Any] | None = None
 
     def open(self, now: float) -> bool:
+        """True while calls are still refused (and reads still stale)."""
         calls_left = self.calls is None or self.calls > 0
         time_left = self.until is None or now < self.until
         return calls_left and time_left
+
+    def seconds_left(self, now: float) -> int | None:
+        """Whole seconds (at least 1) until the window closes, for ``Retry-After``."""
+        if self.until is None:
+            return None
+        return max(1, math.ceil(self.until - now))
+
+    @property
+    def model(self) -> str:
+        """The propagation model this setting emulates (one of ``PROPAGATION_MODELS``)."""
+        return "conflict-stale-reads" if self.stale_reads else "conflict"
 
 
 class _Drop(Exception):
@@ -124,6 +151,49 @@ class FaultControls:
     ) -> dict[str, Any]:
         """Arm a :class:`FaultRule`; returns it as a dict (with its ``id``)."""
         raise NotImplementedError
+
+    def set_propagation(
+        self,
+        calls: int | None = None,
+        seconds: float | None = None,
+        *,
+        retry_after: bool = False,
+        stale_reads: bool = False,
+        error: str = "ConflictException",
+    ) -> None:
+        """Arm (or, with no ``calls``/``seconds``, disarm) asynchronous propagation."""
+        raise NotImplementedError
+
+    def set_propagation_model(
+        self,
+        model: str,
+        seconds: float = 0.0,
+        *,
+        retry_after: bool = False,
+        error: str = "ConflictException",
+    ) -> None:
+        """Arm one of the named propagation models with a window of ``seconds`` (P).
+
+        ``"none"``: changes apply and show at once, nothing is refused.
+        ``"conflict"``: after each accepted OU or coverage change,
+        UpdateMembership on that membership is refused for P seconds.
+        ``"conflict-stale-reads"``: as ``"conflict"``, and GetMembership shows
+        the account configuration from before the change until P elapses.
+        ``retry_after``: the refusal says when to retry (``Retry-After``).
+        """
+        if model not in PROPAGATION_MODELS:
+            raise ValueError(f"propagation model must be one of {PROPAGATION_MODELS}")
+        if model == "none":
+            self.set_propagation()
+            return
+        if seconds <= 0:
+            raise ValueError("a propagation model other than 'none' needs seconds > 0")
+        self.set_propagation(
+            seconds=seconds,
+            retry_after=retry_after,
+            stale_reads=model == "conflict-stale-reads",
+            error=error,
+        )
 
     def throttle(self, operation: str = "*", times: int = 1) -> dict[str, Any]:
         """The next ``times`` calls of ``operation`` answer ThrottlingException (429)."""

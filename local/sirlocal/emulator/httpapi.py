@@ -117,9 +117,19 @@ class EmulatorControl(FaultControls):
         """Added latency per call."""
         self._call("POST", "/faults", {"latency": seconds})
 
-    def set_propagation(self, calls: int | None = None, seconds: float | None = None) -> None:
+    def set_propagation(
+        self,
+        calls: int | None = None,
+        seconds: float | None = None,
+        *,
+        retry_after: bool = False,
+        stale_reads: bool = False,
+        error: str = "ConflictException",
+    ) -> None:
         """See :meth:`SecurityIREmulator.set_propagation`."""
-        self._call("POST", "/faults", {"propagation": {"calls": calls, "seconds": seconds}})
+        setting = {"calls": calls, "seconds": seconds, "retry_after": retry_after}
+        setting |= {"stale_reads": stale_reads, "error": error}
+        self._call("POST", "/faults", {"propagation": setting})
 
     def faults(self) -> dict[str, Any]:
         """Armed faults and counters."""

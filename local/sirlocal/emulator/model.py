@@ -183,6 +183,8 @@ class ServiceError(Exception):
         self.code = code
         self.message = message
         self.fields = fields
+        #: HTTP headers outside the error shape (e.g. ``Retry-After`` on a Conflict).
+        self.headers: dict[str, str] = {}
 
     @property
     def status(self) -> int:
@@ -199,7 +201,7 @@ class ServiceError(Exception):
         and the modelled members from the body (or headers, per ``location``).
         """
         values: dict[str, Any] = {"message": self.message, **self.fields}
-        headers = {"x-amzn-ErrorType": self.code}
+        headers = {"x-amzn-ErrorType": self.code, **self.headers}
         try:
             shape: StructureShape | None = cast(
                 StructureShape, service_model().shape_for(self.code)

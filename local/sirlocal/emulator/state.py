@@ -85,7 +85,7 @@ def _duplicates(values: Sequence[str]) -> list[int]:
 def _apply_accounts(
     accounts: dict[str, Any], change: Mapping[str, Any], violations: list[FieldViolation]
 ) -> bool:
-    """Apply ``membershipAccountsConfigurationsUpdate`` strictly; True if the OUs changed."""
+    """Apply ``membershipAccountsConfigurationsUpdate`` strictly; True if OUs or coverage changed."""
     prefix = "membershipAccountsConfigurationsUpdate"
     current: list[str] = list(accounts.get("organizationalUnits") or [])
     add: list[str] = list(change.get("organizationalUnitsToAdd") or [])
@@ -112,16 +112,18 @@ def _apply_accounts(
             violations.append(
                 FieldViolation(f"{prefix}.organizationalUnitsToRemove[{index}]", message)
             )
+    cover = accounts.get("coverEntireOrganization")
     if "coverEntireOrganization" in change:
         accounts["coverEntireOrganization"] = change["coverEntireOrganization"]
     accounts["organizationalUnits"] = [ou for ou in current if ou not in remove] + add
-    return bool(add or remove)
+    return bool(add or remove) or accounts.get("coverEntireOrganization") != cover
 
 
 def apply_update(
     current: Mapping[str, Any], request: Mapping[str, Any]
 ) -> tuple[dict[str, Any], bool]:
-    """UpdateMembership on one membership: the new membership and whether its OUs changed.
+    """UpdateMembership on one membership: the new membership and whether its
+    account configuration (OUs or coverage) changed.
 
     Pure (works on a copy) so a request applies all or nothing. Raises
     :class:`ServiceError` (ValidationException) for every rule it breaks.
@@ -157,14 +159,14 @@ def apply_update(
                 "isEnabled": feature["isEnabled"],
             }
         updated["optInFeatures"] = list(merged.values())
-    ous_changed = False
+    accounts_changed = False
     change = request.get("membershipAccountsConfigurationsUpdate")
     if change is not None:
         accounts = updated.setdefault("membershipAccountsConfigurations", {})
-        ous_changed = _apply_accounts(accounts, change, violations)
+        accounts_changed = _apply_accounts(accounts, change, violations)
     if violations:
         raise validation_error(violations)
-    return updated, ous_changed
+    return updated, accounts_changed
 
 
 def _as_membership_list(payload: Any) -> list[Mapping[str, Any]]:
