@@ -10,6 +10,8 @@ from botocore.config import Config
 from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
 from botocore.stub import Stubber
 from conftest import MEMBERSHIP_ID, get_membership, ou
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sir_membership.errors import MembershipNotFound, PermissionDenied, ServiceFailure
 from sir_membership.membership import state_from_api
@@ -275,3 +277,115 @@ def test_service_not_active(client: Any) -> None:
             ServiceFailure, match="not active in account 123456789012 region us-east-1"
         ):
             service(client, Clock()).get(MEMBERSHIP_ID)
+
+
+# --------------------------------------------------------------------------- Retry-After
+
+
+def conflict_with(client: Any, stub: Stubber, params: dict[str, Any], header: str | None) -> None:
+    """One ConflictException on UpdateMembership, optionally with a bare Retry-After header."""
+    headers = {} if header is None else {"retry-after": header}
+    stub.add_client_error(
+        "update_membership",
+        "ConflictException",
+        http_status_code=409,
+        expected_params=params,
+        response_meta={"HTTPHeaders": headers},
+    )
+
+
+@pytest.mark.parametrize(
+    ("header", "sleeps"),
+    [("3", [3.0]), ("0", [0.4]), ("Wed, 21 Oct 2015 07:28:00 GMT", [0.4]), (None, [0.4])],
+)
+def test_a_retry_after_header_on_a_conflict_is_honoured(
+    client: Any, header: str | None, sleeps: list[float]
+) -> None:
+    """A bare header counts like retryAfterSeconds; shorter, unparseable or absent: backoff."""
+    clock = Clock()
+    desired = add_ous(1)
+    start = state_from_api(get_membership())
+    params = update_params([ou(100)])
+    with Stubber(client) as stub:
+        conflict_with(client, stub, params, header)
+        stub.add_response("update_membership", {}, params)
+        applied = service(client, clock).apply(
+            start, plan_changes(desired, start), lambda now: plan_changes(desired, now)
+        )
+        stub.assert_no_pending_responses()
+    assert (applied.calls, clock.sleeps) == (1, sleeps)
+
+
+def test_a_retry_after_that_cannot_fit_fails_at_once_with_the_applied_count(client: Any) -> None:
+    desired = add_ous(12)
+    start = state_from_api(get_membership())
+    plan = plan_changes(desired, start)
+    assert len(plan.requests) == 3
+    policy = RetryPolicy()
+    clock = Clock(remaining=policy.call_timeout + policy.answer_reserve + 20.0)
+    with Stubber(client) as stub:
+        stub.add_response("update_membership", {}, plan.requests[0].to_api())
+        conflict_with(client, stub, plan.requests[1].to_api(), "60")
+        with pytest.raises(ServiceFailure) as info:
+            service(client, clock).apply(start, plan, lambda now: plan_changes(desired, now))
+        stub.assert_no_pending_responses()
+    assert str(info.value) == (
+        "UpdateMembership was refused (ConflictException) and the service asked to wait 60 s "
+        "(Retry-After), more than the 20 s this invocation has left to start a call; raise the "
+        "function's Timeout or retry the stack operation "
+        "after 1 of 3 UpdateMembership calls were applied"
+    )
+    assert (info.value.applied, clock.sleeps) == (1, [])
+
+
+def test_retry_after_on_a_5xx_is_honoured_before_the_re_read(client: Any) -> None:
+    clock = Clock()
+    desired = add_ous(1)
+    start = state_from_api(get_membership())
+    params = update_params([ou(100)])
+    with Stubber(client) as stub:
+        stub.add_client_error(
+            "update_membership",
+            "InternalServerException",
+            http_status_code=500,
+            expected_params=params,
+            modeled_fields={"message": "busy", "retryAfterSeconds": 4},
+        )
+        stub.add_response("get_membership", get_membership(), {"membershipId": MEMBERSHIP_ID})
+        stub.add_response("update_membership", {}, params)
+        applied = service(client, clock).apply(
+            start, plan_changes(desired, start), lambda now: plan_changes(desired, now)
+        )
+        stub.assert_no_pending_responses()
+    assert (applied.calls, clock.sleeps) == (1, [4.0])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    wait=st.integers(min_value=0, max_value=120),
+    left=st.floats(min_value=0.0, max_value=120.0, allow_nan=False),
+)
+def test_a_retry_after_is_slept_only_when_a_call_can_still_finish(wait: int, left: float) -> None:
+    """Either the whole wait is slept and a call still fits after it, or nothing is slept."""
+    policy = RetryPolicy()
+    clock = Clock(remaining=policy.call_timeout + policy.answer_reserve + left)
+    client = boto3.client(
+        "security-ir", region_name="us-east-1", config=Config(retries={"total_max_attempts": 1})
+    )
+    with Stubber(client) as stub:
+        stub.add_client_error(
+            "get_membership",
+            "ThrottlingException",
+            http_status_code=429,
+            modeled_fields={"message": "slow", "retryAfterSeconds": wait},
+        )
+        stub.add_response("get_membership", get_membership())
+        if max(wait, 0.4) <= left:
+            service(client, clock).get(MEMBERSHIP_ID)
+            assert clock.sleeps == [max(float(wait), 0.4)]
+            assert clock.left >= policy.call_timeout + policy.answer_reserve
+            return
+        reason = "asked to wait" if wait > left else "ran out of time"
+        with pytest.raises(ServiceFailure, match=reason):
+            service(client, clock).get(MEMBERSHIP_ID)
+    assert clock.sleeps == []

@@ -118,19 +118,26 @@ def declare(**overrides: Any) -> dict[str, Any]:
 class Fault:
     """One fault armed right before a step (emulator or receiver side)."""
 
-    kind: Literal["error", "reset", "hang", "propagation", "put_status", "put_reset", "put_hang"]
+    kind: Literal[
+        "error", "reset", "hang", "propagation", "model", "put_status", "put_reset", "put_hang"
+    ]
     operation: str = "*"
     on_call: int = 1
     times: int | None = 1
     error: str | None = None
     seconds: float = 0.0
     status: int = 500
+    #: For ``kind="model"``: the emulator's propagation model, P = ``seconds``.
+    model: str = ""
+    retry_after: bool = False
 
     def arm(self, services: LocalServices) -> None:
         """Arm it."""
         emulator, receiver = services.emulator, services.receiver
         if self.kind == "propagation":
             emulator.set_propagation(calls=self.times)
+        elif self.kind == "model":
+            emulator.set_propagation_model(self.model, self.seconds, retry_after=self.retry_after)
         elif self.kind == "put_status":
             receiver.fail_next(self.status, self.times or 1)
         elif self.kind == "put_reset":
@@ -160,6 +167,9 @@ class Fault:
             return f"{op}{nth} hangs {self.seconds:g} s"
         if self.kind == "propagation":
             return f"Conflict x{self.times} after each OU change"
+        if self.kind == "model":
+            after = ", with Retry-After" if self.retry_after else ""
+            return f"propagation model {self.model}, P = {self.seconds:g} s{after}"
         if self.kind == "put_status":
             return f"response PUT answered {self.status} {times}"
         if self.kind == "put_hang":
@@ -839,6 +849,57 @@ NEWLY_DECLARED = declare(
 )
 
 
+def _applied_updates(expected: int) -> Callable[[Run], None]:
+    """A check: exactly ``expected`` UpdateMembership calls were applied (refusals aside).
+
+    Under a propagation model the number of refused attempts depends on the
+    backoff's jitter, so the exact call list is not pinned; the applied calls
+    are (the bound of the plan) and the update is answered SUCCESS once.
+    """
+
+    def check(run: Run) -> None:
+        applied = [
+            c
+            for c in run.calls()
+            if c.operation == "UpdateMembership" and c.error is None and c.status is not None
+        ]
+        run.expect(
+            len(applied) == expected,
+            f"{len(applied)} UpdateMembership calls were applied, expected {expected}",
+        )
+        updates = [d for d in run.stack.deliveries if d.event["RequestType"] == "Update"]
+        answers = [p for d in updates for p in d.accepted]
+        statuses = [d.answer.status if d.answer else None for d in updates]
+        run.expect(
+            (len(answers), statuses) == (1, ["SUCCESS"]),
+            f"the update was answered {len(answers)} time(s), {statuses}; expected SUCCESS once",
+        )
+
+    return check
+
+
+def _propagation(name: str, title: str, fault: Fault, **options: Any) -> Scenario:
+    """+20 OUs (4 UpdateMembership calls) on A while ``fault``'s propagation model is armed."""
+    return Scenario(
+        name,
+        "propagation",
+        title,
+        (seed(),),
+        _s(
+            Step("create", declare(), "CREATE_COMPLETE"),
+            Step(
+                "update",
+                declare(OrganizationalUnits=ous(1, 22)),
+                options.pop("expect", "UPDATE_COMPLETE"),
+                faults=(fault,),
+            ),
+        ),
+        {A: Expect(ous=frozenset({*ous(1, 22), FOREIGN[0]}))},
+        custom=_applied_updates(4),
+        **options,
+    )
+
+
 def _s(*steps: Step) -> tuple[Step, ...]:
     return steps
 
@@ -1154,6 +1215,28 @@ SCENARIOS: tuple[Scenario, ...] = (
             "Update A +2 -0 !ConflictException",
             "Update A +2 -0",
         ),
+    ),
+    _propagation(
+        "propagation-conflict-20",
+        "+20 OUs while each OU change is refused (Conflict) for P = 1 s",
+        Fault("model", model="conflict", seconds=1.0),
+    ),
+    _propagation(
+        "propagation-conflict-retry-after-20",
+        "+20 OUs while each OU change is refused for P = 1 s, with Retry-After",
+        Fault("model", model="conflict", seconds=1.0, retry_after=True),
+    ),
+    _propagation(
+        "propagation-stale-reads-20",
+        "+20 OUs while each OU change is refused for P = 1 s and reads show it only after P",
+        Fault("model", model="conflict-stale-reads", seconds=1.0),
+    ),
+    _propagation(
+        "propagation-needs-continuation",
+        "+20 OUs when calls x P (4 x 2.5 s) does not fit in one invocation (22 s timeout)",
+        Fault("model", model="conflict", seconds=2.5),
+        timeout=22.0,
+        known_issue="needs continuation (issue 9)",
     ),
     Scenario(
         "5xx-then-replan",

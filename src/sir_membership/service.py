@@ -4,7 +4,10 @@ This is the only module that talks to ``security-ir``. It reads the
 membership, then drives a plan to completion:
 
 * Throttling and Conflict (the service is still applying an earlier account
-  change) mean the call was refused: it is sent again after a backoff.
+  change) mean the call was refused: it is sent again after a backoff, or
+  after the wait the service asked for (``retryAfterSeconds`` or a
+  ``Retry-After`` header) when that is longer; a wait that cannot fit in the
+  time left fails at once, saying how many calls were applied.
 * A 5xx, a reset connection or a read timeout leave it unknown whether the
   call was applied: the membership is read again and the rest of the work is
   planned anew from what it now is, so no OU is added or removed twice.
@@ -18,9 +21,10 @@ always answers FAILED itself instead of being killed mid-call.
 from __future__ import annotations
 
 import copy
+import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -261,9 +265,32 @@ class MembershipService:
         delay = min(policy.max_delay, policy.base_delay * 2**attempt)
         delay = self._jitter(delay / 2, delay)
         if retry.retry_after is not None:
+            self._ensure_retry_after(operation, retry, applied, planned)
             delay = max(delay, retry.retry_after)
         self._ensure_time(operation, delay, applied, planned, retry.cause)
         self._sleep(delay)
+
+    def _ensure_retry_after(
+        self, operation: str, retry: _Retry, applied: int, planned: int
+    ) -> None:
+        """Fail at once, without sleeping, when the wait the service asked for cannot fit.
+
+        Sleeping it out would reach a point where the next call can no
+        longer finish before the deadline: the invocation would only learn
+        that after wasting the wait, with less time left to answer.
+        """
+        wait = retry.retry_after or 0.0
+        left = self._remaining() - self._policy.call_timeout - self._policy.answer_reserve
+        if wait <= left:
+            return
+        raise self._failure(
+            f"{operation} was refused ({retry.cause}) and the service asked to wait "
+            f"{wait:g} s (Retry-After), more than the {max(left, 0.0):.0f} s this invocation "
+            "has left to start a call; raise the function's Timeout or retry the stack "
+            "operation",
+            applied,
+            planned,
+        )
 
     def _ensure_time(
         self, operation: str, delay: float, applied: int, planned: int, last: str
@@ -311,10 +338,9 @@ class MembershipService:
         code = str(response.get("Error", {}).get("Code", "Unknown"))
         status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
         if code in REFUSED or status == 429:
-            after = response.get("retryAfterSeconds")
-            return _Retry(code, ambiguous=False, retry_after=float(after) if after else None)
+            return _Retry(code, ambiguous=False, retry_after=_retry_after(response))
         if status >= 500 or code == "InternalServerException":
-            return _Retry(code, ambiguous=True)
+            return _Retry(code, ambiguous=True, retry_after=_retry_after(response))
         where = f"account {self._account_id or '?'} region {self._region or '?'}"
         progress = _progress(applied, planned)
         if code == "ResourceNotFoundException":
@@ -345,6 +371,29 @@ class MembershipService:
         return ServiceFailure(
             f"{cause}{_progress(applied, planned)}", applied=applied, planned=planned
         )
+
+
+def _retry_after(response: Mapping[str, Any]) -> float | None:
+    """Seconds the service asked to wait before the next attempt, if it said.
+
+    The model's ``retryAfterSeconds`` (bound to the ``Retry-After`` header on
+    ThrottlingException and InternalServerException) comes first; other
+    refusals (ConflictException has no such member) may still send a bare
+    ``Retry-After`` header, which botocore keeps, lower-cased, in
+    ``ResponseMetadata.HTTPHeaders``. Only a number of seconds is understood:
+    an HTTP-date or garbage is ignored and the backoff alone decides.
+    """
+    after = response.get("retryAfterSeconds")
+    if after is None:
+        headers = response.get("ResponseMetadata", {}).get("HTTPHeaders") or {}
+        after = headers.get("retry-after")
+    if after is None:
+        return None
+    try:
+        seconds = float(after)
+    except (TypeError, ValueError):
+        return None
+    return seconds if 0.0 <= seconds < math.inf else None
 
 
 def _with_unknown(error: MembershipError) -> MembershipError:
