@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from sir_membership import continuation
+from sir_membership.continuation import Handoff
 from sir_membership.errors import JournalUnavailable, MembershipBusy
 from sir_membership.journal import Entry, from_json, to_json
 
@@ -21,6 +23,7 @@ from sir_membership.journal import Entry, from_json, to_json
 class MemoryStore:
     entries: dict[tuple[str, str], str] = field(default_factory=dict)
     leases: dict[str, tuple[str, float]] = field(default_factory=dict)
+    handoffs: dict[tuple[str, str], str] = field(default_factory=dict)
     clock: Callable[[], float] = time.time
     #: While True, every read and write fails as an unreachable table would.
     down: bool = False
@@ -67,3 +70,20 @@ class MemoryStore:
         with self.lock:
             if self.leases.get(membership_id, ("", 0.0))[0] == holder:
                 del self.leases[membership_id]
+
+    def read_handoff(self, stack_id: str, request_id: str) -> Handoff | None:
+        self._check()
+        text = self.handoffs.get((stack_id, request_id))
+        return None if text is None else continuation.from_json(text)
+
+    def write_handoff(self, stack_id: str, handoff: Handoff, *, replacing: str | None) -> bool:
+        self._check()
+        with self.lock:
+            key = (stack_id, handoff.request_id)
+            stored = self.handoffs.get(key)
+            current = None if stored is None else continuation.from_json(stored).token
+            if current != replacing:
+                return False
+            self.writes += 1
+            self.handoffs[key] = continuation.to_json(handoff)
+            return True

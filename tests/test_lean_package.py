@@ -36,6 +36,8 @@ def create_client(self, service_name, *args, **kwargs):
     return original(self, service_name, *args, **kwargs)
 botocore.session.Session.create_client = create_client
 import sir_membership.app
+import sir_membership.self_invoke
+sir_membership.self_invoke.lambda_client()  # made on the first hand-off, not at import
 print(json.dumps(sorted(set(made))))
 """
 
@@ -71,7 +73,7 @@ def test_derived_services_are_the_clients_the_handler_makes() -> None:
     made = json.loads(done.stdout.strip().splitlines()[-1])
     derived = lean_package.client_services(ROOT / "src")
     assert derived == made
-    assert {"security-ir", "dynamodb"} <= set(derived)
+    assert {"security-ir", "dynamodb", "lambda"} <= set(derived)
     # The development CLI's CloudFormation client is not the function's.
     assert "cloudformation" not in derived
 

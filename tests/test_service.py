@@ -13,7 +13,12 @@ from conftest import MEMBERSHIP_ID, get_membership, ou
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sir_membership.errors import MembershipNotFound, PermissionDenied, ServiceFailure
+from sir_membership.errors import (
+    MembershipNotFound,
+    OutOfTime,
+    PermissionDenied,
+    ServiceFailure,
+)
 from sir_membership.membership import state_from_api
 from sir_membership.plan import plan_changes
 from sir_membership.properties import MembershipProperties
@@ -242,9 +247,30 @@ def test_retries_stop_before_the_deadline(client: Any) -> None:
 def test_attempts_are_bounded(client: Any) -> None:
     with Stubber(client) as stub:
         for _ in range(3):
-            stub.add_client_error("get_membership", "ThrottlingException", http_status_code=429)
+            stub.add_client_error(
+                "get_membership", "InternalServerException", http_status_code=500
+            )
         with pytest.raises(ServiceFailure, match="still failing after 3 attempts"):
             service(client, Clock(), max_attempts=3).get(MEMBERSHIP_ID)
+
+
+def test_a_refusal_is_retried_past_max_attempts_until_the_time_runs_out(client: Any) -> None:
+    # The service may refuse for minutes while accounts propagate: only time ends it.
+    policy = RetryPolicy()
+    clock = Clock(remaining=policy.call_timeout + policy.answer_reserve + 30.0)
+    with Stubber(client) as stub:
+        for _ in range(6):
+            stub.add_client_error("get_membership", "ThrottlingException", http_status_code=429)
+        stub.add_response("get_membership", get_membership(), {"membershipId": MEMBERSHIP_ID})
+        state = service(client, clock, max_attempts=3).get(MEMBERSHIP_ID)
+        stub.assert_no_pending_responses()
+    assert state.membership_id == MEMBERSHIP_ID
+    assert len(clock.sleeps) == 6
+    with Stubber(client) as stub:
+        for _ in range(40):
+            stub.add_client_error("get_membership", "ThrottlingException", http_status_code=429)
+        with pytest.raises(OutOfTime, match="ran out of time before GetMembership"):
+            service(client, clock, max_attempts=3).get(MEMBERSHIP_ID)
 
 
 def test_not_found_says_to_check_account_and_region(client: Any) -> None:
@@ -326,16 +352,15 @@ def test_a_retry_after_that_cannot_fit_fails_at_once_with_the_applied_count(clie
     with Stubber(client) as stub:
         stub.add_response("update_membership", {}, plan.requests[0].to_api())
         conflict_with(client, stub, plan.requests[1].to_api(), "60")
-        with pytest.raises(ServiceFailure) as info:
+        with pytest.raises(OutOfTime) as info:
             service(client, clock).apply(start, plan, lambda now: plan_changes(desired, now))
         stub.assert_no_pending_responses()
     assert str(info.value) == (
         "UpdateMembership was refused (ConflictException) and the service asked to wait 60 s "
-        "(Retry-After), more than the 20 s this invocation has left to start a call; raise the "
-        "function's Timeout or retry the stack operation "
+        "(Retry-After), more than the 20 s left to start a call "
         "after 1 of 3 UpdateMembership calls were applied"
     )
-    assert (info.value.applied, clock.sleeps) == (1, [])
+    assert (info.value.applied, info.value.wait, clock.sleeps) == (1, 60.0, [])
 
 
 def test_retry_after_on_a_5xx_is_honoured_before_the_re_read(client: Any) -> None:

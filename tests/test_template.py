@@ -75,8 +75,14 @@ def function(resources: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def statements(resources: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every statement the role gets: its inline policies and the policies attached to it."""
     role = resources[ROLE]["Properties"]
-    return [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]]
+    attached = [
+        r["Properties"]
+        for r in resources.values()
+        if r["Type"] == "AWS::IAM::RolePolicy" and r["Properties"]["RoleName"] == {"Ref": ROLE}
+    ]
+    return [s for p in [*role["Policies"], *attached] for s in p["PolicyDocument"]["Statement"]]
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +183,9 @@ def test_async_retries_are_a_bounded_backstop(
 
 def test_only_one_iam_principal_and_no_managed_policies(resources: dict[str, Any]) -> None:
     iam = {k: v["Type"] for k, v in resources.items() if v["Type"].startswith("AWS::IAM::")}
-    assert iam == {ROLE: "AWS::IAM::Role"}
+    # The role, and the one policy that names the function (it cannot be inline: a cycle).
+    assert iam == {ROLE: "AWS::IAM::Role", "InvokeItselfPolicy": "AWS::IAM::RolePolicy"}
+    assert resources["InvokeItselfPolicy"]["Properties"]["RoleName"] == {"Ref": ROLE}
     role = resources[ROLE]["Properties"]
     assert "ManagedPolicyArns" not in role
     assert "RoleName" not in role  # CAPABILITY_IAM is enough
@@ -207,6 +215,7 @@ def test_exact_set_of_actions(statements: list[dict[str, Any]]) -> None:
             "dynamodb:DeleteItem",
             "logs:CreateLogStream",
             "logs:PutLogEvents",
+            "lambda:InvokeFunction",
         ]
     )
 
@@ -245,6 +254,16 @@ def test_dynamodb_item_level_on_the_table_only(statements: list[dict[str, Any]])
         "dynamodb:UpdateItem",
     ]
     assert s["Resource"] == {"Fn::GetAtt": [TABLE, "Arn"]}
+
+
+def test_lambda_may_invoke_only_the_function_itself(statements: list[dict[str, Any]]) -> None:
+    # Continuation (a new invocation of the function), and nothing of crhelper's polling mode.
+    s = _statement_for(statements, "lambda:")
+    assert _as_list(s["Action"]) == ["lambda:InvokeFunction"]
+    assert s["Resource"] == {"Fn::GetAtt": ["MembershipFunction", "Arn"]}
+    actions = {a for st in statements for a in _as_list(st["Action"])}
+    assert not {a for a in actions if a.startswith("events:")}
+    assert "lambda:AddPermission" not in actions
 
 
 def test_logs_to_own_group_without_create_log_group(statements: list[dict[str, Any]]) -> None:

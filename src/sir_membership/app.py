@@ -15,10 +15,12 @@ invocation:
    that answers FAILED shortly before Lambda would kill the function.
 3. ``_dispatch`` answers at once a request that cannot write (invalid
    properties, a Delete with nothing to do); otherwise it runs
-   ``resource.handle`` at most once per (StackId, RequestId) through
-   Powertools idempotency on DynamoDB, and a duplicate delivery gets the
-   stored answer back instead of writing again.
-4. ``_Resource._send`` PUTs the single answer with ``response.ResponseSender``.
+   ``resource.handle`` at most once per (StackId, RequestId, continuation
+   token) through Powertools idempotency on DynamoDB, and a duplicate
+   delivery gets the stored outcome back instead of writing again.
+4. ``_Resource._send`` PUTs the single answer with ``response.ResponseSender``,
+   unless the work was handed to a new invocation of this function
+   (``_hand_off``, an asynchronous Lambda Invoke), which answers in its turn.
 """
 
 from __future__ import annotations
@@ -54,17 +56,16 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyKeyError,
     IdempotencyPersistenceLayerError,
 )
-from aws_lambda_powertools.utilities.idempotency.serialization.dataclass import (
-    DataclassSerializer,
-)
 from botocore.config import Config
 from crhelper import CfnResource
 
-from . import guard, resource, service_model
+from . import continuation, guard, resource, service_model
+from .continuation import HandedOff, Outcome
 from .errors import ConfigurationError, MembershipError, StillInProgress
 from .journal_store import JournalStore
 from .request import failed_physical_id
 from .response import FAILED, Answer, ResponseSender, build_body
+from .self_invoke import OutcomeSerializer, invoker
 from .service import MembershipService, RetryPolicy
 
 if TYPE_CHECKING:  # annotations only: not imported at cold start
@@ -127,7 +128,8 @@ with _collector_paused():
     #: The change journal and the membership leases, kept in the same table.
     JOURNAL = JournalStore(PERSISTENCE.client, TABLE_NAME)
 IDEMPOTENCY = IdempotencyConfig(
-    event_key_jmespath="[StackId, RequestId]",
+    # The token tells the links of a continued request apart (each runs once).
+    event_key_jmespath=f"[StackId, RequestId, {continuation.MARKER}.Token]",
     raise_on_no_idempotency_key=True,
     expires_after_seconds=RECORD_TTL_SECONDS,
 )
@@ -156,30 +158,31 @@ def _carry_out(
     event: dict[str, Any],
     service: MembershipService,
     shell: resource.Shell,
-    outcome: list[Answer],
-) -> Answer:
-    """The side-effecting work, recorded per (StackId, RequestId).
+    outcome: list[Outcome],
+) -> Outcome:
+    """The side-effecting work, recorded per (StackId, RequestId, continuation token).
 
-    The answer is also put in ``outcome``: if saving the record fails after
-    the work was done, the real answer is still sent.
+    The outcome is also put in ``outcome``: if saving the record fails after
+    the work was done, the real answer is still sent; and its presence tells
+    this invocation's own hand-off from a recorded one.
     """
-    answer = resource.handle(resource.Request.from_event(event), service, shell)
-    outcome.append(answer)
-    return answer
+    result = resource.handle(resource.Request.from_event(event), service, shell)
+    outcome.append(result)
+    return result
 
 
 _carry_out_once = cast(
-    "Callable[..., Answer]",
+    "Callable[..., Outcome]",
     idempotent_function(
         data_keyword_argument="event",
         config=IDEMPOTENCY,
         persistence_store=PERSISTENCE,
-        output_serializer=DataclassSerializer(Answer),
+        output_serializer=OutcomeSerializer(),
     )(_carry_out),
 )
 
 
-def _answer(event: dict[str, Any], context: LambdaContext, invocation: _Invocation) -> Answer:
+def _answer(event: dict[str, Any], context: LambdaContext, invocation: _Invocation) -> Outcome:
     """Carry the request out once, or wait for the invocation already doing it."""
     request = resource.Request.from_event(event)
     at_once = resource.answer_without_writes(request)
@@ -194,15 +197,20 @@ def _answer(event: dict[str, Any], context: LambdaContext, invocation: _Invocati
         region=SECURITY_IR.meta.region_name,
     )
     invocation.service = service
-    shell = resource.Shell(JOURNAL, remaining, settle=invocation.settle)
+    shell = resource.Shell(
+        JOURNAL,
+        remaining,
+        settle=invocation.settle,
+        hand_off=invoker(event, context.invoked_function_arn, invocation.handed_off_now),
+    )
     delay = 0.25
-    outcome: list[Answer] = []
+    outcome: list[Outcome] = []
     try:
         if not TABLE_NAME:
             raise ConfigurationError("IDEMPOTENCY_TABLE_NAME is not set on the function")
         while True:
             try:
-                return _carry_out_once(event=event, service=service, shell=shell, outcome=outcome)
+                result = _carry_out_once(event=event, service=service, shell=shell, outcome=outcome)
             except IdempotencyAlreadyInProgressError:
                 if remaining() < delay + RetryPolicy().answer_reserve:
                     raise StillInProgress(
@@ -211,6 +219,10 @@ def _answer(event: dict[str, Any], context: LambdaContext, invocation: _Invocati
                 logger.info("duplicate delivery in progress elsewhere; waiting for its answer")
                 time.sleep(delay)
                 delay = min(delay * 2, 4.0)
+                continue
+            if isinstance(result, HandedOff) and not outcome:  # a duplicate of a handed-off event
+                return resource.replay(request, shell)
+            return result
     except IdempotencyPersistenceLayerError as error:
         logger.warning("idempotency store failed", extra={"errorType": type(error).__name__})
         if outcome:
@@ -244,6 +256,12 @@ class _Invocation:
         self.settled: Answer | None = None
         #: The service of this invocation, once made: it counts the writes sent.
         self.service: MembershipService | None = None
+        #: Set once a new invocation carries the request on: this one sends nothing.
+        self.handed_off = False
+
+    def handed_off_now(self) -> None:
+        """A new invocation carries the request on: this one answers nothing from now on."""
+        self.handed_off = True
 
     def settle(self, answer: Answer) -> None:
         """Record the outcome before the bookkeeping that follows the last write."""
@@ -255,8 +273,11 @@ class _Invocation:
         return self.service is not None and self.service.writes_started > 0
 
     def answer_once(self, answer: Answer) -> None:
-        """Send ``answer`` unless this invocation has already been answered."""
+        """Send ``answer`` unless this invocation has already been answered (or handed off)."""
         with self._lock:
+            if self.handed_off:
+                logger.info("handed off: the next invocation answers")
+                return
             if self._claimed:
                 logger.info("already answered this request; not answering again")
                 return
@@ -402,6 +423,10 @@ def _dispatch(event: dict[str, Any], context: LambdaContext) -> str:
             f"Internal error ({type(error).__name__}); see the function's logs for "
             f"RequestId {event.get('RequestId', '?')}",
         )
+    if not isinstance(answer, Answer):  # handed off, or nothing for this invocation to say
+        HELPER.invocation.handed_off = True
+        logger.info("not answering", extra={"why": type(answer).__name__})
+        return str(event.get("PhysicalResourceId") or "")
     HELPER.Data = dict(answer.data)
     if answer.status == FAILED:
         HELPER.Status = FAILED

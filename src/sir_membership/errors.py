@@ -69,6 +69,32 @@ class ServiceFailure(MembershipError):
     """The service rejected a call, or retries ran out of time."""
 
 
+class OutOfTime(ServiceFailure):
+    """The next call or wait does not fit in the time left (this invocation's, or the
+    request's ServiceTimeout).
+
+    Told apart from other service failures so the work can continue in a new
+    invocation instead of failing, while the request's deadline allows.
+    ``wait`` is how long the service asked to wait before the next attempt.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        applied: int = 0,
+        planned: int = 0,
+        unknown: int = 0,
+        wait: float = 0.0,
+    ) -> None:
+        super().__init__(message, applied=applied, planned=planned, unknown=unknown)
+        self.wait = wait
+
+
+class ContinuationFailed(MembershipError):
+    """The work could not be handed to a new invocation of the function."""
+
+
 class StillInProgress(MembershipError):
     """A duplicate delivery waited for the first one's answer until out of time."""
 

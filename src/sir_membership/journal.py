@@ -36,7 +36,9 @@ from .properties import CLOUDFORMATION_KEYS
 from .request import Request
 from .tags import TagCall, TagChange, TagPlan
 
-Phase = Literal["applying", "applied", "failed", "restored"]
+#: ``restoring`` marks an entry whose rollback has begun while its change may
+#: still be continuing in another invocation: that continuation then stops.
+Phase = Literal["applying", "applied", "failed", "restoring", "restored"]
 
 
 def declaration_digest(raw: Mapping[str, Any] | None) -> str:
@@ -166,6 +168,12 @@ class Entry:
     applied: int = 0
     unknown: int = 0
     phase: Phase = "applying"
+    #: The OUs the membership holds after the last call made for this entry
+    #: (by its change or its rollback), as the function's model says, and
+    #: when that call was made: a read that differs soon after may only be
+    #: stale (the service shows account changes late), and is read again.
+    ous_now: frozenset[str] | None = None
+    last_write: float = 0.0
 
     @property
     def declared_now(self) -> str:
@@ -395,6 +403,8 @@ def to_json(entry: Entry) -> str:
             "applied": entry.applied,
             "unknown": entry.unknown,
             "phase": entry.phase,
+            "ousNow": None if entry.ous_now is None else sorted(entry.ous_now),
+            "lastWrite": entry.last_write,
             "touched": {
                 "nameBefore": t.name_before,
                 "nameAfter": t.name_after,
@@ -427,6 +437,8 @@ def from_json(text: str) -> Entry:
         applied=int(raw["applied"]),
         unknown=int(raw["unknown"]),
         phase=raw["phase"],
+        ous_now=None if raw.get("ousNow") is None else frozenset(raw["ousNow"]),
+        last_write=float(raw.get("lastWrite") or 0.0),
         touched=Touched(
             name_before=t["nameBefore"],
             name_after=t["nameAfter"],

@@ -11,6 +11,10 @@ permission is needed. Item keys (attribute ``id``):
   when. Taken with a conditional write, so two requests can never both
   hold it; it lapses at its holder's deadline, so an invocation that was
   killed cannot block the membership for longer than its own timeout.
+* ``handoff#<StackId>#<RequestId>``: a request carried across invocations
+  (``continuation.Handoff``): the token of the only invocation that may
+  continue it, replaced conditionally at each hand-off; kept a little longer
+  than CloudFormation's longest wait for an answer.
 
 Every failure here is a ``JournalUnavailable`` with a reason that names the
 table and the permission, raised before the first write.
@@ -22,10 +26,12 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from . import continuation
+from .continuation import Handoff
 from .errors import JournalUnavailable, MembershipBusy
 from .journal import Entry, from_json, to_json
 
@@ -36,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 #: Long enough for a rollback that failed and is continued by hand days later.
 JOURNAL_TTL_SECONDS = 14 * 24 * 3600
+#: Longer than CloudFormation's longest wait (an hour) for the request's answer.
+HANDOFF_TTL_SECONDS = 2 * 3600
 
 
 def _code(error: Exception) -> str:
@@ -66,6 +74,15 @@ class Store(Protocol):
 
     def release(self, membership_id: str, holder: str) -> None:
         """Give the lease back."""
+
+    def read_handoff(self, stack_id: str, request_id: str) -> Handoff | None:
+        """The request's hand-off record, or None."""
+
+    def write_handoff(self, stack_id: str, handoff: Handoff, *, replacing: str | None) -> bool:
+        """Record ``handoff`` if the stored token is still ``replacing`` (None: no record).
+
+        False when another invocation has replaced it meanwhile.
+        """
 
 
 @dataclass(frozen=True)
@@ -118,6 +135,52 @@ class JournalStore:
             )
         except (ClientError, BotoCoreError) as error:
             raise self._fail("write to", error) from None
+
+    # -- hand-off ------------------------------------------------------------------
+
+    def read_handoff(self, stack_id: str, request_id: str) -> Handoff | None:
+        """The request's hand-off record, or None (never handed off, or expired)."""
+        try:
+            item = self.client.get_item(
+                TableName=self.table_name,
+                Key={"id": {"S": f"handoff#{stack_id}#{request_id}"}},
+                ConsistentRead=True,
+            ).get("Item")
+        except (ClientError, BotoCoreError) as error:
+            raise self._fail("read", error) from None
+        if not item or int(item["expiration"]["N"]) < self.clock():
+            return None
+        return continuation.from_json(item["handoff"]["S"])
+
+    def write_handoff(self, stack_id: str, handoff: Handoff, *, replacing: str | None) -> bool:
+        """Record ``handoff`` if the stored token is still ``replacing`` (None: no record)."""
+        condition: dict[str, Any] = (
+            {"ConditionExpression": "attribute_not_exists(id)"}
+            if replacing is None
+            else {
+                "ConditionExpression": "#t = :old",
+                "ExpressionAttributeNames": {"#t": "token"},
+                "ExpressionAttributeValues": {":old": {"S": replacing}},
+            }
+        )
+        try:
+            self.client.put_item(
+                TableName=self.table_name,
+                Item={
+                    "id": {"S": f"handoff#{stack_id}#{handoff.request_id}"},
+                    "token": {"S": handoff.token},
+                    "handoff": {"S": continuation.to_json(handoff)},
+                    "expiration": {"N": str(int(self.clock()) + HANDOFF_TTL_SECONDS)},
+                },
+                **condition,
+            )
+        except ClientError as error:
+            if _code(error) == "ConditionalCheckFailedException":
+                return False
+            raise self._fail("write to", error) from None
+        except BotoCoreError as error:
+            raise self._fail("write to", error) from None
+        return True
 
     # -- lease ---------------------------------------------------------------------
 

@@ -6,16 +6,20 @@ membership, then drives a plan to completion:
 * Throttling and Conflict (the service is still applying an earlier account
   change) mean the call was refused: it is sent again after a backoff, or
   after the wait the service asked for (``retryAfterSeconds`` or a
-  ``Retry-After`` header) when that is longer; a wait that cannot fit in the
-  time left fails at once, saying how many calls were applied.
+  ``Retry-After`` header) when that is longer, for as long as the time
+  allows (a refusal is not counted against ``max_attempts``: the service may
+  take minutes per account change); a wait that cannot fit in the time left
+  raises ``OutOfTime`` at once, saying how many calls were applied, and the
+  caller continues in a new invocation or fails (``resource``).
 * A 5xx, a reset connection or a read timeout leave it unknown whether the
   call was applied: the membership is read again and the rest of the work is
   planned anew from what it now is, so no OU is added or removed twice.
 * Everything else fails at once with a reason that says what to do.
 
 A call is started only if it can finish (connect and read timeouts) before
-the deadline, minus the time kept to answer CloudFormation, so the function
-always answers FAILED itself instead of being killed mid-call.
+the deadline (``remaining``: the earlier of the invocation's and the
+request's), minus the time kept to answer or hand off, so the function is
+never killed mid-call.
 """
 
 from __future__ import annotations
@@ -38,7 +42,13 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from .errors import MembershipError, MembershipNotFound, PermissionDenied, ServiceFailure
+from .errors import (
+    MembershipError,
+    MembershipNotFound,
+    OutOfTime,
+    PermissionDenied,
+    ServiceFailure,
+)
 from .membership import MembershipState, state_from_api
 from .plan import Plan, UpdateRequest, apply_request, changed_by
 from .tags import TagCall, TagPlan
@@ -75,11 +85,21 @@ class Applied:
 class _Retry(Exception):
     """Internal: the call was refused or its outcome is unknown."""
 
-    def __init__(self, cause: str, *, ambiguous: bool, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        cause: str,
+        *,
+        ambiguous: bool,
+        retry_after: float | None = None,
+        refused: bool = False,
+    ) -> None:
         super().__init__(cause)
         self.cause = cause
         self.ambiguous = ambiguous
         self.retry_after = retry_after
+        #: The service itself said "not now" (Throttling, Conflict): retried
+        #: until the time runs out, not for a fixed number of attempts.
+        self.refused = refused
 
 
 class MembershipService:
@@ -97,7 +117,8 @@ class MembershipService:
         region: str = "",
     ) -> None:
         self._client = client
-        self._remaining = remaining
+        self._invocation_left = remaining
+        self._request_left: Callable[[], float] | None = None
         self._policy = policy or RetryPolicy()
         self._sleep = sleep
         self._jitter = jitter
@@ -107,7 +128,15 @@ class MembershipService:
         #: UpdateMembership calls sent (whatever their outcome): a failure
         #: answered after one was sent may have changed the membership.
         self.writes_started = 0
-        self._on_progress: Callable[[int], None] | None = None
+        self._on_progress: Callable[[int, MembershipState], None] | None = None
+
+    def cap(self, request_left: Callable[[], float]) -> None:
+        """Also stop at the request's own deadline (its ServiceTimeout), when it comes first."""
+        self._request_left = request_left
+
+    def _remaining(self) -> float:
+        left = self._invocation_left()
+        return left if self._request_left is None else min(left, self._request_left())
 
     # -- reading -----------------------------------------------------------------
 
@@ -143,18 +172,22 @@ class MembershipService:
         state: MembershipState,
         plan: Plan,
         replan: Callable[[MembershipState], Plan],
-        progress: Callable[[int], None] | None = None,
+        progress: Callable[[int, MembershipState], None] | None = None,
+        *,
+        already: int = 0,
     ) -> Applied:
         """Send ``plan``'s requests in order until none is left.
 
         After an ambiguous failure the membership is read again and
         ``replan`` decides what is still to do (the caller journals any new
         field it touches there, before its call). ``progress`` hears the
-        count of applied calls after each one.
+        count of applied calls and the state they leave after each one.
+        ``already`` counts the calls earlier invocations applied for the same
+        request: every count (progress, failures, ``Applied``) includes them.
         """
         self._on_progress = progress
         pending = list(plan.requests)
-        done = 0
+        done = already
         attempts = 0
         while pending:
             request = pending[0]
@@ -179,19 +212,19 @@ class MembershipService:
                     raise _with_unknown(error) from None
                 if changed_by(request, state, seen):  # it was applied after all
                     done += 1
-                    self._progress(done)
+                    self._progress(done, seen)
                 state = seen
                 pending = list(replan(state).requests)
                 continue
             done += 1
-            self._progress(done)
             state = apply_request(state, request)
+            self._progress(done, state)
             pending.pop(0)
         return Applied(done, state)
 
-    def _progress(self, done: int) -> None:
+    def _progress(self, done: int, state: MembershipState) -> None:
         if self._on_progress is not None:
-            self._on_progress(done)
+            self._on_progress(done, state)
 
     def _update(self, request: UpdateRequest) -> None:
         self.calls += 1
@@ -256,7 +289,7 @@ class MembershipService:
     ) -> None:
         """Sleep before attempt ``attempt + 1``, or fail if attempts or time ran out."""
         policy = self._policy
-        if attempt >= policy.max_attempts:
+        if attempt >= policy.max_attempts and not retry.refused:
             raise self._failure(
                 f"{operation} still failing after {attempt} attempts ({retry.cause})",
                 applied,
@@ -283,13 +316,13 @@ class MembershipService:
         left = self._remaining() - self._policy.call_timeout - self._policy.answer_reserve
         if wait <= left:
             return
-        raise self._failure(
+        raise OutOfTime(
             f"{operation} was refused ({retry.cause}) and the service asked to wait "
-            f"{wait:g} s (Retry-After), more than the {max(left, 0.0):.0f} s this invocation "
-            "has left to start a call; raise the function's Timeout or retry the stack "
-            "operation",
-            applied,
-            planned,
+            f"{wait:g} s (Retry-After), more than the {max(left, 0.0):.0f} s left to start "
+            f"a call{_progress(applied, planned)}",
+            applied=applied,
+            planned=planned,
+            wait=wait,
         )
 
     def _ensure_time(
@@ -299,11 +332,11 @@ class MembershipService:
         if self._remaining() >= needed:
             return
         cause = f" (last error: {last})" if last else ""
-        raise self._failure(
-            f"ran out of time before {operation} could be sent{cause}; "
-            "raise the function's Timeout or retry the stack operation",
-            applied,
-            planned,
+        raise OutOfTime(
+            f"ran out of time before {operation} could be sent{cause}{_progress(applied, planned)}",
+            applied=applied,
+            planned=planned,
+            wait=delay,
         )
 
     def _classify(
@@ -338,7 +371,7 @@ class MembershipService:
         code = str(response.get("Error", {}).get("Code", "Unknown"))
         status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
         if code in REFUSED or status == 429:
-            return _Retry(code, ambiguous=False, retry_after=_retry_after(response))
+            return _Retry(code, ambiguous=False, retry_after=_retry_after(response), refused=True)
         if status >= 500 or code == "InternalServerException":
             return _Retry(code, ambiguous=True, retry_after=_retry_after(response))
         where = f"account {self._account_id or '?'} region {self._region or '?'}"

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .errors import InvalidProperties
+from .membership import MembershipState
 from .properties import parse_properties
 from .request import Request
 
@@ -152,3 +153,8 @@ def apply_tag_call(actual: Tags, call: TagCall) -> dict[str, str]:
 def membership_arn(partition: str, region: str, account_id: str, membership_id: str) -> str:
     """A membership's ARN, for when GetMembership's is not at hand (offline previews)."""
     return f"arn:{partition}:security-ir:{region}:{account_id}:membership/{membership_id}"
+
+
+def state_arn(state: MembershipState) -> str:
+    """The membership's ARN as GetMembership gave it, or built from its parts."""
+    return state.arn or membership_arn("aws", state.region, state.account_id, state.membership_id)

@@ -1,0 +1,189 @@
+"""Putting a membership back from its journal entry: rollbacks and undos.
+
+Why apart from the forward change (``resource``): restoring follows one rule
+of its own, compare-and-restore from what *was* (``journal.plan_rollback``),
+never from a declaration, and it has its own ways to end: a rollback that
+cannot finish keeps the entry for the next retry; an undo that cannot
+finish leaves the failed Create's ``unrestored`` id for the rollback Delete.
+
+``read_settled`` is shared with continuations of a forward change: both
+read a membership soon after their own calls, when the service may not show
+them yet.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from . import tags
+from .answers import bookkeeping, failed, log_plan
+from .continuation import Outcome
+from .errors import MembershipError, OutOfTime
+from .journal import Entry, plan_rollback, plan_tag_rollback
+from .journal_writer import JournalWriter
+from .membership import MembershipState
+from .relay import Relay
+from .request import Decision, Request
+from .response import Answer
+from .service import MembershipService
+from .shell import Shell
+
+logger = logging.getLogger(__name__)
+
+#: Seconds a request keeps, after waiting (for the lease, or for reads), to make a call.
+WORK_RESERVE = 20.0
+
+
+def read_settled(
+    service: MembershipService,
+    shell: Shell,
+    membership_id: str,
+    entry: Entry | None,
+    *,
+    must_exist: bool,
+) -> MembershipState | None:
+    """The membership as it is (None: gone and need not exist), past any stale read.
+
+    After a call made for ``entry``, a read that does not show the OUs that
+    call left (only those the entry touches count) may only be stale: the
+    service shows account changes late. It is read again, with backoff,
+    until it does or ``stale_read_grace`` has passed since that call; then
+    the read is taken as it is (someone else changed them).
+    """
+    state = service.get(membership_id) if must_exist else service.find(membership_id)
+    if entry is None or entry.ous_now is None:
+        return state
+    mine = entry.touched.ous_added | entry.touched.ous_removed
+    attempt = 0
+    while state is not None and state.organizational_units & mine != entry.ous_now & mine:
+        since = shell.clock() - entry.last_write
+        if since >= shell.stale_read_grace:
+            logger.info("reads still differ from what the last call left: planning from them")
+            break
+        wait = min(0.5 * 2**attempt, 8.0, shell.stale_read_grace - since)
+        if shell.remaining() - wait < WORK_RESERVE:
+            raise OutOfTime(
+                "reads of the membership do not show its last calls yet",
+                applied=entry.applied,
+                planned=entry.planned,
+            )
+        logger.info("reads do not show the last call yet (propagation): reading again")
+        shell.sleep(wait)
+        attempt += 1
+        state = service.get(membership_id) if must_exist else service.find(membership_id)
+    return state
+
+
+class Restorer:
+    """Restores one request's journal entries (see the module docstring)."""
+
+    def __init__(
+        self,
+        request: Request,
+        decision: Decision,
+        service: MembershipService,
+        shell: Shell,
+        relay: Relay,
+    ) -> None:
+        self.request = request
+        self.decision = decision
+        self.service = service
+        self.shell = shell
+        self.relay = relay
+
+    def restore(self, journal: JournalWriter) -> MembershipState | None:
+        """Compare-and-restore the entry on its membership; its state after, or None if gone."""
+        entry = journal.entry
+        if entry.phase == "restored":
+            logger.info("already restored from the journal: nothing to do")
+            return None
+        now = read_settled(self.service, self.shell, entry.membership_id, entry, must_exist=False)
+        if now is None:
+            return None
+        restore = plan_rollback(entry, now)
+        log_plan("restoring from the journal", restore)
+        if restore.requests:
+            now = self.service.apply(
+                now, restore, lambda state: plan_rollback(entry, state), journal.restore_progress
+            ).state
+        if entry.touched.tags_before:
+            arn = tags.state_arn(now)
+            actual = self.service.list_tags(now.membership_id, arn)
+            self.service.apply_tags(now.membership_id, plan_tag_rollback(entry, actual, arn))
+        return now
+
+    def undo(self, journal: JournalWriter, error: MembershipError) -> Answer:
+        """Put back what a failed Create or replacing Update may have applied.
+
+        CloudFormation's rollback of those (a Delete, or an Update of the old
+        membership) does not reach this membership, so the function restores
+        it itself, from the journal, before it answers.
+        """
+        request, membership_id = self.request, journal.entry.membership_id
+        try:
+            self.restore(journal)
+        except MembershipError as undo_error:
+            logger.warning("undo failed", extra={"errorType": type(undo_error).__name__})
+            bookkeeping(self.shell, journal)
+            after = (
+                "the rollback Delete restores them from the change journal"
+                if request.request_type == "Create"
+                else "the stack's rollback restores them from the change journal"
+            )
+            noted = error.noted(
+                f"undoing them failed too ({type(undo_error).__name__}): membership "
+                f"{membership_id} may keep those changes; {after}"
+            )
+            return failed(request, noted, unrestored=request.request_type == "Create")
+        journal.update(phase="restored")
+        bookkeeping(self.shell, journal)
+        if journal.entry.touched.reactivated:
+            noted = error.noted(
+                f"they were undone except the reactivation: membership {membership_id} stays Active"
+            )
+        else:
+            noted = error.noted(f"they were undone, membership {membership_id} is as it was")
+        return failed(request, noted)
+
+    def rollback(self, entry: Entry) -> Outcome:
+        """CloudFormation's rollback of ``entry``'s change: restore, then answer."""
+        request = self.request
+        journal = JournalWriter(self.shell.store, request, entry, self.shell.clock)
+        if entry.phase == "applying":  # its change may go on in another invocation: stop it
+            journal.update(phase="restoring")
+            try:
+                journal.save()
+            except MembershipError as error:
+                raise error.noted("nothing was restored yet: retry the rollback") from None
+        try:
+            restored = self.restore(journal)
+        except MembershipError as error:
+            if self.relay.may_hand_off(error):
+                try:
+                    return self.relay.hand_off(error, None)
+                except MembershipError as handing_failed:
+                    error = handing_failed
+            if isinstance(error, OutOfTime):
+                error = error.noted(self.relay.out_of_time_note())
+            noted = error.noted(
+                "the change journal keeps what to restore: retry the rollback "
+                "(continue the update rollback, or delete again)"
+            )
+            return failed(request, noted)
+        journal.update(phase="restored")
+        try:  # before SUCCESS: the clean-up Delete of a replacement relies on it
+            journal.save()
+        except MembershipError as error:
+            raise error.noted(
+                "the membership was restored but the change journal could not record it: "
+                "retry the rollback"
+            ) from None
+        declared = self.decision.membership_id
+        if request.request_type == "Delete" or declared is None:
+            answer = Answer.success(request.physical_id, {})
+        elif restored is not None and restored.membership_id == declared:
+            answer = Answer.success(declared, restored.attributes())
+        else:
+            answer = Answer.success(declared, self.service.get(declared).attributes())
+        self.shell.settle(answer)
+        return answer
