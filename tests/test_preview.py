@@ -42,7 +42,9 @@ from sir_membership.preview import (
     unresolved_paths,
     worst,
 )
-from sir_membership.request import Request
+from sir_membership.preview.labels import timing_note
+from sir_membership.preview.steps import Step
+from sir_membership.request import Request, decide
 
 CHANGESETS = Path(__file__).parent / "fixtures" / "changesets"
 EVENTS = Path(__file__).parent.parent / "events"
@@ -763,3 +765,32 @@ def test_the_example_template_resolves_except_its_import() -> None:
     assert resolved.properties["OptInFeatures"] == [{"FeatureName": "Triage", "IsEnabled": "false"}]
     state = state_from_declaration(resolved.properties)
     assert len(state.team) == 2
+
+
+def test_a_change_of_several_calls_says_it_may_take_minutes_and_names_service_timeout() -> None:
+    old = props(OrganizationalUnits=[ou(1)])
+    for new, expected in (
+        (
+            props(OrganizationalUnits=[ou(i) for i in range(1, 22)]),
+            "4 UpdateMembership calls: the service may take minutes per call while accounts "
+            "propagate; the function continues in new invocations until the resource's "
+            "ServiceTimeout of 600 s (declared)",
+        ),
+        (
+            {
+                k: v
+                for k, v in props(OrganizationalUnits=[ou(i) for i in range(1, 12)]).items()
+                if k != "ServiceTimeout"
+            },
+            "2 UpdateMembership calls: the service may take minutes per call while accounts "
+            "propagate; the function continues in new invocations until the resource's "
+            "ServiceTimeout of 3600 s (the default: none declared)",
+        ),
+        (props(OrganizationalUnits=[ou(1), ou(2)]), None),
+    ):
+        request = Request("Update", STACK_ID, "r", "Membership", MEMBERSHIP_ID, new, old)
+        decision = decide(request)
+        assert decision.plan is not None
+        plan = decision.plan(state_from_declaration(old))
+        step = Step("Membership", request, "change", MEMBERSHIP_ID, plan)
+        assert timing_note(step) == expected

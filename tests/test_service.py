@@ -247,9 +247,7 @@ def test_retries_stop_before_the_deadline(client: Any) -> None:
 def test_attempts_are_bounded(client: Any) -> None:
     with Stubber(client) as stub:
         for _ in range(3):
-            stub.add_client_error(
-                "get_membership", "InternalServerException", http_status_code=500
-            )
+            stub.add_client_error("get_membership", "InternalServerException", http_status_code=500)
         with pytest.raises(ServiceFailure, match="still failing after 3 attempts"):
             service(client, Clock(), max_attempts=3).get(MEMBERSHIP_ID)
 

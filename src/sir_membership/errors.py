@@ -86,9 +86,12 @@ class OutOfTime(ServiceFailure):
         planned: int = 0,
         unknown: int = 0,
         wait: float = 0.0,
+        cause: str = "",
     ) -> None:
         super().__init__(message, applied=applied, planned=planned, unknown=unknown)
         self.wait = wait
+        #: The service's last refusal (an error code), if it refused.
+        self.cause = cause
 
 
 class ContinuationFailed(MembershipError):

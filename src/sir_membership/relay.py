@@ -125,14 +125,24 @@ class Relay:
         )
         return HandedOff(token, following.invocations)
 
-    def out_of_time_note(self) -> str:
-        """What to say when the request's time ran out (the reason's tail)."""
+    def out_of_time(self, error: OutOfTime) -> MembershipError:
+        """``error`` when no more invocations can follow: say what ran out, and the fix."""
         if self.shell.hand_off is None:
-            return "raise the function's Timeout or retry the stack operation"
-        return (
-            f"the change could not finish within the resource's ServiceTimeout of "
-            f"{self.record.service_timeout} s ({self.record.invocations} invocation(s)); "
-            "raise ServiceTimeout (up to 3600) or retry the stack operation"
+            return error.noted("raise the function's Timeout or retry the stack operation")
+        if error.applied:
+            done = f"{error.applied} of {error.planned} UpdateMembership calls were applied"
+        else:
+            done = "no change was applied"
+        refused = f" (the service kept refusing: {error.cause})" if error.cause else ""
+        record = self.record
+        return OutOfTime(
+            f"The change could not finish within the resource's ServiceTimeout of "
+            f"{record.service_timeout} s over {record.invocations} invocation(s){refused}: "
+            f"{done}; raise ServiceTimeout (up to 3600) and retry",
+            applied=error.applied,
+            planned=error.planned,
+            unknown=error.unknown,
+            cause=error.cause,
         )
 
     def finish(self, answer: Answer) -> Outcome:

@@ -246,9 +246,14 @@ class _Work:
         membership_id, plan_for = decision.membership_id, decision.plan
         assert membership_id is not None
         assert plan_for is not None
-        state = read_settled(
-            service, self.shell, membership_id, own, must_exist=decision.must_exist
-        )
+        try:
+            state = read_settled(
+                service, self.shell, membership_id, own, must_exist=decision.must_exist
+            )
+        except MembershipError as error:
+            if not self.relay.may_hand_off(error):
+                raise
+            return self.relay.hand_off(error, mode.previous_applied)  # reads still stale
         if state is None:
             logger.info("membership no longer exists: nothing to do")
             return Answer.success(request.physical_id, {})
@@ -319,7 +324,7 @@ class _Work:
     def _forwardfailed(self, journal: JournalWriter, error: MembershipError) -> Answer:
         journal.update(phase="failed")
         if isinstance(error, OutOfTime):
-            error = error.noted(self.relay.out_of_time_note())
+            error = self.relay.out_of_time(error)
         if error.may_have_written and self.decision.undo_on_failure:
             return self.restorer.undo(journal, error)
         if error.may_have_written:

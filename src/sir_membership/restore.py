@@ -164,7 +164,7 @@ class Restorer:
                 except MembershipError as handing_failed:
                     error = handing_failed
             if isinstance(error, OutOfTime):
-                error = error.noted(self.relay.out_of_time_note())
+                error = self.relay.out_of_time(error)
             noted = error.noted(
                 "the change journal keeps what to restore: retry the rollback "
                 "(continue the update rollback, or delete again)"

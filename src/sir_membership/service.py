@@ -323,6 +323,7 @@ class MembershipService:
             applied=applied,
             planned=planned,
             wait=wait,
+            cause=retry.cause,
         )
 
     def _ensure_time(
@@ -337,6 +338,7 @@ class MembershipService:
             applied=applied,
             planned=planned,
             wait=delay,
+            cause=last,
         )
 
     def _classify(

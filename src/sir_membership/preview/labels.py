@@ -10,10 +10,11 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from ..continuation import service_timeout
 from ..plan import UpdateRequest
 from ..tags import TagCall, TagPlan
 from .base import EXIT_CHANGES, EXIT_ERROR, EXIT_OK
-from .steps import ResourcePreview
+from .steps import ResourcePreview, Step
 
 PLAN_VERDICTS = {
     EXIT_OK: "no change to any membership (exit 0)",
@@ -91,6 +92,26 @@ def memberships(resource: ResourcePreview) -> str:
     """The membership ids the resource's steps touch (old / new for a replacement)."""
     ids = [s.membership_id or s.request.physical_id for s in resource.steps]
     return " / ".join(dict.fromkeys(i for i in ids if i)) or "-"
+
+
+def timing_note(step: Step) -> str | None:
+    """For a change of several calls: how long it may take, and the deadline it has.
+
+    The service may refuse each call for minutes while an earlier account
+    change propagates; the function then continues in new invocations, up to
+    the resource's ServiceTimeout (README, Semantics).
+    """
+    calls = len(step.requests)
+    if calls < 2:
+        return None
+    properties = step.request.properties
+    timeout = service_timeout(properties)
+    source = "declared" if "ServiceTimeout" in properties else "the default: none declared"
+    return (
+        f"{calls} UpdateMembership calls: the service may take minutes per call while "
+        f"accounts propagate; the function continues in new invocations until the "
+        f"resource's ServiceTimeout of {timeout} s ({source})"
+    )
 
 
 def tag_call_line(call: TagCall) -> str:

@@ -30,6 +30,7 @@ from .labels import (
     result_label,
     tag_call_line,
     tag_rows,
+    timing_note,
     value,
 )
 from .steps import Preview, ResourcePreview, Step
@@ -115,6 +116,9 @@ def _step_block(step: Step, show: bool) -> str:
             lines.append("OUs to remove: " + ", ".join(code(ou) for ou in plan.ous_to_remove))
         calls = _calls([api(r, show) for r in plan.requests], show)
         lines.append("UpdateMembership calls, in order:\n\n" + calls)
+        note = timing_note(step)
+        if note is not None:
+            lines.append(f"Time: {note}.")
     if step.tag_calls:
         rows = tag_rows(step.tag_plan)
         lines.append(f"Tags (state: {step.tag_source}):\n\n" + table(("Tag", "Change"), rows))

@@ -22,6 +22,7 @@ from .labels import (
     result_label,
     tag_call_line,
     tag_rows,
+    timing_note,
     value,
 )
 from .steps import Preview, ResourcePreview, Step
@@ -61,6 +62,9 @@ def _step_lines(step: Step, show: bool) -> list[str]:
         lines += [
             f"      {i}. {call_line(api(r, show), show)}" for i, r in enumerate(plan.requests, 1)
         ]
+        note = timing_note(step)
+        if note is not None:
+            lines.append(f"    Time: {note}")
     if step.tag_calls:
         lines.append(f"    Tags [{step.tag_source}]:")
         lines += table([(f"      {k}", d) for k, d in tag_rows(step.tag_plan)])
