@@ -518,3 +518,29 @@ def test_a_new_logical_id_on_a_new_provider_adopts_the_membership_without_a_writ
     body = the_answer(cfn, sent)
     assert body["Status"] == "SUCCESS"
     assert body["PhysicalResourceId"] == MEMBERSHIP_ID
+
+
+@pytest.mark.parametrize(
+    ("marker", "problem"),
+    [
+        ({"Token": "a" * 32, "Invocation": 2}, None),
+        ({"Token": "a" * 31, "Invocation": 2}, "Token must be 32 lower-case hex digits"),
+        ({"Token": "a" * 32, "Invocation": "2"}, "Invocation must be an integer 2..1000"),
+        ({"Token": "a" * 32, "Invocation": 2, "Extra": 1}, "must hold exactly Token and"),
+        ("a" * 32, "must hold exactly Token and Invocation"),
+    ],
+)
+def test_a_continuation_marker_is_kept_only_when_well_formed(
+    marker: object, problem: str | None
+) -> None:
+    arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:sir"
+    sent = json.loads((EVENTS / "create.json").read_text())
+    sent["SirMembershipContinuation"] = marker
+    verdict = guard.screen(sent, arn, guard.Policy(stack_patterns=("*",)))
+    if problem is None:
+        assert isinstance(verdict, guard.Accepted)
+        assert verdict.event["SirMembershipContinuation"] == marker
+    else:
+        assert isinstance(verdict, guard.Refused)
+        assert verdict.error.reason.startswith("Malformed request: SirMembershipContinuation")
+        assert problem in verdict.error.reason
