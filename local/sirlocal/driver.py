@@ -315,8 +315,18 @@ class LambdaWorker:
 
     # invocations ---------------------------------------------------------------
 
-    def invoke(self, event: Mapping[str, Any], timeout: float | None = None) -> Invocation:
-        """Start one invocation (asynchronously, like CloudFormation's); see :meth:`Invocation.wait`."""
+    def invoke(
+        self,
+        event: Mapping[str, Any],
+        timeout: float | None = None,
+        *,
+        request_id: str | None = None,
+    ) -> Invocation:
+        """Start one invocation (asynchronously, like CloudFormation's); see :meth:`Invocation.wait`.
+
+        ``request_id``: the context's ``aws_request_id`` (default: a fresh one);
+        Lambda keeps it across the retries of one asynchronous event.
+        """
         if self._busy:
             raise DriverError(f"{self.name} is still running an invocation")
         cold = not self.alive
@@ -326,7 +336,7 @@ class LambdaWorker:
         assert process is not None
         assert process.stdin is not None
         seconds = self.timeout if timeout is None else timeout
-        request_id = str(uuid.uuid4())
+        request_id = request_id or str(uuid.uuid4())
         invocation = Invocation(self, request_id, time.time() + seconds, cold)
         line = json.dumps(
             {
