@@ -407,15 +407,18 @@ class LambdaAPI:
                 self._changed.wait(remaining)
             return True
 
-    def logs(self) -> str:
-        """The function logs of every worker started since the last reset, oldest first."""
+    def log_mark(self) -> int:
+        """The number of attempts recorded so far, for :meth:`logs` ``since``."""
         with self._changed:
-            attempts = list(self._attempts)
-        parts = []
-        for attempt in attempts:
-            worker = attempt.worker
-            parts.append(worker.logs() if worker is not None else attempt.log)
-        return "".join(parts)
+            return len(self._attempts)
+
+    def logs(self, since: int = 0) -> str:
+        """The function logs of the workers started since the last reset (from attempt
+        ``since``, a :meth:`log_mark`), oldest first; kept after each worker closed."""
+        with self._changed:  # a worker's log file is read before its attempt closes it
+            return "".join(
+                a.worker.logs() if a.worker is not None else a.log for a in self._attempts[since:]
+            )
 
     # the Invoke call -----------------------------------------------------------
 
@@ -575,12 +578,12 @@ class LambdaAPI:
                 cold = invocation.cold
                 outcome = self._outcome(invocation, kill_after, chain.cancel)
         finally:
-            log = worker.logs()
-            worker.close()
+            worker.stop()
             with self._changed:
-                attempt.worker, attempt.log = None, log
+                attempt.worker, attempt.log = None, worker.logs()
                 attempt.snapshot = replace(snapshot, ended=time.time(), cold=cold, outcome=outcome)
                 self._changed.notify_all()
+            worker.close()
         return outcome
 
     @staticmethod
