@@ -11,6 +11,9 @@ resource, end to end and offline:
 * it invokes the handler in a :class:`LambdaWorker` (a child process that
   imported ``sir_membership.app`` once, with a real deadline; killed at the
   deadline as Lambda would) and waits for the answer PUT at the receiver;
+  when the function continues in asynchronous invocations of itself (through
+  :mod:`sirlocal.lambda_api`), it keeps waiting, as CloudFormation does, up
+  to the resource's ServiceTimeout counted from the request;
 * it refuses an answer that breaks the response contract, by raising
   :class:`ContractViolation` (ids not echoed, empty physical id, FAILED
   without a reason, over 4,096 bytes, answered more than once);

@@ -118,10 +118,27 @@ def declare(**overrides: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Fault:
-    """One fault armed right before a step (emulator or receiver side)."""
+    """One fault armed right before a step (emulator, receiver or Lambda endpoint side).
+
+    ``invoke_error``: the function's next ``times`` Invoke calls are answered
+    ``error`` (default TooManyRequestsException); ``invoke_kill``: the next
+    ``times`` asynchronous invocations are killed ``seconds`` after they
+    began (Lambda retries them); ``invoke_drop``: the next ``times`` events
+    are accepted and never run.
+    """
 
     kind: Literal[
-        "error", "reset", "hang", "propagation", "model", "put_status", "put_reset", "put_hang"
+        "error",
+        "reset",
+        "hang",
+        "propagation",
+        "model",
+        "put_status",
+        "put_reset",
+        "put_hang",
+        "invoke_error",
+        "invoke_kill",
+        "invoke_drop",
     ]
     operation: str = "*"
     on_call: int = 1
@@ -146,6 +163,12 @@ class Fault:
             receiver.reset_next(self.times or 1)
         elif self.kind == "put_hang":
             receiver.hang_next(self.seconds, self.times or 1)
+        elif self.kind == "invoke_error":
+            services.lambda_api.fail_next(self.times or 1, self.error or "TooManyRequestsException")
+        elif self.kind == "invoke_kill":
+            services.lambda_api.kill_next_after(self.seconds, self.times or 1)
+        elif self.kind == "invoke_drop":
+            services.lambda_api.drop_next(self.times or 1)
         else:
             emulator.add_fault(
                 self.kind,
@@ -176,6 +199,12 @@ class Fault:
             return f"response PUT answered {self.status} {times}"
         if self.kind == "put_hang":
             return f"response PUT unanswered for {self.seconds:g} s {times}"
+        if self.kind == "invoke_error":
+            return f"Lambda Invoke answered {self.error or 'TooManyRequestsException'} {times}"
+        if self.kind == "invoke_kill":
+            return f"continuation killed after {self.seconds:g} s {times}"
+        if self.kind == "invoke_drop":
+            return f"continuation event lost {times}"
         return f"response PUT reset {times}"
 
 
@@ -200,6 +229,9 @@ class Step:
     reason_ends: str = ""  # and ends with this
     physical_has: str = ""  # in the physical id of the operation's first answer
     answer_within: float | None = None  # seconds, for every answer of this step
+    #: The invocations (the first plus every asynchronous attempt) the operation's
+    #: own request took; it must also have been answered exactly once.
+    invocations: int | None = None
     cancel_after_writes: int = 1
     cancel_after_seconds: float = 0.0
 
@@ -474,9 +506,17 @@ def _play_step(run: Run, step: Step) -> None:
             )
         _check_answer(run, step, operation.first_answer)
         _check_deliveries(run, operation.deliveries, step)
+        if step.invocations is not None and operation.deliveries:
+            first = operation.deliveries[0]
+            run.expect(
+                (len(first.accepted), first.invocation_count) == (1, step.invocations),
+                f"{step.action}: answered {len(first.accepted)} time(s) in "
+                f"{first.invocation_count} invocation(s), expected once in {step.invocations}",
+            )
     finally:
         services.emulator.clear_faults()
         services.receiver.clear_faults()
+        services.lambda_api.clear_faults()
 
 
 def _check_answer(run: Run, step: Step, answer: Answer | None) -> None:

@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import boto3
@@ -31,6 +32,7 @@ from sirlocal.driver import (
 )
 from sirlocal.lambda_api import AsyncInvocation, LambdaAPI, request_id_of
 from sirlocal.receiver import ResponseReceiver
+from sirlocal.scenarios import Fault
 
 HERE = Path(__file__).resolve().parent
 HANDLER = "async_handlers.handler"
@@ -398,3 +400,22 @@ def test_a_failed_continuation_is_retried_by_lambda_and_its_answer_awaited(
     assert outcomes == ["killed", "ok"]
     assert delivery.invocation_count == 3
     assert isinstance(delivery.async_invocations[0], AsyncInvocation)
+
+
+def test_scenario_faults_arm_the_endpoint(api: LambdaAPI, tmp_path: Path) -> None:
+    services: Any = SimpleNamespace(emulator=None, receiver=None, lambda_api=api)
+    error = Fault("invoke_error", error="ServiceException")
+    kill, drop = Fault("invoke_kill", seconds=0.0), Fault("invoke_drop")
+    for fault in (error, kill, drop):
+        fault.arm(services)
+    assert [f.describe() for f in (error, kill, drop)] == [
+        "Lambda Invoke answered ServiceException x1",
+        "continuation killed after 0 s x1",
+        "continuation event lost x1",
+    ]
+    event = {"Mode": "record", "Out": str(tmp_path / "out.jsonl")}
+    assert error_of(lambda: invoke(api, event)) == ("ServiceException", 500)
+    invoke(api, event)  # dropped
+    invoke(api, event)  # killed at once, then retried
+    assert api.wait_idle(20)
+    assert [i.outcome for i in api.invocations()] == ["dropped", "killed", "ok"]
