@@ -13,24 +13,35 @@ import sys
 from collections.abc import Sequence
 
 from sirlocal import serve_until_signalled
+from sirlocal.driver import worker_env
 from sirlocal.emulator import load_seed
 from sirlocal.services import DEFAULT_TABLE_NAME, DEFAULT_TEMPLATE, local_services
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Start emulator, receiver and moto (+ table); print ``{"env", "emulator", ...}``."""
+    """Start emulator, receiver, the Lambda endpoint and moto (+ table); print
+    ``{"env", "emulator", ...}``."""
     parser = argparse.ArgumentParser(prog="python -m sirlocal", description=__doc__)
     parser.add_argument("--template", default=str(DEFAULT_TEMPLATE))
     parser.add_argument("--seed", action="append", default=[], help="JSON seed file (repeatable)")
     parser.add_argument("--table-name", default=DEFAULT_TABLE_NAME)
+    parser.add_argument(
+        "--function-timeout",
+        type=float,
+        default=30.0,
+        help="seconds, for the function's asynchronous invocations of itself",
+    )
     args = parser.parse_args(argv)
     seed = [membership for path in args.seed for membership in load_seed(path)]
     with local_services(args.template, seed=seed, table_name=args.table_name) as services:
+        env = worker_env(services.child_env())
+        services.lambda_api.configure(env=env, timeout=args.function_timeout)
         ready = {
             "env": services.env(),
             "emulator": services.security_ir_url,
             "dynamodb": services.dynamodb_url,
             "receiver": services.receiver.base_url,
+            "lambda": services.lambda_api.endpoint_url,
             "ca": services.receiver.ca_path,
             "pid": os.getpid(),
         }

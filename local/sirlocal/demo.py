@@ -36,6 +36,7 @@ from sirlocal.scenarios import (
     A,
     Expect,
     call_summary,
+    configure_continuations,
     declare,
     log_leaks,
     mask,
@@ -303,8 +304,15 @@ def run_story(services: LocalServices, pool: WorkerPool, out: TextIO) -> list[Ch
     print(f"Seeded membership {A} ('A' in the call list):", file=out)
     print(_indent(describe_state(services.emulator.state(A))), file=out)
     print(f"    ({FOREIGN[0]} stands for an OU associated outside this stack)", file=out)
-    marks = pool.log_marks()
-    stack = StackDriver(services.receiver, pool.get(0), stack_name="sir-membership-demo")
+    marks, lambda_mark = pool.log_marks(), services.lambda_api.log_mark()
+    worker = pool.get(0)
+    configure_continuations(services, pool, worker.timeout)
+    stack = StackDriver(
+        services.receiver,
+        worker,
+        stack_name="sir-membership-demo",
+        lambda_api=services.lambda_api,
+    )
     results: list[ChapterResult] = []
     for number, chapter in enumerate(CHAPTERS, start=1):
         try:
@@ -315,9 +323,8 @@ def run_story(services: LocalServices, pool: WorkerPool, out: TextIO) -> list[Ch
             results.append(ChapterResult(chapter.title, chapter.expect_status, "-", [problem]))
             break
     urls = [str(d.event["ResponseURL"]) for d in stack.deliveries]
-    leaks = log_leaks(
-        pool.logs_since(marks), sensitive_values(SEED, CREATED, UPDATED, FAILING), urls
-    )
+    logs = pool.logs_since(marks) + services.lambda_api.logs(lambda_mark)
+    leaks = log_leaks(logs, sensitive_values(SEED, CREATED, UPDATED, FAILING), urls)
     hygiene = ChapterResult("function logs", "no sensitive value", "checked", leaks)
     print(
         f"\nFunction logs: {len(stack.deliveries)} invocations, "

@@ -11,6 +11,9 @@ resource, end to end and offline:
 * it invokes the handler in a :class:`LambdaWorker` (a child process that
   imported ``sir_membership.app`` once, with a real deadline; killed at the
   deadline as Lambda would) and waits for the answer PUT at the receiver;
+  when the function continues in asynchronous invocations of itself (through
+  :mod:`sirlocal.lambda_api`), it keeps waiting, as CloudFormation does, up
+  to the resource's ServiceTimeout counted from the request;
 * it refuses an answer that breaks the response contract, by raising
   :class:`ContractViolation` (ids not echoed, empty physical id, FAILED
   without a reason, over 4,096 bytes, answered more than once);
@@ -49,10 +52,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 from sirlocal.receiver import ReceivedPut, ResponseReceiver, normalize_path
 from sirlocal.worker import ACCOUNT_ID, DEFAULT_FUNCTION_NAME, DEFAULT_HANDLER
+
+if TYPE_CHECKING:  # lambda_api starts LambdaWorkers: it imports this module
+    from sirlocal.lambda_api import AsyncInvocation, LambdaAPI
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
@@ -61,6 +67,8 @@ FUNCTION_ARN = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{DEFAULT_FUNCTION
 MAX_BODY_BYTES = 4096
 #: Seconds after the deadline before a still-running invocation is killed.
 KILL_GRACE = 0.5
+#: CloudFormation's default (and largest) ServiceTimeout of a custom resource, seconds.
+MAX_SERVICE_TIMEOUT = 3600.0
 NO_RESPONSE_REASON = (
     "CloudFormation did not receive a response from your Custom Resource before the "
     "ServiceTimeout. Please check your custom resource function's logs"
@@ -315,8 +323,18 @@ class LambdaWorker:
 
     # invocations ---------------------------------------------------------------
 
-    def invoke(self, event: Mapping[str, Any], timeout: float | None = None) -> Invocation:
-        """Start one invocation (asynchronously, like CloudFormation's); see :meth:`Invocation.wait`."""
+    def invoke(
+        self,
+        event: Mapping[str, Any],
+        timeout: float | None = None,
+        *,
+        request_id: str | None = None,
+    ) -> Invocation:
+        """Start one invocation (asynchronously, like CloudFormation's); see :meth:`Invocation.wait`.
+
+        ``request_id``: the context's ``aws_request_id`` (default: a fresh one);
+        Lambda keeps it across the retries of one asynchronous event.
+        """
         if self._busy:
             raise DriverError(f"{self.name} is still running an invocation")
         cold = not self.alive
@@ -326,7 +344,7 @@ class LambdaWorker:
         assert process is not None
         assert process.stdin is not None
         seconds = self.timeout if timeout is None else timeout
-        request_id = str(uuid.uuid4())
+        request_id = request_id or str(uuid.uuid4())
         invocation = Invocation(self, request_id, time.time() + seconds, cold)
         line = json.dumps(
             {
@@ -476,6 +494,22 @@ def cfn_properties(
     return out
 
 
+def service_timeout(event: Mapping[str, Any]) -> float:
+    """Seconds CloudFormation waits for the answer to ``event``, from when it sent it.
+
+    The resource's ``ServiceTimeout`` (a string of 1..3600 in the event's
+    ResourceProperties), else 3600. CloudFormation refuses other values
+    before it invokes anything; here they are clamped, so a test of bad
+    input still gets a delivery.
+    """
+    raw = (event.get("ResourceProperties") or {}).get("ServiceTimeout")
+    try:
+        seconds = float(raw) if raw is not None else MAX_SERVICE_TIMEOUT
+    except (TypeError, ValueError):
+        return MAX_SERVICE_TIMEOUT
+    return min(max(seconds, 1.0), MAX_SERVICE_TIMEOUT)
+
+
 def response_problems(event: Mapping[str, Any], put: ReceivedPut) -> list[str]:
     """Why CloudFormation would refuse (or misread) this answer to ``event``; [] if fine."""
     problems = [f"receiver: {p}" for p in put.problems]
@@ -520,7 +554,13 @@ class Answer:
 
 @dataclass
 class Delivery:
-    """One request sent to the function (by one or more workers) and what came back."""
+    """One request sent to the function (by one or more workers) and what came back.
+
+    ``results`` are the invocations the driver made; ``async_invocations``
+    the attempts the function started itself through the Lambda endpoint
+    (its continuations, with Lambda's retries) for this request. Every PUT
+    to the ResponseURL counts, whichever invocation made it.
+    """
 
     event: dict[str, Any]
     path: str
@@ -529,6 +569,8 @@ class Delivery:
     puts: list[ReceivedPut]
     timeout: float
     expected_answers: int = 1
+    service_timeout: float = MAX_SERVICE_TIMEOUT
+    async_invocations: list[AsyncInvocation] = field(default_factory=list)
 
     @property
     def accepted(self) -> list[ReceivedPut]:
@@ -536,11 +578,27 @@ class Delivery:
         return [p for p in self.puts if p.accepted]
 
     @property
+    def in_time(self) -> list[ReceivedPut]:
+        """The accepted PUTs that came before the ServiceTimeout (CloudFormation reads these)."""
+        return [p for p in self.accepted if p.time - self.started <= self.service_timeout]
+
+    @property
+    def invocation_count(self) -> int:
+        """Invocations that ran for this request: the driver's, plus every asynchronous attempt."""
+        return len(self.results) + sum(1 for a in self.async_invocations if a.ran)
+
+    @property
+    def answer_deadline(self) -> float:
+        """Seconds from the start the answer may take: the function timeout, or the
+        ServiceTimeout once the function continued in asynchronous invocations."""
+        return self.service_timeout if self.async_invocations else self.timeout
+
+    @property
     def answer(self) -> Answer | None:
-        """The first accepted answer (None: CloudFormation got no answer)."""
-        if not self.accepted:
+        """The first accepted answer in time (None: CloudFormation got no answer)."""
+        if not self.in_time:
             return None
-        body = self.accepted[0].body
+        body = self.in_time[0].body
         return Answer(
             str(body.get("Status")),
             str(body.get("PhysicalResourceId")),
@@ -550,8 +608,8 @@ class Delivery:
 
     @property
     def answer_seconds(self) -> float | None:
-        """Seconds from the invocation to the first accepted PUT."""
-        return self.accepted[0].time - self.started if self.accepted else None
+        """Seconds from the invocation to the first accepted PUT in time."""
+        return self.in_time[0].time - self.started if self.in_time else None
 
     def problems(self) -> list[str]:
         """Contract problems of every accepted answer, and of answering too often."""
@@ -642,10 +700,21 @@ class PendingDelivery:
         return not all(i.done() for i in self.invocations)
 
     def finish(self) -> Delivery:
-        """Wait for the first answer and every invocation's end; check the contract."""
+        """Wait for the first answer and every invocation's end; check the contract.
+
+        When the invocations end unanswered while the function continues in
+        asynchronous invocations (the driver's ``lambda_api`` is busy with
+        this request), keep waiting for the answer as CloudFormation does:
+        up to the ServiceTimeout from the start.
+        """
         stack = self.stack
         stack._wait_for_answer(self.path, self.before, self.invocations)
         results = [i.wait() for i in self.invocations]
+        limit = service_timeout(self.event)
+        request_id = str(self.event.get("RequestId", ""))
+        api = stack.lambda_api
+        if api is not None:
+            stack._wait_for_continuations(self.path, self.before, request_id, self.started + limit)
         delivery = Delivery(
             event=self.event,
             path=self.path,
@@ -654,6 +723,8 @@ class PendingDelivery:
             puts=stack.receiver.requests(self.path)[self.before :],
             timeout=self.timeout,
             expected_answers=len(self.invocations),
+            service_timeout=limit,
+            async_invocations=api.invocations(request_id, since=self.started) if api else [],
         )
         stack.deliveries.append(delivery)
         if stack.strict:
@@ -669,6 +740,9 @@ class StackDriver:
     ``strict`` (default) raises :class:`ContractViolation` when an answer
     breaks the contract and :class:`NoResponse` when none arrives; with
     ``strict=False`` a missing answer becomes CloudFormation's timeout failure.
+    With ``lambda_api`` (``services.lambda_api``), an answer sent by the
+    function's asynchronous continuations is waited for, up to the
+    resource's ServiceTimeout.
     """
 
     def __init__(
@@ -680,8 +754,10 @@ class StackDriver:
         logical_id: str = "Membership",
         timeout: float | None = None,
         strict: bool = True,
+        lambda_api: LambdaAPI | None = None,
     ) -> None:
         self.receiver = receiver
+        self.lambda_api = lambda_api
         self.worker = worker
         self.stack_name = stack_name
         self.logical_id = logical_id
@@ -780,6 +856,26 @@ class StackDriver:
                 time.sleep(0.02)
             if all(i.done() or time.time() > i.deadline + KILL_GRACE for i in invocations):
                 return
+
+    def _wait_for_continuations(
+        self, path: str, before: int, request_id: str, deadline: float
+    ) -> None:
+        """Wait while the function's asynchronous invocations for ``request_id`` run.
+
+        Until the first accepted PUT, up to ``deadline`` (epoch seconds: the
+        ServiceTimeout); after it, for one more function timeout at most, so
+        a second answer from the chain is still seen (and counted). Returns
+        at once when nothing runs for the request: no answer can come.
+        """
+        api = self.lambda_api
+        assert api is not None
+        answered: float | None = None
+        while time.time() < deadline and api.busy(request_id):
+            if answered is None and any(p.accepted for p in self.receiver.requests(path)[before:]):
+                answered = time.time()
+            if answered is not None and time.time() > answered + self.timeout + KILL_GRACE:
+                return
+            time.sleep(0.02)
 
     def _answer(self, event: dict[str, Any]) -> tuple[Answer, Delivery]:
         delivery = self.deliver(event)

@@ -30,6 +30,7 @@ from sirlocal.scenarios import (
     Scenario,
     ScenarioResult,
     check_bad_input,
+    configure_continuations,
     declare,
     mask,
     run_scenario,
@@ -47,11 +48,14 @@ def isolated(services: LocalServices, pool: WorkerPool) -> Iterator[None]:
     """What ``tests/e2e/conftest.py``'s ``clean_services`` does around each test."""
     services.emulator.reset()
     services.receiver.reset()
+    services.lambda_api.reset()
+    configure_continuations(services, pool, pool.timeout)
     try:
         yield
     finally:
         services.emulator.clear_faults()
         services.receiver.clear_faults()
+        services.lambda_api.reset()
         for worker in pool.workers:
             if worker.busy:  # a run broke off mid-invocation: start the next one clean
                 worker.kill()
@@ -118,7 +122,14 @@ def run_bad_input(
     with isolated(services, pool):
         services.emulator.seed(seed())
         began = time.time()
-        stack = StackDriver(services.receiver, pool.get(0), stack_name="healthy", timeout=timeout)
+        configure_continuations(services, pool, timeout)
+        stack = StackDriver(
+            services.receiver,
+            pool.get(0),
+            stack_name="healthy",
+            timeout=timeout,
+            lambda_api=services.lambda_api,
+        )
         problems: list[str] = []
         created = stack.create(declare())
         if created.stack_status != "CREATE_COMPLETE":

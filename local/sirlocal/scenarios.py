@@ -9,9 +9,11 @@ security-ir calls. :func:`run_scenario` plays it through the real handler
 assert on it and the reliability report tabulates it from the same source.
 
 Every run also checks, whatever the scenario: each answer honours the
-response contract and arrives before the invocation's deadline, and the
-function's logs hold no responder name, email, job title, membership name
-or ResponseURL query/signature.
+response contract and arrives before the invocation's deadline (the
+ServiceTimeout, when the function continued in asynchronous invocations of
+itself, see :mod:`sirlocal.lambda_api`), and the function's logs (also
+those of its continuations) hold no responder name, email, job title,
+membership name or ResponseURL query/signature.
 """
 
 from __future__ import annotations
@@ -116,10 +118,27 @@ def declare(**overrides: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Fault:
-    """One fault armed right before a step (emulator or receiver side)."""
+    """One fault armed right before a step (emulator, receiver or Lambda endpoint side).
+
+    ``invoke_error``: the function's next ``times`` Invoke calls are answered
+    ``error`` (default TooManyRequestsException); ``invoke_kill``: the next
+    ``times`` asynchronous invocations are killed ``seconds`` after they
+    began (Lambda retries them); ``invoke_drop``: the next ``times`` events
+    are accepted and never run.
+    """
 
     kind: Literal[
-        "error", "reset", "hang", "propagation", "model", "put_status", "put_reset", "put_hang"
+        "error",
+        "reset",
+        "hang",
+        "propagation",
+        "model",
+        "put_status",
+        "put_reset",
+        "put_hang",
+        "invoke_error",
+        "invoke_kill",
+        "invoke_drop",
     ]
     operation: str = "*"
     on_call: int = 1
@@ -144,6 +163,12 @@ class Fault:
             receiver.reset_next(self.times or 1)
         elif self.kind == "put_hang":
             receiver.hang_next(self.seconds, self.times or 1)
+        elif self.kind == "invoke_error":
+            services.lambda_api.fail_next(self.times or 1, self.error or "TooManyRequestsException")
+        elif self.kind == "invoke_kill":
+            services.lambda_api.kill_next_after(self.seconds, self.times or 1)
+        elif self.kind == "invoke_drop":
+            services.lambda_api.drop_next(self.times or 1)
         else:
             emulator.add_fault(
                 self.kind,
@@ -174,6 +199,12 @@ class Fault:
             return f"response PUT answered {self.status} {times}"
         if self.kind == "put_hang":
             return f"response PUT unanswered for {self.seconds:g} s {times}"
+        if self.kind == "invoke_error":
+            return f"Lambda Invoke answered {self.error or 'TooManyRequestsException'} {times}"
+        if self.kind == "invoke_kill":
+            return f"continuation killed after {self.seconds:g} s {times}"
+        if self.kind == "invoke_drop":
+            return f"continuation event lost {times}"
         return f"response PUT reset {times}"
 
 
@@ -198,6 +229,9 @@ class Step:
     reason_ends: str = ""  # and ends with this
     physical_has: str = ""  # in the physical id of the operation's first answer
     answer_within: float | None = None  # seconds, for every answer of this step
+    #: The invocations (the first plus every asynchronous attempt) the operation's
+    #: own request took; it must also have been answered exactly once.
+    invocations: int | None = None
     cancel_after_writes: int = 1
     cancel_after_seconds: float = 0.0
 
@@ -408,17 +442,30 @@ def log_leaks(logs: str, secrets: Iterable[str], urls: Iterable[str]) -> list[st
     return sorted(set(leaks))
 
 
+def configure_continuations(services: LocalServices, pool: WorkerPool, timeout: float) -> None:
+    """Run the function's asynchronous invocations of itself as the pool's workers run:
+    the same environment and interpreter, and the function timeout ``timeout``."""
+    services.lambda_api.configure(env=pool.env, timeout=timeout, python=pool.python)
+
+
 def _check_deliveries(run: Run, deliveries: Sequence[Delivery], step: Step | None) -> None:
     for delivery in deliveries:
         seconds = delivery.answer_seconds
         kind = delivery.event["RequestType"]
+        for attempt in delivery.async_invocations:
+            run.expect(
+                attempt.outcome in ("ok", None),
+                f"{kind}: asynchronous invocation {attempt.number} (attempt {attempt.attempt}) "
+                f"ended {attempt.outcome}",
+            )
         if seconds is None:
             if run.scenario.strict:
                 run.problems.append(f"{kind}: no answer")
             continue
+        deadline = delivery.answer_deadline
         run.expect(
-            seconds < delivery.timeout,
-            f"{kind}: answered after {seconds:.1f} s, past the {delivery.timeout:g} s deadline",
+            seconds < deadline,
+            f"{kind}: answered after {seconds:.1f} s, past the {deadline:g} s deadline",
         )
         if step is not None and step.answer_within is not None:
             run.expect(
@@ -459,9 +506,17 @@ def _play_step(run: Run, step: Step) -> None:
             )
         _check_answer(run, step, operation.first_answer)
         _check_deliveries(run, operation.deliveries, step)
+        if step.invocations is not None and operation.deliveries:
+            first = operation.deliveries[0]
+            run.expect(
+                (len(first.accepted), first.invocation_count) == (1, step.invocations),
+                f"{step.action}: answered {len(first.accepted)} time(s) in "
+                f"{first.invocation_count} invocation(s), expected once in {step.invocations}",
+            )
     finally:
         services.emulator.clear_faults()
         services.receiver.clear_faults()
+        services.lambda_api.clear_faults()
 
 
 def _check_answer(run: Run, step: Step, answer: Answer | None) -> None:
@@ -523,6 +578,8 @@ def run_scenario(
     """Play ``scenario`` from a clean emulator; every broken expectation is in ``problems``."""
     services.emulator.reset()
     services.receiver.reset()
+    services.lambda_api.reset()
+    configure_continuations(services, pool, scenario.timeout)
     services.emulator.seed_many(scenario.seeds)
     if scenario.prepare is not None:
         scenario.prepare(services)
@@ -533,6 +590,7 @@ def run_scenario(
         stack_name=stack_name or f"e2e-{scenario.name}",
         timeout=scenario.timeout,
         strict=scenario.strict,
+        lambda_api=services.lambda_api,
     )
     run = Run(scenario, services, pool, stack, time.time())
     began = time.monotonic()
@@ -546,6 +604,16 @@ def run_scenario(
     finally:
         services.emulator.clear_faults()
         services.receiver.clear_faults()
+        services.lambda_api.clear_faults()
+    # A continuation CloudFormation stopped waiting for may still be changing the
+    # membership: the final state is read once nothing runs any more.
+    settle = (services.lambda_api.config.max_retries + 1) * (scenario.timeout + 1) + sum(
+        services.lambda_api.config.retry_delays
+    )
+    run.expect(
+        services.lambda_api.wait_idle(settle),
+        f"asynchronous invocations still ran {settle:g} s after the last step",
+    )
     seconds = time.monotonic() - began
     final_problems: list[str] = []
     for membership_id, expect in scenario.final.items():
@@ -560,7 +628,7 @@ def run_scenario(
         scenario.seeds, [s.properties for s in scenario.steps], stack.properties
     )
     urls = [str(d.event["ResponseURL"]) for d in stack.deliveries] + run.extra_urls
-    logs = pool.logs_since(marks) + "".join(run.extra_logs)
+    logs = pool.logs_since(marks) + "".join(run.extra_logs) + services.lambda_api.logs()
     run.problems += log_leaks(logs, secrets, urls)
     updates = [c for c in calls if c.operation == "UpdateMembership"]
     answers = [d.answer_seconds for d in stack.deliveries if d.answer_seconds is not None]
@@ -666,7 +734,11 @@ def _table_unreachable(run: Run) -> None:
     env["AWS_ENDPOINT_URL_DYNAMODB"] = f"http://127.0.0.1:{free_port()}"
     with LambdaWorker(env, timeout=run.scenario.timeout, name="no-table") as worker:
         stack = StackDriver(
-            run.services.receiver, worker, stack_name="e2e-no-table", timeout=worker.timeout
+            run.services.receiver,
+            worker,
+            stack_name="e2e-no-table",
+            timeout=worker.timeout,
+            lambda_api=run.services.lambda_api,
         )
         try:
             operation = stack.create(declare(MembershipName=N1))
@@ -722,7 +794,11 @@ def _slow_bookkeeping(run: Run) -> None:
         with LambdaWorker(env, timeout=SLOW_TABLE_TIMEOUT, name="slow-table") as worker:
             worker.start()
             stack = StackDriver(
-                services.receiver, worker, stack_name="e2e-slow-table", timeout=worker.timeout
+                services.receiver,
+                worker,
+                stack_name="e2e-slow-table",
+                timeout=worker.timeout,
+                lambda_api=services.lambda_api,
             )
             mark = worker.log_mark()
             try:
@@ -785,7 +861,11 @@ def _busy_membership(run: Run) -> None:
         worker = run.pool.get(1).start()
         mark, declared = worker.log_mark(), declare(MembershipName=N1)
         second = StackDriver(
-            services.receiver, worker, stack_name="e2e-busy-2", timeout=BUSY_TIMEOUT
+            services.receiver,
+            worker,
+            stack_name="e2e-busy-2",
+            timeout=BUSY_TIMEOUT,
+            lambda_api=services.lambda_api,
         )
         created = second.create(declared)
         run.problems += log_leaks(worker.logs(mark), sensitive_values(declared), [])
@@ -2118,9 +2198,14 @@ def check_bad_input(
     """
     problems: list[str] = []
     marks = pool.log_marks()
+    lambda_mark = services.lambda_api.log_mark()
     before = time.time()
     fresh = StackDriver(
-        services.receiver, pool.get(0), stack_name=f"bad-{bad.name}", timeout=stack.timeout
+        services.receiver,
+        pool.get(0),
+        stack_name=f"bad-{bad.name}",
+        timeout=stack.timeout,
+        lambda_api=services.lambda_api,
     )
     create = fresh.create(bad.properties)
     problems += _bad_answer(bad, create, "Create", "ROLLBACK_COMPLETE")
@@ -2147,7 +2232,8 @@ def check_bad_input(
         problems.append("Update or its rollback wrote to the membership")
     secrets = sensitive_values(bad.properties, stack.properties)
     urls = [str(d.event["ResponseURL"]) for d in (*fresh.deliveries, *update.deliveries)]
-    problems += log_leaks(pool.logs_since(marks), secrets, urls)
+    logs = pool.logs_since(marks) + services.lambda_api.logs(lambda_mark)
+    problems += log_leaks(logs, secrets, urls)
     return BadInputResult(
         bad.name,
         tuple(problems),

@@ -33,6 +33,7 @@ from typing import IO, Any
 import yaml
 
 from sirlocal.emulator import SecurityIREmulator
+from sirlocal.lambda_api import LambdaAPI
 from sirlocal.receiver import ResponseReceiver
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -421,13 +422,19 @@ def dynamodb_client(endpoint_url: str, region: str = DEFAULT_REGION) -> Any:
 
 @dataclass
 class LocalServices:
-    """Everything a handler needs, running: emulator, moto (with the table), receiver."""
+    """Everything a handler needs, running: emulator, moto (with the table), receiver,
+    and the Lambda endpoint the function invokes itself through (its continuations).
+
+    ``lambda_api`` starts workers only once configured with their environment:
+    ``services.lambda_api.configure(env=worker_env(services.child_env()), timeout=...)``.
+    """
 
     emulator: SecurityIREmulator
     receiver: ResponseReceiver
     moto: MotoServer
     table_name: str
     table: dict[str, Any]
+    lambda_api: LambdaAPI
     region: str = DEFAULT_REGION
 
     @property
@@ -445,6 +452,7 @@ class LocalServices:
         return {
             "AWS_ENDPOINT_URL_SECURITY_IR": self.emulator.endpoint_url,
             "AWS_ENDPOINT_URL_DYNAMODB": self.moto.url,
+            **self.lambda_api.env(),
             "SSL_CERT_FILE": self.receiver.ca_path,
             "REQUESTS_CA_BUNDLE": self.receiver.ca_path,
             "AWS_ACCESS_KEY_ID": "testing",
@@ -486,7 +494,8 @@ def local_services(
     table_name: str = DEFAULT_TABLE_NAME,
     region: str = DEFAULT_REGION,
 ) -> Iterator[LocalServices]:
-    """Start emulator and receiver (in-process threads) and moto (a child) with the table.
+    """Start emulator, receiver and the Lambda endpoint (in-process threads) and moto
+    (a child) with the table.
 
     Everything is stopped on exit, also when the body raises.
     """
@@ -495,6 +504,7 @@ def local_services(
         emulator = stack.enter_context(SecurityIREmulator())
         emulator.seed_many(seed)
         receiver = stack.enter_context(ResponseReceiver())
+        lambda_api = stack.enter_context(LambdaAPI())  # the workers' ARN is in us-east-1
         moto = stack.enter_context(start_moto())
         table = create_table(dynamodb_client(moto.url, region), definition, table_name)
-        yield LocalServices(emulator, receiver, moto, table_name, table, region)
+        yield LocalServices(emulator, receiver, moto, table_name, table, lambda_api, region)

@@ -35,7 +35,9 @@ def test_invalid_declaration_fails_fast_without_calls(
     bad: BadInput, services: LocalServices, pool: WorkerPool
 ) -> None:
     services.emulator.seed(seed())
-    stack = StackDriver(services.receiver, pool.get(0), stack_name="healthy")
+    stack = StackDriver(
+        services.receiver, pool.get(0), stack_name="healthy", lambda_api=services.lambda_api
+    )
     assert stack.create(declare()).stack_status == "CREATE_COMPLETE"
     before = services.emulator.state(A)
     result = check_bad_input(bad, services, pool, stack)
