@@ -245,7 +245,7 @@ def test_a_change_that_cannot_finish_fails_before_service_timeout_and_its_rollba
         "The change could not finish within the resource's ServiceTimeout of 300 s over "
     )
     assert (
-        f"(the service kept refusing: ConflictException): {applied} of 20 UpdateMembership "
+        f"(last error from the service: ConflictException): {applied} of 20 UpdateMembership "
         "calls were applied; raise ServiceTimeout (up to 3600) and retry" in reason
     )
     assert "the stack's rollback restores them from the change journal" in reason

@@ -60,7 +60,7 @@ from botocore.config import Config
 from crhelper import CfnResource
 
 from . import continuation, guard, resource, service_model
-from .continuation import HandedOff, Outcome
+from .continuation import HandedOff, Outcome, Stopped
 from .errors import ConfigurationError, MembershipError, StillInProgress
 from .journal_store import JournalStore
 from .request import failed_physical_id
@@ -213,6 +213,12 @@ def _answer(event: dict[str, Any], context: LambdaContext, invocation: _Invocati
                 result = _carry_out_once(event=event, service=service, shell=shell, outcome=outcome)
             except IdempotencyAlreadyInProgressError:
                 if remaining() < delay + RetryPolicy().answer_reserve:
+                    if request.continuation is not None and shell.hand_off is not None:
+                        # Lambda's retry of a link that was killed: its record lapses at
+                        # that link's deadline. The same link runs again later, unanswered.
+                        logger.info("the killed link's record is still live: retrying later")
+                        shell.hand_off(request.continuation)
+                        return Stopped("retried later")
                     raise StillInProgress(
                         "the same request is still being processed by another invocation"
                     ) from None
@@ -220,9 +226,9 @@ def _answer(event: dict[str, Any], context: LambdaContext, invocation: _Invocati
                 time.sleep(delay)
                 delay = min(delay * 2, 4.0)
                 continue
-            if isinstance(result, HandedOff) and not outcome:  # a duplicate of a handed-off event
-                return resource.replay(request, shell)
-            return result
+            # A duplicate of a handed-off event: the answer, once the last link recorded it.
+            duplicate = isinstance(result, HandedOff) and not outcome
+            return resource.replay(request, shell) if duplicate else result
     except IdempotencyPersistenceLayerError as error:
         logger.warning("idempotency store failed", extra={"errorType": type(error).__name__})
         if outcome:

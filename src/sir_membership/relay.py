@@ -133,7 +133,7 @@ class Relay:
             done = f"{error.applied} of {error.planned} UpdateMembership calls were applied"
         else:
             done = "no change was applied"
-        refused = f" (the service kept refusing: {error.cause})" if error.cause else ""
+        refused = f" (last error from the service: {error.cause})" if error.cause else ""
         record = self.record
         return OutOfTime(
             f"The change could not finish within the resource's ServiceTimeout of "

@@ -251,9 +251,11 @@ class _Work:
                 service, self.shell, membership_id, own, must_exist=decision.must_exist
             )
         except MembershipError as error:
-            if not self.relay.may_hand_off(error):
-                raise
-            return self.relay.hand_off(error, mode.previous_applied)  # reads still stale
+            if self.relay.may_hand_off(error):  # out of time, or reads still stale
+                return self.relay.hand_off(error, mode.previous_applied)
+            if isinstance(error, OutOfTime):
+                raise self.relay.out_of_time(error) from None
+            raise
         if state is None:
             logger.info("membership no longer exists: nothing to do")
             return Answer.success(request.physical_id, {})
