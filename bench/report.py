@@ -734,6 +734,57 @@ def artifact_section(results: dict[str, Any]) -> list[str]:
     return out
 
 
+def continuation_section(results: dict[str, Any]) -> list[str]:
+    """Changes that outlast one invocation: wall time against calls x P (issue 9)."""
+    section = results.get("continuation")
+    if not section:
+        return []
+    cold = section["cold_start"]
+    lines = [
+        "## Changes that outlast one invocation (continuation)",
+        "",
+        "A stack Update adding N OUs while the emulator refuses UpdateMembership for P s after "
+        "each accepted OU change (the propagation model), with a function timeout of "
+        f"{section['function_timeout']:g} s so that longer changes continue in new invocations "
+        "(each a fresh, cold worker started by the fake Lambda Invoke endpoint). Wall time is "
+        "from the Update event to the answer PUT. Bound: calls x P (no client can do better). "
+        f"Goal: 1.1 x bound + one cold start ({cold:.2f} s, the median measured in this run) per "
+        "continuation.",
+        "",
+        "| Model | P | N OUs | Calls applied / bound | Refused | Invocations | Wall | Bound "
+        "| Wall / bound | Goal | Met |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in section["rows"]:
+        model = r["model"] + (" + Retry-After" if r["retry_after"] else "")
+        wall = r["seconds"]
+        ratio = f"{wall / r['bound']:.2f}x" if wall is not None and r["bound"] else "-"
+        lines.append(
+            f"| {model} | {r['p']:g} s | {r['ous']} | {r['applied']} / {r['calls']} | "
+            f"{r['refused']} | {r['invocations']} | "
+            + (f"{wall:.1f} s" if wall is not None else "no answer")
+            + f" | {r['bound']:.1f} s | {ratio} | {r['goal']:.1f} s | "
+            + ("yes" if r["met"] else "**no**")
+            + " |"
+        )
+    missed = [r for r in section["rows"] if not r["met"]]
+    lines += [
+        "",
+        "Every change answered SUCCESS once with exactly the bound's number of applied calls"
+        if not any(r["applied"] != r["calls"] or r["answers"] != 1 for r in section["rows"])
+        else "**Some change did not answer SUCCESS once with the bound's calls (see problems).**",
+        "",
+    ]
+    if missed:
+        lines.append(
+            f"Goal missed in {len(missed)} of {len(section['rows'])} rows. Without Retry-After "
+            "the function does not know P: after each refusal it backs off (capped exponential, "
+            "jittered, from 0.2 s), so each call lands up to one backoff step after the window "
+            "closes. With Retry-After it waits exactly what the service asks (whole seconds)."
+        )
+    return lines
+
+
 def render(results: dict[str, Any], png_name: str | None = None) -> str:
     m = results["machine"]
     lines = [
@@ -762,6 +813,8 @@ def render(results: dict[str, Any], png_name: str | None = None) -> str:
         *coldstart_section(results),
         "",
         *warm_section(results),
+        "",
+        *continuation_section(results),
         "",
         *scale_section(results, png_name),
         "",

@@ -24,6 +24,7 @@ from typing import Any
 import artifact
 import calls
 import coldstart
+import continuation
 import report
 import scale
 from common import BENCH_DIR, REPO_ROOT, WORK_DIR, log, machine
@@ -216,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     results["calls"] = staged["calls"]
     results["warm"] = staged["warm"]
     results["scale"]["rss"] = staged["rss"]
+    log("changes that outlast one invocation (continuation)")
+    results["continuation"] = continuation.measure()
 
     results["problems"] = problems(results)
     results["seconds"] = time.perf_counter() - started
@@ -241,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
 def problems(results: dict[str, Any]) -> list[str]:
     """What makes this run fail: a wrong answer or state, or a call above the bound."""
     out = list(results["calls"]["problems"])
+    out += continuation.problems(results["continuation"])
     out += [
         f"{r['case']}: ours made {r['ours_excess']} UpdateMembership calls above the bound"
         for r in results["calls"]["rows"]

@@ -177,3 +177,22 @@ def test_cold_start_replay_follows_app_py() -> None:
     for call in ("boto3_client=ddb", "service_model.share_model(", "CfnResource(", "gc.freeze()"):
         assert call in coldstart._REPLAY
     assert coldstart._REPLAY.index("gc.disable()") < coldstart._REPLAY.index("import boto3")
+
+
+def test_continuation_bench_measures_a_change_against_its_bound() -> None:
+    import continuation  # noqa: PLC0415
+
+    section = continuation.measure((("conflict", 0.2, False, (20,)),))
+    (row,) = section["rows"]
+    assert (row["status"], row["answers"], row["applied"], row["calls"]) == (
+        "UPDATE_COMPLETE",
+        1,
+        4,
+        4,
+    )
+    assert row["ok"]
+    assert row["refused"] >= 1, "the propagation model refused calls"
+    assert row["seconds"] >= row["bound"] - 0.2 * 1  # the first call goes at once
+    assert continuation.problems(section) == []
+    text = "\n".join(report.continuation_section({"continuation": section}))
+    assert "| conflict | 0.2 s | 20 | 4 / 4 |" in text
