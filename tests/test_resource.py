@@ -147,15 +147,23 @@ def test_the_answer_is_settled_before_the_bookkeeping() -> None:
     settled: list[Answer] = []
     writes_when_settled: list[int] = []
 
+    phases: list[str] = []
+
     def settle(answer: Answer) -> None:
         settled.append(answer)
         writes_when_settled.append(store.writes)
+        entry = store.read(STACK, "Membership")
+        phases.append(entry.phase if entry else "")
 
     answer = send(sir, store, "Create", declared(POOL[:5]), settle=settle)
     assert settled
     assert all(a == answer for a in settled)
     assert answer.status == "SUCCESS"
-    assert store.writes > writes_when_settled[0], "the final journal write comes after"
+    # The last call's progress already recorded the final phase: only the lease's
+    # release is left after the answer, and no journal write at all.
+    assert phases[0] == "applied"
+    assert store.writes == writes_when_settled[0]
+    assert MEMBERSHIP_ID not in store.leases
 
 
 def test_the_dynamodb_lease_is_exclusive_and_lapses() -> None:

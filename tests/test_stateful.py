@@ -32,7 +32,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from botocore.exceptions import ClientError, ReadTimeoutError
@@ -49,10 +49,11 @@ from hypothesis.stateful import (
 from memory_store import MemoryStore
 from sirlocal.emulator import ServiceError, apply_update, new_membership, service_model, validate
 
+from sir_membership.continuation import Continuation, HandedOff
 from sir_membership.journal import team_digest
 from sir_membership.membership import state_from_api
 from sir_membership.request import Request
-from sir_membership.resource import Shell, handle
+from sir_membership.resource import Answer, Shell, handle
 from sir_membership.service import MembershipService, RetryPolicy
 
 MEMBERSHIP_ID = "m-stateful0001"
@@ -94,7 +95,8 @@ class Faults:
     #: From this read on (1-based, within the request), GetMembership is denied.
     reads_fail_from: int | None = None
     journal_down: bool = False
-    #: Seconds the request has, counted down 15 s per UpdateMembership sent.
+    #: Seconds each invocation has, counted down 15 s per UpdateMembership sent; a
+    #: request that needs more continues in a new invocation (the same budget).
     budget: float = 10_000.0
 
 
@@ -171,7 +173,7 @@ faults = st.builds(
     ),
     reads_fail_from=st.none() | st.integers(1, 3),
     journal_down=st.sampled_from([False, False, False, True]),
-    budget=st.sampled_from([10_000.0, 10_000.0, 40.0]),
+    budget=st.sampled_from([10_000.0, 10_000.0, 40.0, 15.0]),
 )
 no_faults = st.just(Faults())
 
@@ -196,8 +198,10 @@ class StackOfOneResource(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         #: Simulated time: each request starts an hour after the last one, and
-        #: each UpdateMembership it sends takes 15 s (as ``remaining`` counts).
+        #: each UpdateMembership it sends takes 15 s (as ``remaining`` counts),
+        #: and each sleep (a backoff, a wait for the lease or for reads) its length.
         self.started = 0.0
+        self.slept = 0.0
         self.store = MemoryStore(clock=self.clock)
         self.fake = FakeSecurityIR(
             new_membership(
@@ -210,6 +214,8 @@ class StackOfOneResource(RuleBasedStateMachine):
             )
         )
         self.deployed: dict[str, Any] | None = None
+        #: (new, old) of the last Update that succeeded: its exact reversal is its rollback.
+        self.last_update: tuple[dict[str, Any], dict[str, Any]] | None = None
         self.physical = ""
         self.theirs: set[str] = set()
         self.answers = 0
@@ -228,10 +234,7 @@ class StackOfOneResource(RuleBasedStateMachine):
         faults = faults or Faults()
         self.fake.start(faults)
         self.store.down = faults.journal_down
-        budget = faults.budget
         self.started += 3600.0
-        remaining = lambda: budget - 15.0 * self.fake.sent  # noqa: E731
-        service = MembershipService(self.fake, remaining, policy=FAST, sleep=lambda _s: None)  # type: ignore[arg-type]
         request = Request(
             kind,  # type: ignore[arg-type]
             STACK,
@@ -241,9 +244,20 @@ class StackOfOneResource(RuleBasedStateMachine):
             new,
             old,
         )
-        answer = handle(
-            request, service, Shell(self.store, remaining, sleep=lambda _s: None, clock=self.clock)
-        )
+        outcome = self.invoke(request, faults.budget)
+        links = 1
+        while isinstance(outcome, HandedOff):  # out of this invocation's time: a new one goes on
+            STATS["invocations that handed the request off"] += 1
+            links += 1
+            assert links <= 200, "a chain of invocations that never ends"
+            outcome = self.invoke(
+                replace(request, continuation=Continuation(outcome.token, outcome.invocation)),
+                faults.budget,
+            )
+        assert isinstance(outcome, Answer), outcome
+        answer = outcome
+        if links > 1:
+            STATS["requests carried over several invocations"] += 1
         STATS[f"{kind} answered {answer.status}"] += 1
         if "unknown" in answer.reason:
             STATS["answers with an unknown outcome"] += 1
@@ -261,7 +275,20 @@ class StackOfOneResource(RuleBasedStateMachine):
         return answer
 
     def clock(self) -> float:
-        return self.started + 15.0 * self.fake.sent
+        return self.started + 15.0 * self.fake.sent + self.slept
+
+    def sleep(self, seconds: float) -> None:
+        self.slept += max(seconds, 0.0)
+
+    def invoke(self, request: Request, budget: float) -> Any:
+        """One invocation with ``budget`` simulated seconds; its hand-off is returned, not run."""
+        start = self.clock()
+        remaining = lambda: budget - (self.clock() - start)  # noqa: E731
+        service = MembershipService(self.fake, remaining, policy=FAST, sleep=self.sleep)  # type: ignore[arg-type]
+        shell = Shell(
+            self.store, remaining, sleep=self.sleep, clock=self.clock, hand_off=lambda _m: None
+        )
+        return handle(request, service, shell)
 
     @property
     def state(self) -> dict[str, Any]:
@@ -294,6 +321,7 @@ class StackOfOneResource(RuleBasedStateMachine):
             assert deleted.status == "SUCCESS", deleted.reason
             return
         self.deployed, self.physical = new, answer.physical_resource_id
+        self.last_update = None
         self.assert_converged(new)
 
     @precondition(lambda self: self.deployed is not None)
@@ -316,13 +344,19 @@ class StackOfOneResource(RuleBasedStateMachine):
         old = self.deployed
         # CloudFormation sends no Update when the properties did not change.
         assume(new != old)
+        # An Update that exactly reverses the previous one is that one's rollback to
+        # the function (README, "The change journal"): it restores, it does not
+        # converge on fields a third party changed since. Rollbacks are played below.
+        assume((old, new) != self.last_update)
         before = self.state
         self._mark()
         answer = self.send("Update", new, old, self.physical, fault)
         if answer.status == "SUCCESS" and not later_failure:
             self.deployed = new
+            self.last_update = (new, old)
             self.assert_converged(new)
             return
+        self.last_update = None
         assert answer.physical_resource_id == self.physical
         if answer.status == "FAILED" and not self.fake.sent:
             assert "applied" not in answer.reason or "no change was applied" in answer.reason
@@ -428,7 +462,7 @@ class StackOfOneResource(RuleBasedStateMachine):
     def no_live_lease_left_behind(self) -> None:
         """A lease is released, or (when time ran short) already lapsed."""
         now = self.clock()
-        assert all(until < now for _holder, until in self.store.leases.values())
+        assert all(until <= now for _holder, until in self.store.leases.values())
 
 
 def test_stack_operations_faults_and_third_parties() -> None:

@@ -54,6 +54,8 @@ def failed(request: Request, error: MembershipError, *, unrestored: bool = False
 
 def bookkeeping(shell: Shell, journal: JournalWriter) -> None:
     """The entry's final state, if there is time; the answer does not wait on it."""
+    if not journal.unsaved:
+        return
     if shell.remaining() < BOOKKEEPING_RESERVE:
         logger.warning("little time left: the journal's final phase is not recorded")
         return

@@ -31,10 +31,20 @@ class JournalWriter:
     entry: Entry
     clock: Callable[[], float]
     logical_id: str = ""
+    #: Whether the change is over once its last UpdateMembership call is applied
+    #: (no tag call follows): that call's progress then records the final phase.
+    done_with_last_call: bool = False
+    _saved: Entry | None = None
 
     def save(self) -> None:
         logical = self.logical_id or self.request.logical_id
         self.store.write(self.request.stack_id, logical, self.entry)
+        self._saved = self.entry
+
+    @property
+    def unsaved(self) -> bool:
+        """Whether the entry differs from what this invocation last saved."""
+        return self._saved != self.entry
 
     def try_save(self, what: str) -> None:
         """Save after a write: a failure is logged, the work goes on."""
@@ -63,11 +73,17 @@ class JournalWriter:
         )
 
     def progress(self, applied: int, state: MembershipState) -> None:
-        """After each applied call of the change (the before-values are already saved)."""
-        self.update(applied=applied)
+        """After each applied call of the change (the before-values are already saved).
+
+        The last call's progress carries the final phase, so that it is
+        recorded even when the invocation has no time left for bookkeeping:
+        an entry left ``applying`` after a change that completed would make
+        a later rollback of a change that wrote nothing restore over others.
+        """
+        last = applied >= self.entry.planned and self.done_with_last_call
+        self.update(applied=applied, phase="applied" if last else None)
         self.wrote(state)
-        if applied < self.entry.planned:  # else the final phase follows at once
-            self.try_save("progress")
+        self.try_save("progress")
 
     def restore_progress(self, _restored: int, state: MembershipState) -> None:
         """After each call of a rollback: a continuation or a retry reads what it left."""

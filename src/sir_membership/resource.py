@@ -246,19 +246,17 @@ class _Work:
         membership_id, plan_for = decision.membership_id, decision.plan
         assert membership_id is not None
         assert plan_for is not None
-        try:
-            state = read_settled(
-                service, self.shell, membership_id, own, must_exist=decision.must_exist
-            )
-        except MembershipError as error:
-            if self.relay.may_hand_off(error):  # out of time, or reads still stale
-                return self.relay.hand_off(error, mode.previous_applied)
-            if isinstance(error, OutOfTime):
-                raise self.relay.out_of_time(error) from None
-            raise
-        if state is None:
-            logger.info("membership no longer exists: nothing to do")
-            return Answer.success(request.physical_id, {})
+        # A Delete journals under a key of its own: the clean-up Delete of a
+        # replaced membership must not overwrite the entry of the one that stays.
+        logical = (
+            request.logical_id
+            if request.request_type != "Delete"
+            else _delete_key(request.logical_id, membership_id)
+        )
+        read = self._read_before_planning(mode, membership_id, logical)
+        if not isinstance(read, MembershipState):
+            return read
+        state = read
         plan = plan_for(state)
         log_plan("planned", plan)
         tag_plan = self._tag_plan(state)  # read before any write
@@ -284,14 +282,14 @@ class _Work:
                 planned=len(plan.requests),
                 phase=phase,
             )
-        # A Delete journals under a key of its own: the clean-up Delete of a
-        # replaced membership must not overwrite the entry of the one that stays.
-        logical = (
-            request.logical_id
-            if request.request_type != "Delete"
-            else _delete_key(request.logical_id, membership_id)
+        journal = JournalWriter(
+            self.shell.store,
+            request,
+            entry,
+            self.shell.clock,
+            logical,
+            done_with_last_call=tag_plan.empty,
         )
-        journal = JournalWriter(self.shell.store, request, entry, self.shell.clock, logical)
         try:
             journal.save()  # before the first write: a failure at any point finds it
         except MembershipError as error:
@@ -318,12 +316,35 @@ class _Work:
                     return self.relay.hand_off(error, mode.previous_applied)
                 except MembershipError as failed:
                     error = _at_least(failed, journal.entry)
-            return self._forwardfailed(journal, error)
+            return self._forward_failed(journal, error)
         logger.info("applied", extra={"membershipId": membership_id, "calls": applied.calls})
         journal.update(phase="applied", applied=applied.calls)
         return self._success(applied.state, journal)
 
-    def _forwardfailed(self, journal: JournalWriter, error: MembershipError) -> Answer:
+    def _read_before_planning(
+        self, mode: Forward, membership_id: str, logical: str
+    ) -> MembershipState | Outcome:
+        """The state to plan from, or the outcome when there is none to plan from."""
+        request, own = self.request, self.own
+        try:
+            state = read_settled(
+                self.service, self.shell, membership_id, own, must_exist=self.decision.must_exist
+            )
+        except MembershipError as error:
+            if self.relay.may_hand_off(error):  # out of time, or reads still stale
+                return self.relay.hand_off(error, mode.previous_applied)
+            if own is not None:  # earlier links wrote: a failure part-way, undone or rolled back
+                journal = JournalWriter(self.shell.store, request, own, self.shell.clock, logical)
+                return self._forward_failed(journal, _at_least(error, own))
+            if isinstance(error, OutOfTime):
+                raise self.relay.out_of_time(error) from None
+            raise
+        if state is None:
+            logger.info("membership no longer exists: nothing to do")
+            return Answer.success(request.physical_id, {})
+        return state
+
+    def _forward_failed(self, journal: JournalWriter, error: MembershipError) -> Answer:
         journal.update(phase="failed")
         if isinstance(error, OutOfTime):
             error = self.relay.out_of_time(error)

@@ -48,10 +48,11 @@ def read_settled(
     call left (only those the entry touches count) may only be stale: the
     service shows account changes late. It is read again, with backoff,
     until it does or ``stale_read_grace`` has passed since that call; then
-    the read is taken as it is (someone else changed them).
+    the read is taken as it is (someone else changed them). After a call
+    whose outcome is unknown, what it left is not known either: no wait.
     """
     state = service.get(membership_id) if must_exist else service.find(membership_id)
-    if entry is None or entry.ous_now is None:
+    if entry is None or entry.ous_now is None or entry.unknown:
         return state
     mine = entry.touched.ous_added | entry.touched.ous_removed
     attempt = 0
@@ -61,7 +62,7 @@ def read_settled(
             logger.info("reads still differ from what the last call left: planning from them")
             break
         wait = min(0.5 * 2**attempt, 8.0, shell.stale_read_grace - since)
-        if shell.remaining() - wait < WORK_RESERVE:
+        if shell.remaining() - wait < service.call_reserve:
             raise OutOfTime(
                 "reads of the membership do not show its last calls yet",
                 applied=entry.applied,

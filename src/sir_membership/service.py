@@ -130,6 +130,11 @@ class MembershipService:
         self.writes_started = 0
         self._on_progress: Callable[[int, MembershipState], None] | None = None
 
+    @property
+    def call_reserve(self) -> float:
+        """Seconds a call needs, at least, before the deadline: its timeout and the answer's."""
+        return self._policy.call_timeout + self._policy.answer_reserve
+
     def cap(self, request_left: Callable[[], float]) -> None:
         """Also stop at the request's own deadline (its ServiceTimeout), when it comes first."""
         self._request_left = request_left
