@@ -202,3 +202,31 @@ def test_the_rollback_of_a_replacement_waits_for_the_membership_the_forward_writ
     assert answer.status == "FAILED"
     assert answer.reason.startswith(f"Membership {other} is being changed by another request")
     assert (sir.reads, sir.sent) == (0, 0)
+
+
+def test_the_dynamodb_hand_off_record_is_replaced_only_by_the_token_it_holds() -> None:
+    from sir_membership.continuation import Handoff  # noqa: PLC0415
+
+    with mock_aws():
+        import boto3  # noqa: PLC0415
+
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        client.create_table(
+            TableName="t",
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        store = JournalStore(client, "t", clock=lambda: 1000.0)
+        first = Handoff("r", "a" * 32, 990.0, 600, 2, True, 1005.0)
+        assert store.read_handoff(STACK, "r") is None
+        assert store.write_handoff(STACK, first, replacing=None)
+        assert not store.write_handoff(STACK, first, replacing=None), "one chain per request"
+        second = Handoff("r", "b" * 32, 990.0, 600, 3, True)
+        assert not store.write_handoff(STACK, second, replacing="c" * 32), "a stale token"
+        assert store.write_handoff(STACK, second, replacing="a" * 32)
+        assert store.read_handoff(STACK, "r") == second
+        answered = Handoff("r", "b" * 32, 990.0, 600, 3, True, answer=Answer.success("m", {}))
+        assert store.write_handoff(STACK, answered, replacing="b" * 32)
+        assert store.read_handoff(STACK, "r") == answered
+        assert store.read_handoff(STACK, "other") is None

@@ -163,23 +163,24 @@ class JournalStore:
                 "ExpressionAttributeValues": {":old": {"S": replacing}},
             }
         )
+        item = {
+            "id": {"S": f"handoff#{stack_id}#{handoff.request_id}"},
+            "token": {"S": handoff.token},
+            "handoff": {"S": continuation.to_json(handoff)},
+            "expiration": {"N": str(int(self.clock()) + HANDOFF_TTL_SECONDS)},
+        }
+        return self._put_if(item, condition, "write to")
+
+    def _put_if(self, item: dict[str, Any], condition: dict[str, Any], action: str) -> bool:
+        """Put ``item`` if ``condition`` holds; False when it does not."""
         try:
-            self.client.put_item(
-                TableName=self.table_name,
-                Item={
-                    "id": {"S": f"handoff#{stack_id}#{handoff.request_id}"},
-                    "token": {"S": handoff.token},
-                    "handoff": {"S": continuation.to_json(handoff)},
-                    "expiration": {"N": str(int(self.clock()) + HANDOFF_TTL_SECONDS)},
-                },
-                **condition,
-            )
+            self.client.put_item(TableName=self.table_name, Item=item, **condition)
         except ClientError as error:
             if _code(error) == "ConditionalCheckFailedException":
                 return False
-            raise self._fail("write to", error) from None
+            raise self._fail(action, error) from None
         except BotoCoreError as error:
-            raise self._fail("write to", error) from None
+            raise self._fail(action, error) from None
         return True
 
     # -- lease ---------------------------------------------------------------------
@@ -223,26 +224,18 @@ class JournalStore:
             delay = min(delay * 2, 2.0)
 
     def _try_acquire(self, membership_id: str, holder: str, until: float, now: float) -> bool:
-        try:
-            self.client.put_item(
-                TableName=self.table_name,
-                Item={
-                    "id": {"S": f"lease#{membership_id}"},
-                    "holder": {"S": holder},
-                    "until": {"N": f"{until:.3f}"},
-                    "expiration": {"N": str(int(until) + 3600)},
-                },
-                ConditionExpression="attribute_not_exists(id) OR #u < :now OR holder = :me",
-                ExpressionAttributeNames={"#u": "until"},
-                ExpressionAttributeValues={":now": {"N": f"{now:.3f}"}, ":me": {"S": holder}},
-            )
-        except ClientError as error:
-            if _code(error) == "ConditionalCheckFailedException":
-                return False
-            raise self._fail("take the lease in", error) from None
-        except BotoCoreError as error:
-            raise self._fail("take the lease in", error) from None
-        return True
+        item = {
+            "id": {"S": f"lease#{membership_id}"},
+            "holder": {"S": holder},
+            "until": {"N": f"{until:.3f}"},
+            "expiration": {"N": str(int(until) + 3600)},
+        }
+        condition = {
+            "ConditionExpression": "attribute_not_exists(id) OR #u < :now OR holder = :me",
+            "ExpressionAttributeNames": {"#u": "until"},
+            "ExpressionAttributeValues": {":now": {"N": f"{now:.3f}"}, ":me": {"S": holder}},
+        }
+        return self._put_if(item, condition, "take the lease in")
 
     def release(self, membership_id: str, holder: str) -> None:
         """Give the lease back (if that fails it lapses at its deadline)."""
