@@ -295,12 +295,12 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.idempotency import (
     DynamoDBPersistenceLayer, IdempotencyConfig, idempotent_function)
-from aws_lambda_powertools.utilities.idempotency.serialization.dataclass import DataclassSerializer
 mark("import aws_lambda_powertools (logger, idempotency)")
 from crhelper import CfnResource
 mark("import crhelper")
 from sir_membership import (
-    errors, guard, journal, journal_store, request, resource, response, service, service_model)
+    errors, guard, journal, journal_store, request, resource, response, self_invoke, service,
+    service_model)
 mark("import sir_membership modules")
 logger = Logger(service="sir-membership")
 mark("Logger()")
@@ -314,10 +314,10 @@ ddb = boto3.client("dynamodb", config=ddb_config)
 mark("boto3.client('dynamodb') (default session, for the idempotency table)")
 layer = DynamoDBPersistenceLayer(table_name="x", boto3_client=ddb)
 store = journal_store.JournalStore(layer.client, "x")
-config = IdempotencyConfig(event_key_jmespath="[StackId, RequestId]",
+config = IdempotencyConfig(event_key_jmespath="[StackId, RequestId, SirMembershipContinuation.Token]",
     raise_on_no_idempotency_key=True, expires_after_seconds=7200)
 idempotent_function(data_keyword_argument="event", config=config, persistence_store=layer,
-    output_serializer=DataclassSerializer(response.Answer))(lambda event: None)
+    output_serializer=self_invoke.OutcomeSerializer())(lambda event: None)
 mark("DynamoDBPersistenceLayer(), JournalStore, IdempotencyConfig, idempotent_function")
 os.environ["AWS_SAM_LOCAL"] = "true"
 CfnResource(log_level="INFO", boto_level="WARNING", sleep_on_delete=0)
