@@ -7,9 +7,11 @@ the point (moto).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -166,7 +168,9 @@ def test_the_answer_is_settled_before_the_bookkeeping() -> None:
     assert MEMBERSHIP_ID not in store.leases
 
 
-def test_the_dynamodb_lease_is_exclusive_and_lapses() -> None:
+@contextlib.contextmanager
+def _table() -> Iterator[Any]:
+    """A DynamoDB client on moto with the table ``t`` (the idempotency table's key)."""
     with mock_aws():
         import boto3  # noqa: PLC0415
 
@@ -177,6 +181,11 @@ def test_the_dynamodb_lease_is_exclusive_and_lapses() -> None:
             AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
             BillingMode="PAY_PER_REQUEST",
         )
+        yield client
+
+
+def test_the_dynamodb_lease_is_exclusive_and_lapses() -> None:
+    with _table() as client:
         now = [1000.0]
         store = JournalStore(client, "t", clock=lambda: now[0])
         store.acquire("m-x", "a", 1010.0, wait_until=1000.0)
@@ -207,16 +216,7 @@ def test_the_rollback_of_a_replacement_waits_for_the_membership_the_forward_writ
 def test_the_dynamodb_hand_off_record_is_replaced_only_by_the_token_it_holds() -> None:
     from sir_membership.continuation import Handoff  # noqa: PLC0415
 
-    with mock_aws():
-        import boto3  # noqa: PLC0415
-
-        client = boto3.client("dynamodb", region_name="us-east-1")
-        client.create_table(
-            TableName="t",
-            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+    with _table() as client:
         store = JournalStore(client, "t", clock=lambda: 1000.0)
         first = Handoff("r", "a" * 32, 990.0, 600, 2, True, 1005.0)
         assert store.read_handoff(STACK, "r") is None
