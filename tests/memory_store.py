@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 
 from sir_membership import continuation
 from sir_membership.continuation import Handoff
-from sir_membership.errors import JournalUnavailable, MembershipBusy
-from sir_membership.journal import Entry, from_json, to_json
+from sir_membership.errors import JournalUnavailable
+from sir_membership.journal import Entry, Record, from_json, to_json
+from sir_membership.journal_store import busy
 
 
 @dataclass
@@ -24,6 +25,8 @@ class MemoryStore:
     entries: dict[tuple[str, str], str] = field(default_factory=dict)
     leases: dict[str, tuple[str, float]] = field(default_factory=dict)
     handoffs: dict[tuple[str, str], str] = field(default_factory=dict)
+    records: dict[tuple[str, str], Record] = field(default_factory=dict)
+    seen: dict[tuple[str, str], float] = field(default_factory=dict)
     clock: Callable[[], float] = time.time
     #: While True, every read and write fails as an unreachable table would.
     down: bool = False
@@ -61,15 +64,31 @@ class MemoryStore:
                     self.leases[membership_id] = (holder, until)
                     return
             if self.clock() + 0.05 > wait_until:
-                raise MembershipBusy(
-                    f"Membership {membership_id} is being changed by another request"
-                )
+                held = self.leases.get(membership_id)
+                raise busy(membership_id, held[0] if held else "")
             sleep(0.05)
 
     def release(self, membership_id: str, holder: str) -> None:
         with self.lock:
             if self.leases.get(membership_id, ("", 0.0))[0] == holder:
                 del self.leases[membership_id]
+
+    def read_record(self, stack_id: str, logical_id: str) -> Record | None:
+        self._check()
+        return self.records.get((stack_id, logical_id))
+
+    def write_record(self, stack_id: str, logical_id: str, record: Record | None) -> None:
+        self._check()
+        self.writes += 1
+        if record is None:
+            self.records.pop((stack_id, logical_id), None)
+        else:
+            self.records[(stack_id, logical_id)] = record
+
+    def first_seen(self, stack_id: str, request_id: str, now: float) -> float:
+        self._check()
+        self.writes += 1
+        return self.seen.setdefault((stack_id, request_id), now)
 
     def read_handoff(self, stack_id: str, request_id: str) -> Handoff | None:
         self._check()

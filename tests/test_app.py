@@ -453,7 +453,7 @@ def test_an_unreadable_journal_fails_the_update_before_any_write(
     body = answer(cfn, sent)
     assert body["Status"] == "FAILED"
     assert body["Reason"] == (
-        "could not take the lease in the change journal in table no-such-table "
+        "could not write to the change journal in table no-such-table "
         "(ResourceNotFoundException): "
         "check the table exists and the role allows dynamodb:GetItem/PutItem/UpdateItem/"
         "DeleteItem on it; no change was applied"

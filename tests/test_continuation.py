@@ -27,7 +27,7 @@ from test_stateful import MEMBERSHIP_ID, STACK, TEAMS, FakeSecurityIR
 
 from sir_membership import continuation
 from sir_membership.continuation import Continuation, HandedOff, Outcome, Stopped
-from sir_membership.errors import ContinuationFailed
+from sir_membership.errors import ContinuationFailed, StackStatusUnavailable
 from sir_membership.request import Request
 from sir_membership.resource import Answer, Shell, handle, replay
 from sir_membership.service import MembershipService, RetryPolicy
@@ -132,6 +132,8 @@ class World:
     timeout: float = 60.0
     pending: list[tuple[Request, Continuation]] = field(default_factory=list)
     fail_hand_off: bool = False
+    #: The consumer stack's status as DescribeStacks shows it ("": unreadable).
+    status: str = "UPDATE_COMPLETE"
 
     def invoke(self, request: Request) -> Outcome:
         deadline = self.clock.now + self.timeout
@@ -155,9 +157,15 @@ class World:
             sleep=self.clock.sleep,
             clock=self.clock,
             hand_off=hand_off,
+            stack_status=self.stack_status,
         )
         self.clock.now += 0.5  # a cold start
         return handle(request, service, shell)
+
+    def stack_status(self, _stack_id: str) -> str:
+        if not self.status:
+            raise StackStatusUnavailable("DescribeStacks denied (injected)")
+        return self.status
 
     def run(self, request: Request, *, until: int = 500) -> Chain:
         """The request, then each continuation it hands off, until none is left."""
@@ -347,7 +355,9 @@ def test_no_hand_off_record_is_written_when_the_work_fits() -> None:
     chain = w.run(request("Update", declared(BASE + MORE[:20]), old))
     assert [a.status for a in chain.answers] == ["SUCCESS"]
     assert w.store.handoffs == {}
-    assert w.store.writes - writes == 5, "the entry, progress after calls 1..3, the final phase"
+    assert w.store.writes - writes == 7, (
+        "first sight, the entry, progress after calls 1..3, the final phase, the record"
+    )
 
 
 @settings(max_examples=40, deadline=None)

@@ -341,7 +341,14 @@ def test_any_event_is_handled_safely(rig: Rig) -> None:
             assert body["Status"] in ("SUCCESS", "FAILED")
             assert "\n" not in body["Reason"]
             assert not body["Reason"].startswith(("Internal error", "Malformed request;"))
-            text = json.dumps(body, ensure_ascii=False)
+            shown = dict(body)
+            if isinstance(case.event, dict) and shown["PhysicalResourceId"] == case.event.get(
+                "PhysicalResourceId"
+            ):
+                # CloudFormation requires a Delete's (or failed Update's) answer to carry
+                # the id it sent: echoing CloudFormation's own value back reveals nothing.
+                shown.pop("PhysicalResourceId")
+            text = json.dumps(shown, ensure_ascii=False)
             assert not [s for s in SECRETS if s in text], "a sensitive value in the answer"
         if not (case.stack_ok and case.request_type_ok):
             assert calls == [], "a forged stack/account/region or RequestType made a call"

@@ -98,4 +98,5 @@ def test_the_nested_example_wires_the_providers_output_and_parameters(
     token = membership["Properties"]["ServiceToken"]
     assert token == {"Fn::GetAtt": ["Provider", "Outputs.ServiceToken"]}
     assert "ServiceToken" in template["Outputs"]
-    assert membership["DeletionPolicy"] == membership["UpdateReplacePolicy"] == "Retain"
+    assert membership["DeletionPolicy"] == "RetainExceptOnCreate"
+    assert membership["UpdateReplacePolicy"] == "Retain"

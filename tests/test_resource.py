@@ -161,10 +161,11 @@ def test_the_answer_is_settled_before_the_bookkeeping() -> None:
     assert settled
     assert all(a == answer for a in settled)
     assert answer.status == "SUCCESS"
-    # The last call's progress already recorded the final phase: only the lease's
-    # release is left after the answer, and no journal write at all.
+    # The last call's progress already recorded the final phase: only the
+    # declaration record and the lease's release are left after the answer.
     assert phases[0] == "applied"
-    assert store.writes == writes_when_settled[0]
+    assert store.writes == writes_when_settled[0] + 1
+    assert (STACK, "Membership") in store.records
     assert MEMBERSHIP_ID not in store.leases
 
 

@@ -220,6 +220,8 @@ class StackOfOneResource(RuleBasedStateMachine):
         self.theirs: set[str] = set()
         self.answers = 0
         self.requests = 0
+        #: The consumer stack's status, as DescribeStacks would show it.
+        self.stack_status = "CREATE_IN_PROGRESS"
 
     # -- one request -----------------------------------------------------------------
 
@@ -286,7 +288,12 @@ class StackOfOneResource(RuleBasedStateMachine):
         remaining = lambda: budget - (self.clock() - start)  # noqa: E731
         service = MembershipService(self.fake, remaining, policy=FAST, sleep=self.sleep)  # type: ignore[arg-type]
         shell = Shell(
-            self.store, remaining, sleep=self.sleep, clock=self.clock, hand_off=lambda _m: None
+            self.store,
+            remaining,
+            sleep=self.sleep,
+            clock=self.clock,
+            hand_off=lambda _m: None,
+            stack_status=lambda _stack: self.stack_status,
         )
         return handle(request, service, shell)
 
@@ -308,17 +315,17 @@ class StackOfOneResource(RuleBasedStateMachine):
     def create(self, new: dict[str, Any], fault: Faults | None, later_failure: bool) -> None:
         before = self.state
         self._mark()
+        self.stack_status = "CREATE_IN_PROGRESS"
         answer = self.send("Create", new, faults=fault)
-        if answer.status == "FAILED":
+        if answer.status == "FAILED" or later_failure:
+            # The stack's creation rolls back: its Delete restores what the Create changed.
+            self.stack_status = "ROLLBACK_IN_PROGRESS"
+            if answer.status == "SUCCESS":
+                STATS["rollbacks of a succeeded Create (a later resource failed)"] += 1
             self._mark()
             rollback = self.send("Delete", new, physical=answer.physical_resource_id)
             assert rollback.status == "SUCCESS", rollback.reason
             self.assert_restored(before, before, self.state)
-            return
-        if later_failure:  # the rollback Delete follows OnDelete (documented)
-            self._mark()
-            deleted = self.send("Delete", new, physical=answer.physical_resource_id)
-            assert deleted.status == "SUCCESS", deleted.reason
             return
         self.deployed, self.physical = new, answer.physical_resource_id
         self.last_update = None
@@ -386,6 +393,7 @@ class StackOfOneResource(RuleBasedStateMachine):
         assert self.deployed is not None
         before = self.state
         self._mark()
+        self.stack_status = "DELETE_IN_PROGRESS"
         answer = self.send("Delete", self.deployed, physical=self.physical)
         assert answer.status == "SUCCESS", answer.reason
         if self.deployed["OnDelete"] == "Retain":

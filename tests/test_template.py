@@ -216,6 +216,7 @@ def test_exact_set_of_actions(statements: list[dict[str, Any]]) -> None:
             "logs:CreateLogStream",
             "logs:PutLogEvents",
             "lambda:InvokeFunction",
+            "cloudformation:DescribeStacks",
         ]
     )
 
@@ -264,6 +265,16 @@ def test_lambda_may_invoke_only_the_function_itself(statements: list[dict[str, A
     actions = {a for st in statements for a in _as_list(st["Action"])}
     assert not {a for a in actions if a.startswith("events:")}
     assert "lambda:AddPermission" not in actions
+
+
+def test_stack_status_readable_on_this_accounts_stacks_in_this_region(
+    statements: list[dict[str, Any]],
+) -> None:
+    s = _statement_for(statements, "cloudformation:")
+    assert _as_list(s["Action"]) == ["cloudformation:DescribeStacks"]
+    assert s["Resource"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:cloudformation:${AWS::Region}:${AWS::AccountId}:stack/*"
+    }
 
 
 def test_logs_to_own_group_without_create_log_group(statements: list[dict[str, Any]]) -> None:
@@ -394,7 +405,7 @@ def test_event_has_what_cloudformation_sends(path: Path) -> None:
 def test_example_declares_the_resource_safely(example: dict[str, Any]) -> None:
     resource = example["Resources"]["Membership"]
     assert resource["Type"] == "Custom::SecurityIRMembership"
-    assert resource["DeletionPolicy"] == "Retain"
+    assert resource["DeletionPolicy"] == "RetainExceptOnCreate"
     assert resource["UpdateReplacePolicy"] == "Retain"
     props = resource["Properties"]
     assert props["ServiceTimeout"] == 600

@@ -896,6 +896,7 @@ class StackDriver:
         if stack:
             logical, kind, physical = self.stack_name, "AWS::CloudFormation::Stack", self.stack_id
             self.status = status
+            self.receiver.set_stack_status(self.stack_id, status)  # for DescribeStacks
         else:
             logical, kind = self.logical_id, RESOURCE_TYPE
             physical = physical_id if physical_id is not None else (self.physical_id or "")

@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
+from xml.sax.saxutils import escape
 
 import trustme
 
@@ -161,6 +162,9 @@ class ResponseReceiver:
         self._urls: dict[str, tuple[str, Mapping[str, Any] | None]] = {}
         self._faults: deque[_Fault] = deque()
         self.tls_failures = 0
+        #: The consumer stacks' statuses, served as CloudFormation's DescribeStacks
+        #: (the function reads its stack's status on a Delete).
+        self.stack_statuses: dict[str, str] = {}
         self._server: _TLSServer | None = None
         self._port: int | None = None
 
@@ -332,6 +336,35 @@ class ResponseReceiver:
             self._changed.notify_all()
         return fault, status
 
+    def set_stack_status(self, stack_id: str, status: str) -> None:
+        """What DescribeStacks shows for ``stack_id`` from now on."""
+        self.stack_statuses[stack_id] = status
+
+    def describe_stacks(self, raw: bytes) -> tuple[int, bytes]:
+        """CloudFormation's DescribeStacks (query protocol, XML), from ``stack_statuses``."""
+        form = {k: v[-1] for k, v in parse_qs(raw.decode()).items()}
+        stack_id = form.get("StackName", "")
+        status = self.stack_statuses.get(stack_id)
+        if form.get("Action") != "DescribeStacks" or status is None:
+            error = (
+                "<ErrorResponse><Error><Type>Sender</Type><Code>ValidationError</Code>"
+                f"<Message>Stack with id {escape(stack_id)} does not exist</Message>"
+                "</Error></ErrorResponse>"
+            )
+            return 400, error.encode()
+        body = (
+            '<DescribeStacksResponse xmlns="http://cloudformation.amazonaws.com/doc/2010-05-15/">'
+            "<DescribeStacksResult><Stacks><member>"
+            f"<StackId>{escape(stack_id)}</StackId>"
+            f"<StackName>{escape(stack_id.split('/')[-2] if '/' in stack_id else stack_id)}</StackName>"
+            "<CreationTime>2026-01-01T00:00:00Z</CreationTime>"
+            f"<StackStatus>{escape(status)}</StackStatus>"
+            "</member></Stacks></DescribeStacksResult>"
+            "<ResponseMetadata><RequestId>local</RequestId></ResponseMetadata>"
+            "</DescribeStacksResponse>"
+        )
+        return 200, body.encode()
+
     def control(self, method: str, target: str, raw: bytes) -> tuple[int, Any]:
         """The ``/_receiver/...`` control API, for tests driving a subprocess receiver."""
         parts = urlsplit(target)
@@ -358,6 +391,9 @@ class ResponseReceiver:
             return 200, {}
         if (method, path) == ("POST", "/reset"):
             self.reset()
+            return 200, {}
+        if (method, path) == ("POST", "/stack-status"):
+            self.set_stack_status(payload["stackId"], payload["status"])
             return 200, {}
         return 404, {"error": f"no control route {method} {parts.path}"}
 
@@ -413,6 +449,19 @@ class _ReceiverHandler(JSONRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def do_POST(self) -> None:
+        """DescribeStacks at the root (the function's CloudFormation client), else control."""
+        if self.path != "/":
+            self._control()
+            return
+        receiver: ResponseReceiver = self.server.app
+        status, body = receiver.describe_stacks(self.read_body())
+        self.send_response(status)
+        self.send_header("Content-Type", "text/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     def _control(self) -> None:
         receiver: ResponseReceiver = self.server.app
         raw = self.read_body()
@@ -425,7 +474,7 @@ class _ReceiverHandler(JSONRequestHandler):
             status, body = 400, {"error": str(error)}
         self.send_json(status, body)
 
-    do_GET = do_POST = do_DELETE = _control
+    do_GET = do_DELETE = _control
 
 
 class ReceiverControl:
@@ -491,6 +540,10 @@ class ReceiverControl:
     def reset(self) -> None:
         """Forget URLs, records and faults."""
         self._call("POST", "/reset")
+
+    def set_stack_status(self, stack_id: str, status: str) -> None:
+        """See :meth:`ResponseReceiver.set_stack_status`."""
+        self._call("POST", "/stack-status", {"stackId": stack_id, "status": status})
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -452,6 +452,8 @@ class LocalServices:
         return {
             "AWS_ENDPOINT_URL_SECURITY_IR": self.emulator.endpoint_url,
             "AWS_ENDPOINT_URL_DYNAMODB": self.moto.url,
+            # The receiver also answers DescribeStacks with the driver's stack statuses.
+            "AWS_ENDPOINT_URL_CLOUDFORMATION": self.receiver.base_url,
             **self.lambda_api.env(),
             "SSL_CERT_FILE": self.receiver.ca_path,
             "REQUESTS_CA_BUNDLE": self.receiver.ca_path,

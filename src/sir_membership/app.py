@@ -67,6 +67,7 @@ from .request import failed_physical_id
 from .response import FAILED, Answer, ResponseSender, build_body
 from .self_invoke import OutcomeSerializer, invoker
 from .service import MembershipService, RetryPolicy
+from .stack_status import stack_status
 
 if TYPE_CHECKING:  # annotations only: not imported at cold start
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -202,6 +203,7 @@ def _answer(event: dict[str, Any], context: LambdaContext, invocation: _Invocati
         remaining,
         settle=invocation.settle,
         hand_off=invoker(event, context.invoked_function_arn, invocation.handed_off_now),
+        stack_status=stack_status,
     )
     delay = 0.25
     outcome: list[Outcome] = []

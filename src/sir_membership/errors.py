@@ -69,6 +69,27 @@ class ServiceFailure(MembershipError):
     """The service rejected a call, or retries ran out of time."""
 
 
+class Rejected(ServiceFailure):
+    """The service rejected the call as invalid; ``fields`` are the members it named.
+
+    Kept apart because a rejection can be evidence: repeating an OU change
+    whose first answer was lost is rejected exactly when the first one was
+    applied (``service.MembershipService.apply``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        applied: int = 0,
+        planned: int = 0,
+        unknown: int = 0,
+        fields: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message, applied=applied, planned=planned, unknown=unknown)
+        self.fields = fields
+
+
 class OutOfTime(ServiceFailure):
     """The next call or wait does not fit in the time left (this invocation's, or the
     request's ServiceTimeout).
@@ -111,6 +132,13 @@ class JournalUnavailable(MembershipError):
 
     Raised before the first write, so nothing is changed without a record of
     what it was.
+    """
+
+
+class StackStatusUnavailable(MembershipError):
+    """The consumer stack's status, which tells a Create's rollback from a removal, is unreadable.
+
+    A Delete fails with it rather than guess between restoring and ``OnDelete``.
     """
 
 

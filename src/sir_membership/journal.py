@@ -150,6 +150,32 @@ def touched_by(before: MembershipState, plan: Plan, tag_plan: TagPlan | None = N
 
 
 @dataclass(frozen=True)
+class Record:
+    """The resource's declaration record: the declaration it last converged.
+
+    Why apart from ``Entry``: an entry holds before-values (names, emails)
+    and expires; this holds only a digest and OU ids and never expires, so
+    that "which old OUs may this request remove" is answered from knowledge,
+    never from the absence of an entry. Written by every request that
+    converges a declaration, even with zero calls; put back by a rollback.
+    """
+
+    declaration: str
+    ous: frozenset[str] = frozenset()
+
+
+def record_to_json(record: Record) -> str:
+    """The record as the JSON text stored in the table."""
+    return json.dumps({"declaration": record.declaration, "ous": sorted(record.ous)})
+
+
+def record_from_json(text: str) -> Record:
+    """The record stored as ``text``."""
+    raw = json.loads(text)
+    return Record(str(raw["declaration"]), frozenset(raw.get("ous") or ()))
+
+
+@dataclass(frozen=True)
 class Entry:
     """The journal's record of one request's change to one membership.
 
@@ -174,6 +200,13 @@ class Entry:
     #: stale (the service shows account changes late), and is read again.
     ous_now: frozenset[str] | None = None
     last_write: float = 0.0
+    #: Whether the old declaration's OUs may be removed (``Forward``), as the
+    #: request's first invocation decided: a retry or a later link of the
+    #: same request carries on with the same verdict.
+    previous_applied: bool = True
+    #: The declaration record before this change (None: there was none), so
+    #: that its rollback puts the record back too.
+    record_before: Record | None = None
 
     @property
     def declared_now(self) -> str:
@@ -245,7 +278,12 @@ class AlreadyRestored:
 Mode = Forward | Rollback | NothingApplied | AlreadyRestored
 
 
-def classify(request: Request, entry: Entry | None, restore_failed: str | None = None) -> Mode:
+def classify(
+    request: Request,
+    entry: Entry | None,
+    restore_failed: str | None = None,
+    record: Record | None = None,
+) -> Mode:
     """How a request relates to the resource's latest journal entry.
 
     * An Update whose (old, new) declarations are the entry's (new, old) is
@@ -259,19 +297,29 @@ def classify(request: Request, entry: Entry | None, restore_failed: str | None =
     * The Delete of a membership that a restored entry had set the new
       declaration on is the clean-up of that rollback: nothing to do.
     * Anything else is forward; an Update's old OUs are removable only if the
-      journal shows the old declaration was applied (or there is no journal).
+      declaration record (or, with none, the journal) shows the old
+      declaration was converged. With neither (a resource of an older
+      version) they are removable, as they were then.
     """
-    if entry is None:
-        return Forward()
     new, old = declaration_digest(request.properties), declaration_digest(request.old_properties)
+    if entry is None:
+        return _forward_without_entry(request.request_type, old, record)
     if request.request_type == "Update":
         if (old, new) == (entry.new, entry.old):
             return Rollback(entry)
         if new == entry.declared_now != old and entry.settled:
             return NothingApplied(entry)
-        return Forward(previous_applied=old == entry.declared_now)
+        converged = record.declaration if record is not None else entry.declared_now
+        return Forward(previous_applied=old == converged)
     if request.request_type == "Delete":
         return _classify_delete(request.physical_id, new, entry, restore_failed)
+    return Forward()
+
+
+def _forward_without_entry(request_type: str, old: str, record: Record | None) -> Forward:
+    """No entry (expired, or never written): the record alone tells what was converged."""
+    if record is not None and request_type == "Update":
+        return Forward(previous_applied=old == record.declaration)
     return Forward()
 
 
@@ -405,6 +453,10 @@ def to_json(entry: Entry) -> str:
             "phase": entry.phase,
             "ousNow": None if entry.ous_now is None else sorted(entry.ous_now),
             "lastWrite": entry.last_write,
+            "previousApplied": entry.previous_applied,
+            "recordBefore": None
+            if entry.record_before is None
+            else json.loads(record_to_json(entry.record_before)),
             "touched": {
                 "nameBefore": t.name_before,
                 "nameAfter": t.name_after,
@@ -439,6 +491,10 @@ def from_json(text: str) -> Entry:
         phase=raw["phase"],
         ous_now=None if raw.get("ousNow") is None else frozenset(raw["ousNow"]),
         last_write=float(raw.get("lastWrite") or 0.0),
+        previous_applied=bool(raw.get("previousApplied", True)),
+        record_before=None
+        if raw.get("recordBefore") is None
+        else record_from_json(json.dumps(raw["recordBefore"])),
         touched=Touched(
             name_before=t["nameBefore"],
             name_after=t["nameAfter"],

@@ -11,6 +11,11 @@ permission is needed. Item keys (attribute ``id``):
   when. Taken with a conditional write, so two requests can never both
   hold it; it lapses at its holder's deadline, so an invocation that was
   killed cannot block the membership for longer than its own timeout.
+* ``declared#<StackId>#<LogicalResourceId>``: the resource's declaration
+  record (``journal.Record``: a digest and OU ids, nothing sensitive), with
+  no TTL: what the resource last converged must outlive its entries.
+* ``request#<StackId>#<RequestId>``: when the request was first seen, so a
+  Lambda retry counts the ServiceTimeout from the first delivery.
 * ``handoff#<StackId>#<RequestId>``: a request carried across invocations
   (``continuation.Handoff``): the token of the only invocation that may
   continue it, replaced conditionally at each hand-off; kept a little longer
@@ -33,7 +38,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from . import continuation
 from .continuation import Handoff
 from .errors import JournalUnavailable, MembershipBusy
-from .journal import Entry, from_json, to_json
+from .journal import Entry, Record, from_json, record_from_json, record_to_json, to_json
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -44,6 +49,33 @@ logger = logging.getLogger(__name__)
 JOURNAL_TTL_SECONDS = 14 * 24 * 3600
 #: Longer than CloudFormation's longest wait (an hour) for the request's answer.
 HANDOFF_TTL_SECONDS = 2 * 3600
+
+
+def holder_name(holder: str) -> str:
+    """A lease holder as the stack events may show it: stack name and logical id.
+
+    Holders are ``<StackId>#<LogicalResourceId>#<RequestId>``; the stack id is
+    an ARN ``arn:...:stack/<name>/<uuid>``. Neither part is sensitive.
+    """
+    parts = holder.split("#")
+    if len(parts) < 3:  # an older version's holder: <StackId>#<RequestId>
+        stack, logical = parts[0], ""
+    else:
+        stack, logical = parts[0], parts[1]
+    name = stack.split(":stack/", 1)[-1].split("/", 1)[0] if ":stack/" in stack else ""
+    if not name:
+        return "another request"
+    return f"stack {name} resource {logical}" if logical else f"stack {name}"
+
+
+def busy(membership_id: str, holder: str) -> MembershipBusy:
+    """The failure of a request that could not take the membership's lease in time."""
+    who = holder_name(holder) if holder else "another request"
+    return MembershipBusy(
+        f"Membership {membership_id} is being changed by another request ({who}) for longer "
+        "than this request's ServiceTimeout allows it to wait: retry once that operation "
+        "has finished. No change was applied by this request"
+    )
 
 
 def _code(error: Exception) -> str:
@@ -74,6 +106,15 @@ class Store(Protocol):
 
     def release(self, membership_id: str, holder: str) -> None:
         """Give the lease back."""
+
+    def read_record(self, stack_id: str, logical_id: str) -> Record | None:
+        """The resource's declaration record, or None (never converged by this version)."""
+
+    def write_record(self, stack_id: str, logical_id: str, record: Record | None) -> None:
+        """Record what the resource converged (None: remove the record)."""
+
+    def first_seen(self, stack_id: str, request_id: str, now: float) -> float:
+        """When the request was first seen: ``now`` on first sight, the stored time after."""
 
     def read_handoff(self, stack_id: str, request_id: str) -> Handoff | None:
         """The request's hand-off record, or None."""
@@ -136,6 +177,52 @@ class JournalStore:
         except (ClientError, BotoCoreError) as error:
             raise self._fail("write to", error) from None
 
+    # -- declaration record and first sight ---------------------------------------
+
+    def read_record(self, stack_id: str, logical_id: str) -> Record | None:
+        """The resource's declaration record, or None."""
+        try:
+            item = self.client.get_item(
+                TableName=self.table_name,
+                Key={"id": {"S": f"declared#{stack_id}#{logical_id}"}},
+                ConsistentRead=True,
+            ).get("Item")
+        except (ClientError, BotoCoreError) as error:
+            raise self._fail("read", error) from None
+        return record_from_json(item["record"]["S"]) if item else None
+
+    def write_record(self, stack_id: str, logical_id: str, record: Record | None) -> None:
+        """Record what the resource converged (no TTL); None removes the record."""
+        key = {"id": {"S": f"declared#{stack_id}#{logical_id}"}}
+        try:
+            if record is None:
+                self.client.delete_item(TableName=self.table_name, Key=key)
+            else:
+                self.client.put_item(
+                    TableName=self.table_name,
+                    Item={**key, "record": {"S": record_to_json(record)}},
+                )
+        except (ClientError, BotoCoreError) as error:
+            raise self._fail("write to", error) from None
+
+    def first_seen(self, stack_id: str, request_id: str, now: float) -> float:
+        """When the request was first seen (one conditional update, idempotent)."""
+        try:
+            response = self.client.update_item(
+                TableName=self.table_name,
+                Key={"id": {"S": f"request#{stack_id}#{request_id}"}},
+                UpdateExpression="SET #f = if_not_exists(#f, :now), #e = if_not_exists(#e, :exp)",
+                ExpressionAttributeNames={"#f": "firstSeen", "#e": "expiration"},
+                ExpressionAttributeValues={
+                    ":now": {"N": f"{now:.3f}"},
+                    ":exp": {"N": str(int(now) + HANDOFF_TTL_SECONDS)},
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except (ClientError, BotoCoreError) as error:
+            raise self._fail("write to", error) from None
+        return float(response["Attributes"]["firstSeen"]["N"])
+
     # -- hand-off ------------------------------------------------------------------
 
     def read_handoff(self, stack_id: str, request_id: str) -> Handoff | None:
@@ -197,7 +284,9 @@ class JournalStore:
         """Hold ``membership_id``'s lease until ``until`` (epoch seconds).
 
         Waits (polling with backoff) while another holder's lease is live,
-        up to ``wait_until``; then raises ``MembershipBusy``.
+        up to ``wait_until``; then raises ``MembershipBusy`` naming the
+        holder. A lease write whose answer was lost is resolved by reading
+        the lease back, never left to lapse.
         """
         delay = 0.2
         waited = False
@@ -210,11 +299,7 @@ class JournalStore:
                     )
                 return
             if now + delay > wait_until:
-                raise MembershipBusy(
-                    f"Membership {membership_id} is being changed by another request "
-                    "(another stack operation or resource on the same membership) for longer "
-                    "than this request could wait; no change was applied. Retry once it is done"
-                )
+                raise busy(membership_id, self.holder_of(membership_id))
             if not waited:
                 logger.info(
                     "membership busy: waiting for its lease", extra={"membershipId": membership_id}
@@ -222,6 +307,13 @@ class JournalStore:
                 waited = True
             sleep(delay)
             delay = min(delay * 2, 2.0)
+
+    def holder_of(self, membership_id: str) -> str:
+        """Who holds the membership's lease now ("" if nobody, or it cannot be read)."""
+        try:
+            return self._read_holder(membership_id)
+        except JournalUnavailable:
+            return ""
 
     def _try_acquire(self, membership_id: str, holder: str, until: float, now: float) -> bool:
         item = {
@@ -235,7 +327,27 @@ class JournalStore:
             "ExpressionAttributeNames": {"#u": "until"},
             "ExpressionAttributeValues": {":now": {"N": f"{now:.3f}"}, ":me": {"S": holder}},
         }
-        return self._put_if(item, condition, "take the lease in")
+        try:
+            return self._put_if(item, condition, "take the lease in")
+        except JournalUnavailable:
+            # The put may have been applied although its answer was lost: read
+            # the lease back; if that fails too, give back whatever it took.
+            try:
+                return self._read_holder(membership_id) == holder
+            except JournalUnavailable:
+                self.release(membership_id, holder)
+                raise
+
+    def _read_holder(self, membership_id: str) -> str:
+        try:
+            item = self.client.get_item(
+                TableName=self.table_name,
+                Key={"id": {"S": f"lease#{membership_id}"}},
+                ConsistentRead=True,
+            ).get("Item")
+        except (ClientError, BotoCoreError) as error:
+            raise self._fail("read", error) from None
+        return str(item["holder"]["S"]) if item else ""
 
     def release(self, membership_id: str, holder: str) -> None:
         """Give the lease back (if that fails it lapses at its deadline)."""

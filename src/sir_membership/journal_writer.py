@@ -64,6 +64,10 @@ class JournalWriter:
             phase=entry.phase if phase is None else phase,
             applied=entry.applied if applied is None else applied,
             unknown=entry.unknown if unknown is None else unknown,
+            # A call of unknown outcome was just sent: reads show it only later.
+            last_write=self.clock()
+            if unknown is not None and unknown > entry.unknown
+            else entry.last_write,
         )
 
     def wrote(self, state: MembershipState) -> None:

@@ -38,6 +38,10 @@ class Relay:
         #: Whether the record is in the table (only once the request was handed off).
         self.stored = False
 
+    def started_at(self, first_seen: float) -> None:
+        """Count the request's time from its first delivery (a Lambda retry comes later)."""
+        self.record = replace(self.record, started=min(self.record.started, first_seen))
+
     @property
     def continuing(self) -> bool:
         """Whether this invocation continues a request an earlier one began."""

@@ -197,8 +197,14 @@ def _decide_delete(request: Request) -> Decision:
         declared = parse_properties(request.properties)
     except InvalidProperties:
         return Decision(None, reason="invalid properties: the membership is retained")
-    if declared.on_delete == "Retain" or declared.membership_id != physical:
+    if declared.membership_id != physical:
         return Decision(None, reason="OnDelete is Retain: the membership is kept as it is")
+    if declared.on_delete == "Retain":
+        # Still read against the journal: the Delete of a Create that is being
+        # rolled back restores what the Create changed, whatever OnDelete says.
+        return Decision(
+            physical, must_exist=False, reason="OnDelete is Retain: the membership is kept as it is"
+        )
     return Decision(
         physical, lambda state, _previous: plan_delete(declared, state), must_exist=False
     )

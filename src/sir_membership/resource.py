@@ -46,6 +46,7 @@ from .journal import (
     Mode,
     NothingApplied,
     Phase,
+    Record,
     Rollback,
     classify,
     declaration_digest,
@@ -59,7 +60,7 @@ from .response import Answer
 from .restore import WORK_RESERVE, Restorer, read_settled
 from .service import MembershipService
 from .service_model import rules
-from .shell import Shell
+from .shell import Shell, stack_rolls_back
 
 __all__ = ["Answer", "Request", "Shell", "answer_without_writes", "handle", "replay"]
 
@@ -98,43 +99,76 @@ class _Work:
         self.decision = decision
         self.service = service
         self.shell = shell
-        self.holder = f"{request.stack_id}#{request.request_id}"
+        self.holder = f"{request.stack_id}#{request.logical_id}#{request.request_id}"
         self.relay = Relay(request, shell)
         self.restorer = Restorer(request, decision, service, shell, self.relay)
-        #: A continuation's own journal entry, written by an earlier link.
+        #: This request's own journal entry, written by an earlier invocation
+        #: (a continuation's earlier link, or the crashed one Lambda retries).
         self.own: Entry | None = None
+        #: The resource's declaration record as read under the leases.
+        self.record: Record | None = None
 
     # -- steps 1 and 2 -------------------------------------------------------------
 
     def _mode(self) -> Mode | Outcome:
         request, decision = self.request, self.decision
-        entry = self.shell.store.read(request.stack_id, request.logical_id)
-        if self.relay.continuing:
-            own = self._own_entry(entry)
-            if own is not None:
-                return self._continued_mode(own)
-        return classify(request, entry, decision.restore_failed)
+        store = self.shell.store
+        entry = store.read(request.stack_id, request.logical_id)
+        self.record = store.read_record(request.stack_id, request.logical_id)
+        own = self._own_entry(entry)
+        if own is not None:  # a retry or a later link: carry on from its own entry
+            return self._continued_mode(own)
+        if request.request_type == "Delete" and self._rolls_back_create(entry):
+            assert entry is not None
+            if entry.phase == "restored":
+                return AlreadyRestored(entry)
+            logger.info("the operation that created this membership rolls back: restoring")
+            return Rollback(entry)
+        return classify(request, entry, decision.restore_failed, self.record)
+
+    def _rolls_back_create(self, entry: Entry | None) -> bool:
+        """Whether this Delete undoes the Create of ``entry`` because its operation failed.
+
+        CloudFormation deletes a resource whose creation is being rolled back
+        (the stack is ``ROLLBACK_IN_PROGRESS``, or ``UPDATE_ROLLBACK_COMPLETE_
+        CLEANUP_IN_PROGRESS`` for one created by a failed update) even with
+        ``DeletionPolicy: RetainExceptOnCreate``: that Delete restores what
+        the Create changed, whatever ``OnDelete`` says. Any other Delete (the
+        user removed the resource or the stack) follows ``OnDelete``. Only
+        the consumer stack's status tells them apart, so it is read, and a
+        Delete that cannot read it fails rather than guess.
+        """
+        request = self.request
+        if (
+            entry is None
+            or entry.request_type != "Create"
+            or entry.membership_id != request.physical_id
+            or entry.wrote_nothing
+        ):
+            return False
+        return stack_rolls_back(self.shell.stack_status(request.stack_id))
 
     def _own_entry(self, latest: Entry | None) -> Entry | None:
-        """The entry an earlier link of this request wrote, if any."""
+        """The entry an earlier invocation of this request wrote, if any."""
         request = self.request
         if request.request_type == "Delete" and self.decision.membership_id:
-            latest = self.shell.store.read(
+            own_delete = self.shell.store.read(
                 request.stack_id, _delete_key(request.logical_id, self.decision.membership_id)
             )
+            if own_delete is not None and own_delete.request_id == request.request_id:
+                return own_delete
         return latest if latest is not None and latest.request_id == request.request_id else None
 
     def _continued_mode(self, own: Entry) -> Mode | Outcome:
-        """Where an earlier link of this forward change left it."""
+        """Where an earlier invocation of this request left it."""
         if own.phase in ("applying", "applied"):
             self.own = own
-            previous = self.relay.record.previous_applied
-            return Forward(previous_applied=True if previous is None else previous)
+            return Forward(previous_applied=own.previous_applied)
         if own.phase in ("restoring", "restored"):
-            logger.info("the change's rollback has begun: this continuation stops")
+            logger.info("the change's rollback has begun: this request stops")
             return Stopped("superseded by the rollback")
         reason = (
-            f"the change failed in an earlier invocation after {own.applied} of {own.planned} "
+            f"the change failed in an earlier invocation. {own.applied} of {own.planned} "
             "UpdateMembership calls were applied; the stack's rollback restores them from the "
             "change journal"
         )
@@ -162,10 +196,9 @@ class _Work:
         return sorted(t for t in targets if t)
 
     def run(self) -> Outcome:
-        stopped = self.relay.join()
+        stopped = self._begin()
         if stopped is not None:
             return stopped
-        self.service.cap(self.relay.time_left)
         targets = self._targets()
         if not targets:
             return self._carry(self._read_mode())  # no membership: nothing to write
@@ -197,6 +230,23 @@ class _Work:
             elif held:  # the answer is settled; the leases lapse at this invocation's deadline
                 logger.warning("little time left: the lease is left to lapse")
 
+    def _begin(self) -> Stopped | None:
+        """Join the request's chain; count its time from its first delivery."""
+        stopped = self.relay.join()
+        if stopped is not None:
+            return stopped
+        if not self.relay.continuing:  # a Lambda retry counts from the first delivery
+            request = self.request
+            try:
+                first = self.shell.store.first_seen(
+                    request.stack_id, request.request_id, self.shell.clock()
+                )
+            except JournalUnavailable as error:
+                raise error.noted("no change was applied") from None
+            self.relay.started_at(first)
+        self.service.cap(self.relay.time_left)
+        return None
+
     def _read_mode(self) -> Mode | Outcome:
         try:
             return self._mode()
@@ -205,12 +255,14 @@ class _Work:
 
     def _acquire(self, target: str) -> None:
         now, remaining = self.shell.clock(), self.shell.remaining()
+        # Never wait past what the request's own ServiceTimeout leaves to work.
+        wait_until = now + min(remaining, self.relay.time_left()) - WORK_RESERVE
         try:
             self.shell.store.acquire(
                 target,
                 self.holder,
                 now + remaining,
-                wait_until=now + remaining - WORK_RESERVE,
+                wait_until=wait_until,
                 sleep=self.shell.sleep,
             )
         except JournalUnavailable as error:
@@ -226,8 +278,9 @@ class _Work:
             return self._nothing_applied()
         if isinstance(mode, Rollback):
             return self.restorer.rollback(mode.entry)
-        if self.decision.membership_id is None:
-            logger.info("no journal entry to restore: nothing to do")
+        if self.decision.membership_id is None or self.decision.planner is None:
+            # No journal entry to restore, or a Delete that retains the membership.
+            logger.info("nothing to do", extra={"why": self.decision.reason or "no entry"})
             return Answer.success(self.request.physical_id, {})
         return self._forward(mode)
 
@@ -281,6 +334,8 @@ class _Work:
                 touched=touched,
                 planned=len(plan.requests),
                 phase=phase,
+                previous_applied=mode.previous_applied,
+                record_before=self.record,
             )
         journal = JournalWriter(
             self.shell.store,
@@ -386,7 +441,20 @@ class _Work:
             answer = Answer.success(state.membership_id, state.attributes())
         self.shell.settle(answer)
         bookkeeping(self.shell, journal)
+        if request.request_type != "Delete":
+            self._converged()
         return answer
+
+    def _converged(self) -> None:
+        """Write the declaration record: this declaration is now the converged one."""
+        request = self.request
+        record = Record(declaration_digest(request.properties), self.decision.declared)
+        if record == self.record:
+            return
+        try:
+            self.shell.store.write_record(request.stack_id, request.logical_id, record)
+        except MembershipError as error:  # the next Update then removes no old OU: safe
+            logger.warning("could not write the declaration record", extra={"reason": error.reason})
 
 
 def _delete_key(logical_id: str, membership_id: str) -> str:

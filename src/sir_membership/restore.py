@@ -49,8 +49,11 @@ def read_settled(
     service shows account changes late. It is read again, with backoff,
     until it does or ``stale_read_grace`` has passed since that call; then
     the read is taken as it is (someone else changed them). After a call
-    whose outcome is unknown, what it left is not known either: no wait.
+    whose outcome is unknown, what it left is not known either: only a read
+    made ``stale_read_grace`` after it is proof, so that read is waited for.
     """
+    if entry is not None and entry.unknown:
+        _wait_for_fresh_reads(service, shell, entry)
     state = service.get(membership_id) if must_exist else service.find(membership_id)
     if entry is None or entry.ous_now is None or entry.unknown:
         return state
@@ -73,6 +76,24 @@ def read_settled(
         attempt += 1
         state = service.get(membership_id) if must_exist else service.find(membership_id)
     return state
+
+
+def _wait_for_fresh_reads(service: MembershipService, shell: Shell, entry: Entry) -> None:
+    """Wait until a read can show what a call of unknown outcome did (or did not do)."""
+    wait = entry.last_write + shell.stale_read_grace - shell.clock()
+    if wait <= 0:
+        return
+    if shell.remaining() - wait < service.call_reserve:
+        raise OutOfTime(
+            "the outcome of an earlier UpdateMembership call is unknown and reads do not "
+            "show it yet",
+            applied=entry.applied,
+            planned=entry.planned,
+            unknown=entry.unknown,
+            wait=wait,
+        )
+    logger.info("an earlier call's outcome is unknown: waiting for reads to show it")
+    shell.sleep(wait)
 
 
 class Restorer:
@@ -174,6 +195,8 @@ class Restorer:
         journal.update(phase="restored")
         try:  # before SUCCESS: the clean-up Delete of a replacement relies on it
             journal.save()
+            # What the resource converged before the change is what it converged now.
+            self.shell.store.write_record(request.stack_id, request.logical_id, entry.record_before)
         except MembershipError as error:
             raise error.noted(
                 "the membership was restored but the change journal could not record it: "

@@ -25,6 +25,7 @@ never killed mid-call.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import random
 import time
@@ -47,11 +48,14 @@ from .errors import (
     MembershipNotFound,
     OutOfTime,
     PermissionDenied,
+    Rejected,
     ServiceFailure,
 )
 from .membership import MembershipState, state_from_api
 from .plan import Plan, UpdateRequest, apply_request, changed_by
 from .tags import TagCall, TagPlan
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from mypy_boto3_security_ir import SecurityIncidentResponseClient
@@ -194,6 +198,9 @@ class MembershipService:
         pending = list(plan.requests)
         done = already
         attempts = 0
+        #: A call whose answer was lost and that no read has shown applied yet:
+        #: a read soon after a call may be stale, so it is not proof either way.
+        unsure: UpdateRequest | None = None
         while pending:
             request = pending[0]
             planned = done + len(pending)
@@ -218,10 +225,28 @@ class MembershipService:
                 if changed_by(request, state, seen):  # it was applied after all
                     done += 1
                     self._progress(done, seen)
+                    unsure = None
+                else:
+                    unsure = request
                 state = seen
                 pending = list(replan(state).requests)
                 continue
+            except MembershipError as error:
+                if unsure is None:
+                    raise
+                if not _proves_applied(error, request, unsure):
+                    raise _with_unknown(error) from None
+                # The service refused to repeat the lost call's OU change: the
+                # first one was applied, and the read before was only stale.
+                logger.info("a lost UpdateMembership call proved applied by its repeat")
+                done += 1
+                state = apply_request(state, unsure)
+                self._progress(done, state)
+                unsure = None
+                pending = list(replan(state).requests)
+                continue
             done += 1
+            unsure = None  # the repeat (or a later call) is applied: nothing is unknown
             state = apply_request(state, request)
             self._progress(done, state)
             pending.pop(0)
@@ -404,7 +429,12 @@ class MembershipService:
             )
         fields = [str(f.get("name")) for f in response.get("fieldList") or () if f.get("name")]
         detail = f" on {', '.join(fields)}" if fields else ""
-        return self._failure(f"{operation} was rejected: {code}{detail}", applied, planned)
+        return Rejected(
+            f"{operation} was rejected: {code}{detail}{_progress(applied, planned)}",
+            applied=applied,
+            planned=planned,
+            fields=tuple(fields) if code == "ValidationException" else (),
+        )
 
     @staticmethod
     def _failure(cause: str, applied: int, planned: int) -> ServiceFailure:
@@ -434,6 +464,25 @@ def _retry_after(response: Mapping[str, Any]) -> float | None:
     except (TypeError, ValueError):
         return None
     return seconds if 0.0 <= seconds < math.inf else None
+
+
+def _proves_applied(error: MembershipError, sent: UpdateRequest, lost: UpdateRequest) -> bool:
+    """Whether ``error``, the answer to ``sent``, proves the lost call ``lost`` was applied.
+
+    The service rejects adding an OU that is already associated (and
+    removing one that is not) as a ValidationException on that field. When
+    ``sent`` repeats ``lost``'s OU changes and only those fields are
+    rejected, the OUs are as ``lost`` left them: it was applied.
+    """
+    if not isinstance(error, Rejected) or not error.fields:
+        return False
+    fields = error.fields
+    repeats = (set(lost.ous_to_add) & set(sent.ous_to_add)) or (
+        set(lost.ous_to_remove) & set(sent.ous_to_remove)
+    )
+    ou_fields = ("organizationalUnitsToAdd", "organizationalUnitsToRemove")
+    only_ous = all(any(name.split("[")[0].endswith(f) for f in ou_fields) for name in fields)
+    return bool(repeats) and only_ous
 
 
 def _with_unknown(error: MembershipError) -> MembershipError:
