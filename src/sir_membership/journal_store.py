@@ -38,7 +38,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from . import continuation
 from .continuation import Handoff
 from .errors import JournalUnavailable, MembershipBusy
-from .journal import Entry, Record, from_json, record_from_json, record_to_json, to_json
+from .journal import Entry, Record
+from .journal_codec import from_json, record_from_json, record_to_json, to_json
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

@@ -24,7 +24,6 @@ never killed mid-call.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import random
@@ -54,6 +53,7 @@ from .errors import (
 from .membership import MembershipState, state_from_api
 from .plan import Plan, UpdateRequest, apply_request, changed_by
 from .tags import TagCall, TagPlan
+from .unknown_outcome import proves_applied, with_unknown
 
 logger = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ class MembershipService:
                     self._backoff(attempts, retry, "UpdateMembership", done, planned)
                     seen = self.get(request.membership_id, applied=done, planned=planned)
                 except MembershipError as error:
-                    raise _with_unknown(error) from None
+                    raise with_unknown(error) from None
                 if changed_by(request, state, seen):  # it was applied after all
                     done += 1
                     self._progress(done, seen)
@@ -234,8 +234,8 @@ class MembershipService:
             except MembershipError as error:
                 if unsure is None:
                     raise
-                if not _proves_applied(error, request, unsure):
-                    raise _with_unknown(error) from None
+                if not proves_applied(error, request, unsure):
+                    raise with_unknown(error) from None
                 # The service refused to repeat the lost call's OU change: the
                 # first one was applied, and the read before was only stale.
                 logger.info("a lost UpdateMembership call proved applied by its repeat")
@@ -464,36 +464,6 @@ def _retry_after(response: Mapping[str, Any]) -> float | None:
     except (TypeError, ValueError):
         return None
     return seconds if 0.0 <= seconds < math.inf else None
-
-
-def _proves_applied(error: MembershipError, sent: UpdateRequest, lost: UpdateRequest) -> bool:
-    """Whether ``error``, the answer to ``sent``, proves the lost call ``lost`` was applied.
-
-    The service rejects adding an OU that is already associated (and
-    removing one that is not) as a ValidationException on that field. When
-    ``sent`` repeats ``lost``'s OU changes and only those fields are
-    rejected, the OUs are as ``lost`` left them: it was applied.
-    """
-    if not isinstance(error, Rejected) or not error.fields:
-        return False
-    fields = error.fields
-    repeats = (set(lost.ous_to_add) & set(sent.ous_to_add)) or (
-        set(lost.ous_to_remove) & set(sent.ous_to_remove)
-    )
-    ou_fields = ("organizationalUnitsToAdd", "organizationalUnitsToRemove")
-    only_ous = all(any(name.split("[")[0].endswith(f) for f in ou_fields) for name in fields)
-    return bool(repeats) and only_ous
-
-
-def _with_unknown(error: MembershipError) -> MembershipError:
-    """``error`` after a call whose outcome could not be read back."""
-    unknown = copy.copy(error)
-    unknown.unknown = error.unknown + 1
-    reason = error.reason.replace("; no change was applied", "")
-    unknown.args = (
-        f"{reason}; the outcome of 1 UpdateMembership call is unknown (it may have been applied)",
-    )
-    return unknown
 
 
 def _progress(applied: int, planned: int) -> str:

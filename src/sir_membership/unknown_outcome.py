@@ -1,0 +1,43 @@
+"""What is known of an UpdateMembership call whose answer was lost (pure).
+
+Why apart from ``service``: the retry loop there decides *when* to call;
+this decides what a lost answer, and the service's reply to its repeat,
+prove. An outcome that nothing proved is "unknown", never "not applied".
+"""
+
+from __future__ import annotations
+
+import copy
+
+from .errors import MembershipError, Rejected
+from .plan import UpdateRequest
+
+
+def proves_applied(error: MembershipError, sent: UpdateRequest, lost: UpdateRequest) -> bool:
+    """Whether ``error``, the answer to ``sent``, proves the lost call ``lost`` was applied.
+
+    The service rejects adding an OU that is already associated (and
+    removing one that is not) as a ValidationException on that field. When
+    ``sent`` repeats ``lost``'s OU changes and only those fields are
+    rejected, the OUs are as ``lost`` left them: it was applied.
+    """
+    if not isinstance(error, Rejected) or not error.fields:
+        return False
+    fields = error.fields
+    repeats = (set(lost.ous_to_add) & set(sent.ous_to_add)) or (
+        set(lost.ous_to_remove) & set(sent.ous_to_remove)
+    )
+    ou_fields = ("organizationalUnitsToAdd", "organizationalUnitsToRemove")
+    only_ous = all(any(name.split("[")[0].endswith(f) for f in ou_fields) for name in fields)
+    return bool(repeats) and only_ous
+
+
+def with_unknown(error: MembershipError) -> MembershipError:
+    """``error`` after a call whose outcome could not be read back."""
+    unknown = copy.copy(error)
+    unknown.unknown = error.unknown + 1
+    reason = error.reason.replace("; no change was applied", "")
+    unknown.args = (
+        f"{reason}; the outcome of 1 UpdateMembership call is unknown (it may have been applied)",
+    )
+    return unknown
