@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from sir_membership import continuation
 from sir_membership.continuation import Handoff
 from sir_membership.errors import JournalUnavailable
-from sir_membership.journal import Entry, Record, from_json, to_json
+from sir_membership.journal import Entry, Record
+from sir_membership.journal_codec import from_json, to_json
 from sir_membership.journal_store import busy
 
 
