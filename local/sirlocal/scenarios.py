@@ -2076,7 +2076,8 @@ SCENARIOS: tuple[Scenario, ...] = (
                 declare(OrganizationalUnits=[f"ou\u2013e2e1\u2013{i:08d}" for i in range(1000)]),
                 "ROLLBACK_COMPLETE",
                 reason_starts=(
-                    "Invalid properties: OrganizationalUnits[0] is invalid: expected matching "
+                    "Invalid properties: OrganizationalUnits[0] is invalid (16 characters, not "
+                    "shown): does not match ou-"
                 ),
                 reason_ends=" [truncated]",
                 answer_within=3.0,
