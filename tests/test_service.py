@@ -226,8 +226,8 @@ def test_partial_failure_says_how_many_calls_were_applied(client: Any) -> None:
         with pytest.raises(ServiceFailure) as info:
             service(client, Clock()).apply(start, plan, lambda now: plan_changes(desired, now))
     assert str(info.value) == (
-        "UpdateMembership was rejected: ValidationException on organizationalUnitsToAdd "
-        "after 1 of 3 UpdateMembership calls were applied"
+        "UpdateMembership was rejected: ValidationException on organizationalUnitsToAdd. "
+        "1 of 3 UpdateMembership calls were applied"
     )
     assert info.value.applied == 1
 
@@ -355,8 +355,8 @@ def test_a_retry_after_that_cannot_fit_fails_at_once_with_the_applied_count(clie
         stub.assert_no_pending_responses()
     assert str(info.value) == (
         "UpdateMembership was refused (ConflictException) and the service asked to wait 60 s "
-        "(Retry-After), more than the 20 s left to start a call "
-        "after 1 of 3 UpdateMembership calls were applied"
+        "(Retry-After), more than the 20 s left to start a call. "
+        "1 of 3 UpdateMembership calls were applied"
     )
     assert (info.value.applied, info.value.wait, clock.sleeps) == (1, 60.0, [])
 

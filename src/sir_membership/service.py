@@ -43,11 +43,14 @@ from botocore.exceptions import (
 )
 
 from .errors import (
+    NO_CHANGE,
     MembershipError,
     MembershipNotFound,
     OutOfTime,
     PermissionDenied,
     ServiceFailure,
+    calls_applied,
+    with_outcome,
 )
 from .membership import MembershipState, state_from_api
 from .plan import Plan, UpdateRequest, apply_request, changed_by
@@ -322,9 +325,12 @@ class MembershipService:
         if wait <= left:
             return
         raise OutOfTime(
-            f"{operation} was refused ({retry.cause}) and the service asked to wait "
-            f"{wait:g} s (Retry-After), more than the {max(left, 0.0):.0f} s left to start "
-            f"a call{_progress(applied, planned)}",
+            with_outcome(
+                f"{operation} was refused ({retry.cause}) and the service asked to wait "
+                f"{wait:g} s (Retry-After), more than the {max(left, 0.0):.0f} s left to start "
+                "a call",
+                calls_applied(applied, planned),
+            ),
             applied=applied,
             planned=planned,
             wait=wait,
@@ -339,7 +345,10 @@ class MembershipService:
             return
         cause = f" (last error: {last})" if last else ""
         raise OutOfTime(
-            f"ran out of time before {operation} could be sent{cause}{_progress(applied, planned)}",
+            with_outcome(
+                f"ran out of time before {operation} could be sent{cause}",
+                calls_applied(applied, planned),
+            ),
             applied=applied,
             planned=planned,
             wait=delay,
@@ -382,19 +391,25 @@ class MembershipService:
         if status >= 500 or code == "InternalServerException":
             return _Retry(code, ambiguous=True, retry_after=_retry_after(response))
         where = f"account {self._account_id or '?'} region {self._region or '?'}"
-        progress = _progress(applied, planned)
+        outcome = calls_applied(applied, planned)
         if code == "ResourceNotFoundException":
             return MembershipNotFound(
-                f"Membership {membership_id} was not found in {where}: deploy this stack "
-                f"in the membership's account and region, and check MembershipId{progress}",
+                with_outcome(
+                    f"Membership {membership_id} was not found in {where}: deploy this stack "
+                    "in the membership's account and region, and check MembershipId",
+                    outcome,
+                ),
                 applied=applied,
                 planned=planned,
             )
         if code == "AccessDeniedException":
             return PermissionDenied(
-                f"Access denied for security-ir:{operation} on membership {membership_id}: "
-                f"allow security-ir:{operation} on arn:<partition>:security-ir:<region>:"
-                f"<account>:membership/* in the function's role{progress}",
+                with_outcome(
+                    f"Access denied for security-ir:{operation} on membership {membership_id}: "
+                    f"allow security-ir:{operation} on arn:<partition>:security-ir:<region>:"
+                    "<account>:membership/* in the function's role",
+                    outcome,
+                ),
                 applied=applied,
                 planned=planned,
             )
@@ -409,7 +424,7 @@ class MembershipService:
     @staticmethod
     def _failure(cause: str, applied: int, planned: int) -> ServiceFailure:
         return ServiceFailure(
-            f"{cause}{_progress(applied, planned)}", applied=applied, planned=planned
+            with_outcome(cause, calls_applied(applied, planned)), applied=applied, planned=planned
         )
 
 
@@ -440,17 +455,8 @@ def _with_unknown(error: MembershipError) -> MembershipError:
     """``error`` after a call whose outcome could not be read back."""
     unknown = copy.copy(error)
     unknown.unknown = error.unknown + 1
-    reason = error.reason.replace("; no change was applied", "")
-    unknown.args = (
-        f"{reason}; the outcome of 1 UpdateMembership call is unknown (it may have been applied)",
-    )
+    reason = error.reason.removesuffix(with_outcome("", NO_CHANGE))
+    clause = "the outcome of 1 UpdateMembership call is unknown (it may have been applied)"
+    # After a count, one more clause of the outcome; else the outcome itself.
+    unknown.args = (f"{reason}; {clause}" if error.applied else with_outcome(reason, clause),)
     return unknown
-
-
-def _progress(applied: int, planned: int) -> str:
-    """How far a plan got, for the end of a failure reason."""
-    if not planned:
-        return ""
-    if not applied:
-        return "; no change was applied"
-    return f" after {applied} of {planned} UpdateMembership calls were applied"
