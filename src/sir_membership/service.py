@@ -42,6 +42,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from . import denial
 from .errors import (
     NO_CHANGE,
     MembershipError,
@@ -403,11 +404,18 @@ class MembershipService:
                 planned=planned,
             )
         if code == "AccessDeniedException":
+            action = f"security-ir:{operation}"
+            allow = (
+                f"allow {action} on arn:<partition>:security-ir:<region>:<account>:membership/* "
+                "in the function's role"
+            )
+            message = str(response.get("Error", {}).get("Message") or response.get("message") or "")
+            deny = denial.read(message)
+            fix = deny.check(action, self._account_id or "?", f"membership {membership_id}", allow)
             return PermissionDenied(
                 with_outcome(
-                    f"Access denied for security-ir:{operation} on membership {membership_id}: "
-                    f"allow security-ir:{operation} on arn:<partition>:security-ir:<region>:"
-                    "<account>:membership/* in the function's role",
+                    f"Access denied for {action} on membership {membership_id}"
+                    f"{deny.said(action)}: {fix}",
                     outcome,
                 ),
                 applied=applied,
