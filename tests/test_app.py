@@ -199,9 +199,11 @@ def test_failed_update_keeps_the_physical_id_and_counts_applied_calls(
     body = answer(cfn, sent)
     assert body["Status"] == "FAILED"
     assert body["PhysicalResourceId"] == MEMBERSHIP_ID
-    assert body["Reason"].startswith("Access denied for security-ir:UpdateMembership")
-    assert body["Reason"].endswith(
-        "after 1 of 2 UpdateMembership calls were applied; "
+    # What failed: the fix. How many calls were applied; what happens to them.
+    assert body["Reason"] == (
+        f"Access denied for security-ir:UpdateMembership on membership {MEMBERSHIP_ID}: allow "
+        "security-ir:UpdateMembership on arn:<partition>:security-ir:<region>:<account>:"
+        "membership/* in the function's role. 1 of 2 UpdateMembership calls were applied; "
         "the stack's rollback restores them from the change journal"
     )
 
@@ -223,7 +225,7 @@ def test_failed_create_undoes_the_calls_it_applied(sir: Stubber, cfn: Receiver) 
     body = answer(cfn, sent)
     assert body["Status"] == "FAILED"
     assert body["PhysicalResourceId"].startswith("Membership-failed-")
-    assert "after 1 of 2 UpdateMembership calls were applied" in body["Reason"]
+    assert "role. 1 of 2 UpdateMembership calls were applied; they were undone" in body["Reason"]
     assert body["Reason"].endswith(f"they were undone, membership {MEMBERSHIP_ID} is as it was")
     sir.assert_no_pending_responses()
 
@@ -243,7 +245,7 @@ def test_a_5xx_that_was_applied_is_undone_too(sir: Stubber, cfn: Receiver) -> No
     sir.add_response("update_membership", {}, update_call(organizationalUnitsToRemove=new_ous[2:7]))
     app.handler(sent, context())
     reason = answer(cfn, sent)["Reason"]
-    assert "after 1 of 3 UpdateMembership calls were applied" in reason
+    assert "role. 1 of 3 UpdateMembership calls were applied; they were undone" in reason
     assert reason.endswith(f"they were undone, membership {MEMBERSHIP_ID} is as it was")
 
 
@@ -367,7 +369,7 @@ def test_a_retried_rollback_restores_from_the_journal(
         app.handler(rollback, context())
     assert [b["Status"] for b in cfn.bodies] == ["FAILED", "FAILED", "SUCCESS"]
     assert cfn.bodies[0]["Reason"].endswith(
-        "after 1 of 2 UpdateMembership calls were applied; "
+        "in the function's role. 1 of 2 UpdateMembership calls were applied; "
         "the stack's rollback restores them from the change journal"
     )
     assert "the change journal keeps what to restore" in cfn.bodies[1]["Reason"]
@@ -456,7 +458,7 @@ def test_an_unreadable_journal_fails_the_update_before_any_write(
         "could not write to the change journal in table no-such-table "
         "(ResourceNotFoundException): "
         "check the table exists and the role allows dynamodb:GetItem/PutItem/UpdateItem/"
-        "DeleteItem on it; no change was applied"
+        "DeleteItem on it. No change was applied"
     )
 
 

@@ -8,6 +8,7 @@ the PUTs the receiver got, the calls made and the log lines. The pure rules
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -116,10 +117,27 @@ def the_answer(receiver: Receiver, sent: dict[str, Any]) -> dict[str, Any]:
         # Look-alikes of the default patterns.
         "https://s3.amazonaws.com.attacker.example/x?X-Amz-Signature=s",
         "https://amazonaws.com@attacker.example/x?X-Amz-Signature=s",
-        "https://bucket.s3.amazonaws.com:8443/x?X-Amz-Signature=s",
+        "https://cloudformation-custom-resource-response-useast1.s3.amazonaws.com:8443/x?X-Amz-Signature=s",
         "file:///etc/passwd",
+        # Hosts under amazonaws.com that anyone can own (review R8): a bucket, an API.
+        "https://attacker-bucket.s3.amazonaws.com/x?X-Amz-Signature=s",
+        "https://attacker-bucket.s3.us-east-1.amazonaws.com/x?X-Amz-Signature=s",
+        "https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com/x?X-Amz-Signature=s",
+        # CloudFormation's response bucket of another region.
+        "https://cloudformation-custom-resource-response-uswest2.s3.us-west-2.amazonaws.com/x?X-Amz-Signature=s",
     ],
-    ids=["forged-host", "http", "suffix-lookalike", "userinfo", "other-port", "file"],
+    ids=[
+        "forged-host",
+        "http",
+        "suffix-lookalike",
+        "userinfo",
+        "other-port",
+        "file",
+        "any-bucket",
+        "any-bucket-regional",
+        "api-gateway",
+        "other-region",
+    ],
 )
 def test_a_url_outside_the_default_patterns_gets_no_call_no_put_one_error_line(
     url: str,
@@ -168,21 +186,59 @@ def test_a_url_matching_the_configured_pattern_is_answered(
     forged = event("Delete", cfn, ResponseURL=f"http://localhost:{port}/forged?sig=1")
     app.handler(forged, context())
     assert cfn.bodies == [], "localhost does not match http://127.0.0.1:*"
-    monkeypatch.setenv("RESPONSE_URL_PATTERNS", "https://*.amazonaws.com, http://localhost:*")
+    monkeypatch.setenv("RESPONSE_URL_PATTERNS", "https://*.example.com, http://localhost:*")
     app.handler(forged, context())
     assert cfn.paths == ["/forged?sig=1"]
     assert cfn.bodies[0]["Status"] == "SUCCESS"
 
 
-def test_the_default_patterns_accept_cloudformations_urls() -> None:
-    policy = guard.Policy.from_environ({})
+def test_the_default_accepts_cloudformations_urls_of_the_functions_region() -> None:
+    """The full table of forms is in test_response_bucket.py."""
+    policy = guard.Policy.from_environ({"AWS_REGION": REGION})
     for url in (
         json.loads((EVENTS / "create.json").read_text())["ResponseURL"],
-        "https://cloudformation-custom-resource-response-cnnorth1.s3.cn-north-1.amazonaws.com.cn/a?b=c",
         "https://cloudformation-custom-resource-response-useast1.s3.amazonaws.com:443/a",
     ):
-        assert guard.url_allowed(url, policy.url_patterns), url
+        assert policy.admits(url), url
+    china = guard.Policy.from_environ({"AWS_REGION": "cn-north-1"})
+    assert china.admits(
+        "https://cloudformation-custom-resource-response-cnnorth1.s3.cn-north-1.amazonaws.com.cn/a?b=c"
+    )
     assert policy.stack_patterns == ("*",)
+
+
+def test_the_default_refusal_names_the_bucket_and_the_host(
+    sir: Stubber, cfn: Receiver, logs: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RESPONSE_URL_PATTERNS")  # the deployed default
+    sent = event("Create", cfn)
+    sent["ResponseURL"] = (
+        "https://attacker-bucket.s3.amazonaws.com/stack%2Fdemo?X-Amz-Signature=s3cr"
+    )
+    app.handler(sent, context())
+    (error,) = [line for line in lines(logs) if line["level"] == "ERROR"]
+    assert error["message"] == (
+        "not answering: the ResponseURL is not CloudFormation's response bucket "
+        "cloudformation-custom-resource-response-useast1 (us-east-1) over https"
+    )
+    assert error["host"] == "attacker-bucket.s3.amazonaws.com"
+    assert "s3cr" not in logs.getvalue()
+    assert cfn.bodies == []
+
+
+def test_without_aws_region_nothing_is_answered(
+    sir: Stubber, cfn: Receiver, logs: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RESPONSE_URL_PATTERNS")
+    monkeypatch.delenv("AWS_REGION")
+    sent = event("Delete", cfn)
+    sent["ResponseURL"] = json.loads((EVENTS / "delete.json").read_text())["ResponseURL"]
+    app.handler(sent, context())
+    (error,) = [line for line in lines(logs) if line["level"] == "ERROR"]
+    assert error["message"] == (
+        "not answering: AWS_REGION is not set to a region, so no ResponseURL is known to be "
+        "CloudFormation's"
+    )
 
 
 def test_an_empty_url_pattern_list_answers_nothing(
@@ -275,7 +331,7 @@ def test_an_alias_or_version_arn_is_the_functions_own() -> None:
     ok = guard.screen(
         {**json.loads((EVENTS / "create.json").read_text())},
         f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:sir:live",
-        guard.Policy.from_environ({}),
+        guard.Policy.from_environ({"AWS_REGION": REGION}),
     )
     assert isinstance(ok, guard.Accepted)
 
@@ -461,14 +517,14 @@ def test_response_origin(url: object, origin: str | None) -> None:
 
 
 def test_patterns_match_the_whole_origin_not_a_prefix() -> None:
-    patterns = guard.DEFAULT_URL_PATTERNS
-    assert guard.url_allowed("https://x.amazonaws.com/a", patterns)
-    assert not guard.url_allowed("https://amazonaws.com/a", patterns)
-    assert not guard.url_allowed("https://xamazonaws.com/a", patterns)
-    assert not guard.url_allowed("https://x.amazonaws.com.evil/a", patterns)
-    assert not guard.url_allowed("https://evil/x.amazonaws.com", patterns)
-    assert not guard.url_allowed("https://evil#.amazonaws.com", patterns)
-    assert not guard.url_allowed("https://evil?.amazonaws.com", patterns)
+    patterns = ("https://*.example.com",)
+    assert guard.url_allowed("https://x.example.com/a", patterns)
+    assert not guard.url_allowed("https://example.com/a", patterns)
+    assert not guard.url_allowed("https://xexample.com/a", patterns)
+    assert not guard.url_allowed("https://x.example.com.evil/a", patterns)
+    assert not guard.url_allowed("https://evil/x.example.com", patterns)
+    assert not guard.url_allowed("https://evil#.example.com", patterns)
+    assert not guard.url_allowed("https://evil?.example.com", patterns)
 
 
 def test_policy_from_environ() -> None:
@@ -480,20 +536,24 @@ def test_policy_from_environ() -> None:
     assert guard.Policy.from_environ({"ALLOWED_STACK_NAMES": ""}).stack_patterns == ()
 
 
+def policy(stack_patterns: tuple[str, ...]) -> guard.Policy:
+    """The deployed policy of a function in REGION, with these AllowedStackNames."""
+    deployed = guard.Policy.from_environ({"AWS_REGION": REGION})
+    return dataclasses.replace(deployed, stack_patterns=stack_patterns)
+
+
 def test_stack_names_are_matched_case_sensitively() -> None:
     arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:sir"
     sent = json.loads((EVENTS / "create.json").read_text())
-    verdict = guard.screen(sent, arn, guard.Policy(stack_patterns=("Demo",)))
+    verdict = guard.screen(sent, arn, policy(("Demo",)))
     assert isinstance(verdict, guard.Refused)
-    assert isinstance(
-        guard.screen(sent, arn, guard.Policy(stack_patterns=("d?mo",))), guard.Accepted
-    )
+    assert isinstance(guard.screen(sent, arn, policy(("d?mo",))), guard.Accepted)
 
 
 def test_an_empty_allowed_stack_names_serves_no_stack() -> None:
     arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:sir"
     sent = json.loads((EVENTS / "create.json").read_text())
-    verdict = guard.screen(sent, arn, guard.Policy(stack_patterns=()))
+    verdict = guard.screen(sent, arn, policy(()))
     assert isinstance(verdict, guard.Refused)
     assert "AllowedStackNames ((empty))" in verdict.error.reason
 
@@ -536,7 +596,7 @@ def test_a_continuation_marker_is_kept_only_when_well_formed(
     arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:sir"
     sent = json.loads((EVENTS / "create.json").read_text())
     sent["SirMembershipContinuation"] = marker
-    verdict = guard.screen(sent, arn, guard.Policy(stack_patterns=("*",)))
+    verdict = guard.screen(sent, arn, policy(("*",)))
     if problem is None:
         assert isinstance(verdict, guard.Accepted)
         assert verdict.event["SirMembershipContinuation"] == marker

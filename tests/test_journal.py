@@ -25,12 +25,11 @@ from sir_membership.journal import (
     Touched,
     classify,
     declaration_digest,
-    from_json,
     plan_rollback,
     team_digest,
-    to_json,
     touched_by,
 )
+from sir_membership.journal_codec import from_json, to_json
 from sir_membership.membership import Feature, MembershipState, Responder
 from sir_membership.plan import plan_changes
 from sir_membership.properties import MembershipProperties

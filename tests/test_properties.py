@@ -73,13 +73,23 @@ def test_an_unknown_key_that_is_not_a_name_is_not_shown() -> None:
     assert SECRET_EMAILS[2] not in message
 
 
-def test_an_invalid_id_is_echoed_only_when_it_reads_as_an_id() -> None:
-    """A responder's name or email in MembershipId (parameters swapped) is not shown."""
-    assert "MembershipId 'm-ABC' is invalid" in reason(props(MembershipId="m-ABC"))
+def test_an_invalid_membership_id_is_never_shown_an_invalid_ou_only_when_it_reads_as_an_id() -> (
+    None
+):
+    """A responder's name or email in MembershipId (parameters swapped) is not shown.
+
+    Nor is an id-shaped one: a membership name such as ``security-ir-prod``
+    reads as an id too (tests/test_sensitive.py).
+    """
+    assert "MembershipId is invalid (5 characters, not shown)" in reason(
+        props(MembershipId="m-ABC")
+    )
+    assert "OrganizationalUnits[0] 'ou-x' is invalid" in reason(props(OrganizationalUnits=["ou-x"]))
     for secret in (SECRET_NAMES[0], SECRET_EMAILS[0]):
         message = reason(props(MembershipId=secret, OrganizationalUnits=[secret]))
-        assert "MembershipId is invalid: expected 12 to 34 characters" in message
-        assert "OrganizationalUnits[0] is invalid" in message
+        shown = f"({len(secret)} characters, not shown): does not match"
+        assert f"MembershipId is invalid {shown} m-" in message
+        assert f"OrganizationalUnits[0] is invalid {shown} ou-" in message
         assert secret not in message
 
 
@@ -101,11 +111,25 @@ def test_unknown_nested_keys_are_named() -> None:
     ("overrides", "expected"),
     [
         ({"MembershipId": None}, "MembershipId is required"),
-        ({"MembershipId": "m-ABC"}, "MembershipId 'm-ABC' is invalid"),
-        ({"MembershipId": "x-abcdef0123"}, "MembershipId 'x-abcdef0123' is invalid"),
+        (
+            {"MembershipId": "m-ABC"},
+            "MembershipId is invalid (5 characters, not shown): fewer than 12 characters; "
+            "declare the membership's id",
+        ),
+        (
+            {"MembershipId": "x-abcdef0123"},
+            "MembershipId is invalid (12 characters, not shown): does not match m-[a-z0-9]{10,32}",
+        ),
         ({"MembershipId": 12}, "MembershipId must be a string"),
-        ({"MembershipName": "ab"}, "MembershipName is invalid: expected 3 to 50 characters"),
-        ({"MembershipName": "x" * 51}, "MembershipName is invalid: expected 3 to 50 characters"),
+        (
+            {"MembershipName": "ab"},
+            "MembershipName is invalid (2 characters, not shown): fewer than 3 characters; "
+            "declare 3 to 50 characters",
+        ),
+        (
+            {"MembershipName": "x" * 51},
+            "MembershipName is invalid (51 characters, not shown): more than 50 characters",
+        ),
         (
             {"IncidentResponseTeam": team(1)},
             "IncidentResponseTeam must have 2 to 10 entries, not 1",
@@ -119,7 +143,8 @@ def test_unknown_nested_keys_are_named() -> None:
         ),
         (
             {"OptInFeatures": [{"FeatureName": "Nope", "IsEnabled": "true"}]},
-            "OptInFeatures[0].FeatureName is invalid: expected one of Triage",
+            "OptInFeatures[0].FeatureName is invalid (4 characters, not shown): not an accepted "
+            "value; declare one of Triage",
         ),
         ({"OptInFeatures": [{"FeatureName": "Triage"}]}, "OptInFeatures[0].IsEnabled is required"),
         ({"OptInFeatures": ["Triage"]}, "OptInFeatures[0] must be an object"),
@@ -144,9 +169,18 @@ def test_responder_rules() -> None:
     members = team(2)
     members[0] = {"Name": "Al", "JobTitle": "", "Email": "not-an-email"}
     message = reason(props(IncidentResponseTeam=members))
-    assert "IncidentResponseTeam[0].Name is invalid: expected 3 to 50 characters" in message
-    assert "IncidentResponseTeam[0].JobTitle is invalid: expected 1 to 50 characters" in message
-    assert "IncidentResponseTeam[0].Email is invalid" in message
+    assert (
+        "IncidentResponseTeam[0].Name is invalid (2 characters, not shown): fewer than 3 "
+        "characters; declare 3 to 50 characters"
+    ) in message
+    assert (
+        "IncidentResponseTeam[0].JobTitle is invalid (0 characters, not shown): fewer than 1 "
+        "character; declare 1 to 50 characters"
+    ) in message
+    assert (
+        "IncidentResponseTeam[0].Email is invalid (12 characters, not shown): not an email "
+        "address (the service's pattern); declare the responder's email address"
+    ) in message
     members = team(2)
     del members[1]["JobTitle"]
     assert "IncidentResponseTeam[1].JobTitle is required" in reason(
@@ -173,8 +207,9 @@ def test_communication_preferences_come_from_the_model() -> None:
     # Named by index, not echoed: a value with spaces may be a responder's name.
     message = reason(props(IncidentResponseTeam=members))
     assert (
-        "IncidentResponseTeam[0].CommunicationPreferences[0] is invalid: expected one of" in message
-    )
+        "IncidentResponseTeam[0].CommunicationPreferences[0] is invalid (14 characters, not "
+        "shown): not an accepted value; declare one of"
+    ) in message
     assert "Carrier Pigeon" not in message
     members[0]["CommunicationPreferences"] = ["CaseCreated"]
     assert "CommunicationPreferences[0] 'CaseCreated' is invalid" in (

@@ -76,6 +76,26 @@ def test_a_refused_invoke_is_a_named_failure_and_nothing_is_marked_sent(
     assert sent == []
 
 
+def test_a_deny_by_a_service_control_policy_says_to_check_the_scps(stub: Stubber) -> None:
+    """The role allows lambda:InvokeFunction; telling to allow it there would mislead."""
+    stub.add_client_error(
+        "invoke",
+        "AccessDeniedException",
+        f"User: arn:aws:sts::123456789012:assumed-role/r/s is not authorized to perform: "
+        f"lambda:InvokeFunction on resource: {ARN} with an explicit deny in a service control "
+        "policy",
+        http_status_code=403,
+    )
+    with pytest.raises(ContinuationFailed) as info:
+        self_invoke.invoker(EVENT, ARN, lambda: None)(Continuation("b" * 32, 2))
+    assert str(info.value) == (
+        "the function could not continue in a new invocation of itself (AccessDeniedException "
+        "with an explicit deny in a service control policy): check the service control "
+        f"policies of AWS Organizations that apply to account {ARN.split(':')[4]} (on the "
+        "account, its OUs and the root) for a Deny of lambda:InvokeFunction"
+    )
+
+
 def test_the_idempotency_record_keeps_every_outcome() -> None:
     serializer = self_invoke.OutcomeSerializer()
     for outcome in (

@@ -226,8 +226,8 @@ def test_partial_failure_says_how_many_calls_were_applied(client: Any) -> None:
         with pytest.raises(ServiceFailure) as info:
             service(client, Clock()).apply(start, plan, lambda now: plan_changes(desired, now))
     assert str(info.value) == (
-        "UpdateMembership was rejected: ValidationException on organizationalUnitsToAdd "
-        "after 1 of 3 UpdateMembership calls were applied"
+        "UpdateMembership was rejected: ValidationException on organizationalUnitsToAdd. "
+        "1 of 3 UpdateMembership calls were applied"
     )
     assert info.value.applied == 1
 
@@ -290,6 +290,119 @@ def test_access_denied_names_the_permission(client: Any) -> None:
         stub.add_client_error("get_membership", "AccessDeniedException", http_status_code=403)
         with pytest.raises(PermissionDenied, match="allow security-ir:GetMembership on arn:"):
             service(client, Clock()).get(MEMBERSHIP_ID)
+
+
+ROLE = "arn:aws:sts::123456789012:assumed-role/sir-membership-FunctionRole-X/sir-membership"
+ON = f"arn:aws:security-ir:us-east-1:123456789012:membership/{MEMBERSHIP_ID}"
+SCP = "arn:aws:organizations::111111111111:policy/o-a1b2c3d4e5/service_control_policy/p-examp1e9"
+DENIED_BY = f"Access denied for security-ir:GetMembership on membership {MEMBERSHIP_ID}"
+ALLOW_IN_ROLE = (
+    "allow security-ir:GetMembership on arn:<partition>:security-ir:<region>:<account>:"
+    "membership/* in the function's role"
+)
+
+
+def denied(cause: str) -> str:
+    """AccessDeniedException's message in AWS's standard form."""
+    return (
+        f"User: {ROLE} is not authorized to perform: security-ir:GetMembership on resource: "
+        f"{ON} {cause}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        pytest.param(
+            denied("with an explicit deny in a service control policy"),
+            f"{DENIED_BY} with an explicit deny in a service control policy: check the "
+            "service control policies of AWS Organizations that apply to account 123456789012 "
+            "(on the account, its OUs and the root) for a Deny of security-ir:GetMembership",
+            id="scp-explicit",
+        ),
+        pytest.param(
+            denied(f"with an explicit deny in a service control policy: {SCP}"),
+            f"{DENIED_BY} with an explicit deny in a service control policy ({SCP}): check the "
+            "service control policies of AWS Organizations that apply to account 123456789012 "
+            "(on the account, its OUs and the root) for a Deny of security-ir:GetMembership",
+            id="scp-explicit-named",
+        ),
+        pytest.param(
+            denied("because no service control policy allows the security-ir:GetMembership action"),
+            f"{DENIED_BY} because no service control policy allows the security-ir:GetMembership "
+            "action: check the service "
+            "control policies of AWS Organizations that apply to account 123456789012 (on the "
+            "account, its OUs and the root) for one that allows security-ir:GetMembership",
+            id="scp-implicit",
+        ),
+        pytest.param(
+            denied("with an explicit deny in a permissions boundary"),
+            f"{DENIED_BY} with an explicit deny in a permissions boundary: check the "
+            "permissions boundary of the function's role for a Deny of security-ir:GetMembership",
+            id="boundary-explicit",
+        ),
+        pytest.param(
+            denied("because no permissions boundary allows the security-ir:GetMembership action"),
+            f"{DENIED_BY} because no permissions boundary allows the security-ir:GetMembership "
+            "action: check the permissions "
+            "boundary of the function's role for one that allows security-ir:GetMembership",
+            id="boundary-implicit",
+        ),
+        pytest.param(
+            denied("with an explicit deny in a resource-based policy"),
+            f"{DENIED_BY} with an explicit deny in a resource-based policy: check the "
+            f"resource-based policy of membership {MEMBERSHIP_ID} for a Deny of "
+            "security-ir:GetMembership",
+            id="resource-explicit",
+        ),
+        pytest.param(
+            denied("with an explicit deny in an identity-based policy"),
+            f"{DENIED_BY} with an explicit deny in an identity-based policy: check the "
+            "function's role for a Deny of security-ir:GetMembership",
+            id="identity-explicit",
+        ),
+        pytest.param(
+            denied("because no identity-based policy allows the security-ir:GetMembership action"),
+            f"{DENIED_BY} because no identity-based policy allows the security-ir:GetMembership "
+            f"action: {ALLOW_IN_ROLE}",
+            id="identity-implicit",
+        ),
+        pytest.param(
+            "User is not authorized to perform this action",
+            f"{DENIED_BY}: {ALLOW_IN_ROLE}",
+            id="kind-not-said",
+        ),
+    ],
+)
+def test_access_denied_names_the_kind_of_deny_and_what_to_check(
+    message: str, reason: str, client: Any
+) -> None:
+    """AWS's wording of the kind is kept; only an identity policy's implicit deny says "allow"."""
+    with Stubber(client) as stub:
+        stub.add_client_error(
+            "get_membership", "AccessDeniedException", message, http_status_code=403
+        )
+        with pytest.raises(PermissionDenied) as info:
+            service(client, Clock()).get(MEMBERSHIP_ID)
+    assert info.value.reason == reason
+    assert ROLE not in info.value.reason, "the role session's ARN is not repeated"
+
+
+def test_an_explicit_deny_of_a_kind_not_named_points_at_every_policy(client: Any) -> None:
+    with Stubber(client) as stub:
+        stub.add_client_error(
+            "get_membership",
+            "AccessDeniedException",
+            denied("with an explicit deny"),
+            http_status_code=403,
+        )
+        with pytest.raises(PermissionDenied) as info:
+            service(client, Clock()).get(MEMBERSHIP_ID)
+    assert info.value.reason == (
+        f"{DENIED_BY} with an explicit deny: check the function's role, its permissions "
+        "boundary and the service control policies that apply to account 123456789012 for a "
+        "Deny of security-ir:GetMembership"
+    )
 
 
 def test_service_not_active(client: Any) -> None:
@@ -355,8 +468,8 @@ def test_a_retry_after_that_cannot_fit_fails_at_once_with_the_applied_count(clie
         stub.assert_no_pending_responses()
     assert str(info.value) == (
         "UpdateMembership was refused (ConflictException) and the service asked to wait 60 s "
-        "(Retry-After), more than the 20 s left to start a call "
-        "after 1 of 3 UpdateMembership calls were applied"
+        "(Retry-After), more than the 20 s left to start a call. "
+        "1 of 3 UpdateMembership calls were applied"
     )
     assert (info.value.applied, info.value.wait, clock.sleeps) == (1, 60.0, [])
 

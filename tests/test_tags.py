@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -44,9 +45,19 @@ def test_tags_parse_to_sorted_pairs_and_absent_means_not_managed() -> None:
     [
         (tags(**{"aws:cloudformation": "x"}), "Tags[0].Key aws:cloudformation starts with aws:"),
         (tags(**{"AWS:Owner": "x"}), "Tags[0].Key AWS:Owner starts with aws:"),
-        ([{"Key": "", "Value": "v"}], "Tags[0].Key is invalid: expected 1 to 128 characters"),
-        ([{"Key": "k" * 129, "Value": "v"}], "Tags[0].Key is invalid: expected 1 to 128"),
-        ([{"Key": "k", "Value": "v" * 257}], "Tags[0].Value is invalid: expected 0 to 256"),
+        (
+            [{"Key": "", "Value": "v"}],
+            "Tags[0].Key is invalid (0 characters, not shown): fewer than 1 character; "
+            "declare 1 to 128 characters",
+        ),
+        (
+            [{"Key": "k" * 129, "Value": "v"}],
+            "Tags[0].Key is invalid (129 characters, not shown): more than 128 characters",
+        ),
+        (
+            [{"Key": "k", "Value": "v" * 257}],
+            "Tags[0].Value is invalid (257 characters, not shown): more than 256 characters",
+        ),
         ([{"Key": "k", "Value": 1}], "Tags[0].Value must be a string"),
         ([{"Key": "k"}], "Tags[0].Value is required"),
         ([{"Key": "k", "Value": "v", "Propagate": "true"}], "unknown property Tags[0].Propagate"),
@@ -59,7 +70,7 @@ def test_tags_parse_to_sorted_pairs_and_absent_means_not_managed() -> None:
     ],
 )
 def test_bad_tags_fail_with_the_property_named(declared: Any, message: str) -> None:
-    with pytest.raises(InvalidProperties, match=message.replace("(", r"\(").replace("[", r"\[")):
+    with pytest.raises(InvalidProperties, match=re.escape(message)):
         parse_properties(props(Tags=declared))
 
 

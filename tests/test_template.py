@@ -136,7 +136,7 @@ def test_function_uses_the_explicit_role_only(function: dict[str, Any]) -> None:
 
 def test_function_environment(function: dict[str, Any], template: dict[str, Any]) -> None:
     # RESPONSE_URL_PATTERNS is not set: the function's default (CloudFormation's
-    # https URLs) applies.
+    # response bucket of AWS_REGION, which Lambda sets) applies.
     assert function["Environment"]["Variables"] == {
         "IDEMPOTENCY_TABLE_NAME": {"Ref": TABLE},
         "ALLOWED_STACK_NAMES": {"Ref": "AllowedStackNames"},

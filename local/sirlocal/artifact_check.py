@@ -64,7 +64,7 @@ LIFECYCLE = Scenario(
             declare(MembershipName=NAMES[2], OrganizationalUnits=ous(5, 16), OnDelete=REMOVE),
             "UPDATE_ROLLBACK_COMPLETE",
             faults=(Fault("error", "UpdateMembership", on_call=2, error="AccessDeniedException"),),
-            reason_has=("after 1 of 2 UpdateMembership calls were applied",),
+            reason_has=(". 1 of 2 UpdateMembership calls were applied",),
         ),
         Step("delete", expect="DELETE_COMPLETE"),
     ),

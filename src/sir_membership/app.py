@@ -391,9 +391,9 @@ def _timeout(invocation: _Invocation) -> None:
     invocation.answer_once(
         Answer.failed(
             failed_physical_id(invocation.event, unrestored=invocation.may_have_written),
-            "The function ran out of time: some UpdateMembership calls may have been applied "
-            "(the stack's rollback restores them from the change journal). Raise the "
-            "function's Timeout and retry",
+            "The function ran out of time: raise the function's Timeout and retry. Some "
+            "UpdateMembership calls may have been applied; the stack's rollback restores them "
+            "from the change journal",
         )
     )
 

@@ -6,11 +6,38 @@ property or the cause and what to do about it, and are built only from
 identifiers (membership ids, OU ids, property names, error codes), never from
 names, emails, job titles or the membership name, which the service model
 marks sensitive.
+
+A reason has one shape, so the fix is never read as part of the count:
+``<what failed>: <fix>. <what was applied>; <what happens to it>``. For
+example ``Access denied for security-ir:UpdateMembership on membership m-…:
+allow … in the function's role. 1 of 2 UpdateMembership calls were applied;
+the stack's rollback restores them from the change journal``. The first
+sentence is the error's own; ``outcome`` adds the second (``calls_applied``
+or ``NO_CHANGE``); ``noted`` adds what happens to them.
 """
 
 from __future__ import annotations
 
 import copy
+
+#: The outcome when no call was applied.
+NO_CHANGE = "no change was applied"
+
+
+def calls_applied(applied: int, planned: int) -> str:
+    """The outcome of a plan that stopped: how many of its calls were applied ("" if none planned)."""
+    if not planned:
+        return ""
+    if not applied:
+        return NO_CHANGE
+    return f"{applied} of {planned} UpdateMembership calls were applied"
+
+
+def with_outcome(reason: str, outcome: str) -> str:
+    """``reason`` (what failed: the fix) with ``outcome`` as a sentence of its own."""
+    if not outcome:
+        return reason
+    return f"{reason}. {outcome[:1].upper()}{outcome[1:]}"
 
 
 class MembershipError(Exception):
@@ -47,6 +74,27 @@ class MembershipError(Exception):
         noted = copy.copy(self)
         noted.args = (f"{self.reason}; {note}",)
         return noted
+
+    def fixed(self, fix: str) -> MembershipError:
+        """The same failure with ``fix`` after what failed, before its outcome sentence."""
+        return self._widened(f": {fix}")
+
+    def also(self, cause: str) -> MembershipError:
+        """The same failure with a second ``cause`` after the first, before the outcome."""
+        return self._widened(f"; {cause}")
+
+    def _widened(self, text: str) -> MembershipError:
+        outcome = calls_applied(self.applied, self.planned)
+        what = self.reason.removesuffix(with_outcome("", outcome)) if outcome else self.reason
+        told = copy.copy(self)
+        told.args = (with_outcome(f"{what}{text}", outcome),)
+        return told
+
+    def outcome(self, outcome: str) -> MembershipError:
+        """The same failure with ``outcome`` (what was applied) as a sentence of its own."""
+        told = copy.copy(self)
+        told.args = (with_outcome(self.reason, outcome),)
+        return told
 
 
 class InvalidProperties(MembershipError):

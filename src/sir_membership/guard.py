@@ -7,11 +7,13 @@ before the idempotency layer, crhelper or any security-ir call, ``screen``
 sorts every event into one of three verdicts:
 
 * ``Unanswerable``: there is no ``ResponseURL`` the function may PUT to (none,
-  not a URL, or its ``scheme://host[:port]`` matches none of
-  ``RESPONSE_URL_PATTERNS``). Nothing is done and nothing is sent: an answer
-  to an arbitrary host would hand it the membership's ARN, account and
-  status, and doing the work without answering would be a write nobody
-  asked CloudFormation for.
+  not a URL, or not one that reaches CloudFormation's response bucket of the
+  function's own region over https, ``response_bucket``; when
+  ``RESPONSE_URL_PATTERNS`` is set, for the local stand-ins, one whose
+  ``scheme://host[:port]`` matches none of its patterns). Nothing is done
+  and nothing is sent: an answer to an arbitrary host would hand it the
+  membership's ARN, account and status, and doing the work without
+  answering would be a write nobody asked CloudFormation for.
 * ``Refused``: the answer may go to the URL, but the event is not one this
   provider serves: not CloudFormation's shape (a key missing or mistyped, an
   unknown RequestType), a stack whose name matches none of
@@ -39,10 +41,12 @@ from urllib.parse import urlsplit
 
 from . import continuation
 from .errors import MalformedRequest, MembershipError, RequestNotAllowed
+from .response_bucket import ResponseBucket, reaches
 
-#: CloudFormation's pre-signed S3 URLs, in the commercial and China partitions.
-DEFAULT_URL_PATTERNS = ("https://*.amazonaws.com", "https://*.amazonaws.com.cn")
+#: Replaces the default (CloudFormation's response bucket) with origin globs: local stand-ins only.
 URL_PATTERNS_VARIABLE = "RESPONSE_URL_PATTERNS"
+#: The function's region (Lambda sets it): whose response bucket answers go to.
+REGION_VARIABLE = "AWS_REGION"
 STACK_NAMES_VARIABLE = "ALLOWED_STACK_NAMES"
 REQUEST_TYPES = ("Create", "Update", "Delete")
 #: The keys CloudFormation sends to a custom resource; anything else is dropped.
@@ -97,19 +101,53 @@ _JSON_TYPES = {
 
 @dataclass(frozen=True)
 class Policy:
-    """Where answers may go and which stacks are served (from the function's environment)."""
+    """Where answers may go and which stacks are served (from the function's environment).
 
-    url_patterns: tuple[str, ...] = DEFAULT_URL_PATTERNS
+    Answers go to ``response_bucket`` (CloudFormation's, in the function's
+    region; None when the region cannot be read, and then nowhere), unless
+    ``url_patterns`` is set: then to the origins it matches, and only those.
+    """
+
+    response_bucket: ResponseBucket | None = None
+    url_patterns: tuple[str, ...] | None = None
     stack_patterns: tuple[str, ...] = ("*",)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Policy:
-        """Read both lists; an unset variable means its default, an empty one allows nothing."""
+        """Read the region and both lists; an unset list means its default, an empty one nothing."""
         urls = environ.get(URL_PATTERNS_VARIABLE)
         stacks = environ.get(STACK_NAMES_VARIABLE)
+        region = environ.get(REGION_VARIABLE)
         return cls(
-            url_patterns=DEFAULT_URL_PATTERNS if urls is None else _split(urls.lower()),
+            response_bucket=None if region is None else ResponseBucket.for_region(region),
+            url_patterns=None if urls is None else _split(urls.lower()),
             stack_patterns=("*",) if stacks is None else _split(stacks),
+        )
+
+    def admits(self, url: object) -> bool:
+        """Whether the function may PUT its answer to ``url``."""
+        if self.url_patterns is not None:
+            return url_allowed(url, self.url_patterns)
+        origin = response_origin(url)
+        return (
+            self.response_bucket is not None
+            and isinstance(url, str)
+            and origin == f"https://{urlsplit(url).hostname}"
+            and reaches(self.response_bucket, url)
+        )
+
+    def refusal(self) -> str:
+        """The log line for a ResponseURL ``admits`` refuses (names no part of the URL)."""
+        if self.url_patterns is not None:
+            return f"not answering: the ResponseURL's host matches none of {URL_PATTERNS_VARIABLE}"
+        if self.response_bucket is None:
+            return (
+                f"not answering: {REGION_VARIABLE} is not set to a region, so no ResponseURL is "
+                "known to be CloudFormation's"
+            )
+        return (
+            "not answering: the ResponseURL is not CloudFormation's response bucket "
+            f"{self.response_bucket.name} ({self.response_bucket.region}) over https"
         )
 
 
@@ -192,13 +230,9 @@ def screen(event: object, function_arn: str, policy: Policy) -> Verdict:
     origin = response_origin(url)
     if origin is None:
         return Unanswerable("not answering: the event has no http(s) ResponseURL", echo=echo)
-    if not url_allowed(url, policy.url_patterns):
+    if not policy.admits(url):
         host = str(urlsplit(str(url)).hostname)
-        return Unanswerable(
-            f"not answering: the ResponseURL's host matches none of {URL_PATTERNS_VARIABLE}",
-            host=host,
-            echo=echo,
-        )
+        return Unanswerable(policy.refusal(), host=host, echo=echo)
     problem = _shape_problem(event, echo)
     if problem is not None:
         return Refused(problem, echo)

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from .errors import MembershipError
+from .errors import MembershipError, with_outcome
 from .journal import Entry, Phase, touched_by
 from .journal_store import Store
 from .membership import MembershipState
@@ -110,8 +110,11 @@ class JournalWriter:
                     self.save()
                 except MembershipError as error:
                     raise type(error)(
-                        f"{error.reason}; stopped before touching more fields after "
-                        f"{self.entry.applied} UpdateMembership calls were applied",
+                        with_outcome(
+                            error.reason,
+                            f"{self.entry.applied} UpdateMembership calls were applied",
+                        )
+                        + "; the change stopped before touching more fields",
                         applied=self.entry.applied,
                         planned=self.entry.planned,
                     ) from None

@@ -4,9 +4,13 @@ CloudFormation does not check a custom resource's properties, so this module
 is the only thing between a typo and a silent no-op. It turns the raw
 ``ResourceProperties`` into a ``MembershipProperties`` value or raises one
 ``InvalidProperties`` that lists every problem, each naming the property and
-what a valid value looks like, before any call is made. Values are never
-echoed except identifiers (membership and OU ids, property keys), since the
-other values are sensitive.
+what a valid value looks like, before any call is made. An invalid value is
+described (its path, its length, the rule it breaks, what to declare), and
+shown only when it is an identifier of a kind that is never sensitive (an OU
+id, a tag key, a communication preference) and reads as one. A value
+botocore's model marks sensitive (names, emails, job titles, the membership
+name) is never shown, nor is an invalid ``MembershipId``: a membership name
+or a job title pasted there is the likely mistake.
 """
 
 from __future__ import annotations
@@ -112,19 +116,51 @@ def _bool(label: str, value: Any, problems: _Problems) -> bool | None:
     return parsed
 
 
+#: What to declare instead of an invalid MembershipId (never shown: see the module docstring).
+MEMBERSHIP_ID_FIX = (
+    "declare the membership's id (m-..., as aws security-ir list-memberships shows it), "
+    "not its name"
+)
+EMAIL_RULE = "not an email address (the service's pattern)"
+EMAIL_FIX = "declare the responder's email address"
+OU_FIX = (
+    "declare an OU id (ou-..., as aws organizations list-organizational-units-for-parent shows it)"
+)
+
+
 def _string(
-    label: str, value: Any, rule: StringRule, problems: _Problems, *, echo: bool = False
+    label: str,
+    value: Any,
+    rule: StringRule,
+    problems: _Problems,
+    *,
+    echo: bool = False,
+    pattern_rule: str = "",
+    fix: str = "",
 ) -> str | None:
+    """``value`` if ``rule`` accepts it; else None, with one problem that describes it.
+
+    ``echo``: show an invalid value that reads as an identifier (to show the
+    typo); never for a value the model marks sensitive. Otherwise the
+    problem gives the value's length, the rule it breaks (``pattern_rule``
+    names a pattern too long to read) and ``fix``, what to declare.
+    """
     if not isinstance(value, str):
         problems.add(f"{label} must be a string ({rule.problem()})")
         return None
-    if not rule.accepts(value):
-        # An identifier is echoed to show the typo; a value with spaces or "@"
-        # is not one (a name or email in the wrong parameter) and is not shown.
-        shown = f" '{value}'" if echo and _ID_LIKE.fullmatch(value) else ""
-        problems.add(f"{label}{shown} is invalid: expected {rule.problem()}")
+    if rule.accepts(value):
+        return value
+    if echo and not rule.sensitive and _ID_LIKE.fullmatch(value):
+        problems.add(f"{label} '{value}' is invalid: expected {rule.problem()}")
         return None
-    return value
+    broken = rule.broken(value)
+    if pattern_rule and broken.startswith("does not match"):
+        broken = pattern_rule
+    if not fix:
+        expected = rule.problem()
+        fix = f"declare {'a value ' if expected.startswith('matching') else ''}{expected}"
+    problems.add(f"{label} is invalid ({len(value)} characters, not shown): {broken}; {fix}")
+    return None
 
 
 def _list(label: str, value: Any, size: SizeRule | None, problems: _Problems) -> list[Any] | None:
@@ -149,7 +185,15 @@ def _responder(label: str, raw: Any, problems: _Problems) -> Responder | None:
         if key not in raw:
             problems.add(f"{label}.{key} is required")
         else:
-            values[key] = _string(f"{label}.{key}", raw[key], rule, problems)
+            is_email = key == "Email"
+            values[key] = _string(
+                f"{label}.{key}",
+                raw[key],
+                rule,
+                problems,
+                pattern_rule=EMAIL_RULE if is_email else "",
+                fix=EMAIL_FIX if is_email else "",
+            )
     prefs: frozenset[str] | None = None
     if "CommunicationPreferences" in raw:
         plabel = f"{label}.CommunicationPreferences"
@@ -221,7 +265,7 @@ def _organizational_units(raw: Any, problems: _Problems) -> frozenset[str]:
     rule = rules().organizational_unit
     seen: set[str] = set()
     for i, value in enumerate(items):
-        ou = _string(f"OrganizationalUnits[{i}]", value, rule, problems, echo=True)
+        ou = _string(f"OrganizationalUnits[{i}]", value, rule, problems, echo=True, fix=OU_FIX)
         if ou is None:
             continue
         if ou in seen:
@@ -286,7 +330,7 @@ def parse_properties(raw: Mapping[str, Any] | None) -> MembershipProperties:
         problems.add("MembershipId is required (the id of an existing membership, m-...)")
     else:
         membership_id = _string(
-            "MembershipId", raw["MembershipId"], r.membership_id, problems, echo=True
+            "MembershipId", raw["MembershipId"], r.membership_id, problems, fix=MEMBERSHIP_ID_FIX
         )
     name = None
     if "MembershipName" in raw:

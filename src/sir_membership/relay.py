@@ -17,7 +17,15 @@ import logging
 from dataclasses import replace
 
 from .continuation import Continuation, HandedOff, Handoff, Outcome, Stopped, first
-from .errors import ContinuationFailed, MembershipBusy, MembershipError, OutOfTime
+from .errors import (
+    NO_CHANGE,
+    ContinuationFailed,
+    MembershipBusy,
+    MembershipError,
+    OutOfTime,
+    calls_applied,
+    with_outcome,
+)
 from .request import Request
 from .response import Answer
 from .shell import Shell
@@ -113,7 +121,7 @@ class Relay:
             self.shell.hand_off(Continuation(token, following.invocations))
         except ContinuationFailed as failed:
             raise ContinuationFailed(
-                f"{error.reason}; {failed.reason}",
+                error.also(failed.reason).reason,
                 applied=error.applied,
                 planned=error.planned,
                 unknown=error.unknown,
@@ -132,17 +140,16 @@ class Relay:
     def out_of_time(self, error: OutOfTime) -> MembershipError:
         """``error`` when no more invocations can follow: say what ran out, and the fix."""
         if self.shell.hand_off is None:
-            return error.noted("raise the function's Timeout or retry the stack operation")
-        if error.applied:
-            done = f"{error.applied} of {error.planned} UpdateMembership calls were applied"
-        else:
-            done = "no change was applied"
+            return error.fixed("raise the function's Timeout or retry the stack operation")
         refused = f" (last error from the service: {error.cause})" if error.cause else ""
         record = self.record
         return OutOfTime(
-            f"The change could not finish within the resource's ServiceTimeout of "
-            f"{record.service_timeout} s over {record.invocations} invocation(s){refused}: "
-            f"{done}; raise ServiceTimeout (up to 3600) and retry",
+            with_outcome(
+                f"The change could not finish within the resource's ServiceTimeout of "
+                f"{record.service_timeout} s over {record.invocations} invocation(s){refused}: "
+                "raise ServiceTimeout (up to 3600) and retry",
+                calls_applied(error.applied, error.planned) or NO_CHANGE,
+            ),
             applied=error.applied,
             planned=error.planned,
             unknown=error.unknown,

@@ -38,7 +38,15 @@ from dataclasses import replace
 from . import tags
 from .answers import BOOKKEEPING_RESERVE, bookkeeping, failed, log_plan
 from .continuation import Outcome, Stopped
-from .errors import JournalUnavailable, MembershipBusy, MembershipError, OutOfTime
+from .errors import (
+    NO_CHANGE,
+    JournalUnavailable,
+    MembershipBusy,
+    MembershipError,
+    OutOfTime,
+    calls_applied,
+    with_outcome,
+)
 from .journal import (
     AlreadyRestored,
     Entry,
@@ -167,11 +175,10 @@ class _Work:
         if own.phase in ("restoring", "restored"):
             logger.info("the change's rollback has begun: this request stops")
             return Stopped("superseded by the rollback")
-        reason = (
-            f"the change failed in an earlier invocation. {own.applied} of {own.planned} "
-            "UpdateMembership calls were applied; the stack's rollback restores them from the "
-            "change journal"
+        failed_before = with_outcome(
+            "the change failed in an earlier invocation", calls_applied(own.applied, own.planned)
         )
+        reason = f"{failed_before}; the stack's rollback restores them from the change journal"
         return Answer.failed(self.request.failed_physical_id(), reason)
 
     def _targets(self) -> list[str]:
@@ -242,7 +249,7 @@ class _Work:
                     request.stack_id, request.request_id, self.shell.clock()
                 )
             except JournalUnavailable as error:
-                raise error.noted("no change was applied") from None
+                raise error.outcome(NO_CHANGE) from None
             self.relay.started_at(first)
         self.service.cap(self.relay.time_left)
         return None
@@ -251,7 +258,7 @@ class _Work:
         try:
             return self._mode()
         except MembershipError as error:
-            raise error.noted("no change was applied") from None
+            raise error.outcome(NO_CHANGE) from None
 
     def _acquire(self, target: str) -> None:
         now, remaining = self.shell.clock(), self.shell.remaining()
@@ -266,7 +273,7 @@ class _Work:
                 sleep=self.shell.sleep,
             )
         except JournalUnavailable as error:
-            raise error.noted("no change was applied") from None
+            raise error.outcome(NO_CHANGE) from None
 
     def _carry(self, mode: Mode | Outcome) -> Outcome:
         if not isinstance(mode, Forward | Rollback | NothingApplied | AlreadyRestored):
@@ -349,11 +356,10 @@ class _Work:
             journal.save()  # before the first write: a failure at any point finds it
         except MembershipError as error:
             if own is None:
-                raise error.noted("no change was applied") from None
-            raise error.noted(
-                f"{own.applied} UpdateMembership calls were applied by earlier invocations; "
-                "the stack's rollback restores them from the change journal"
-            ) from None
+                raise error.outcome(NO_CHANGE) from None
+            raise error.outcome(
+                f"{own.applied} UpdateMembership calls were applied by earlier invocations"
+            ).noted("the stack's rollback restores them from the change journal") from None
         if not plan.requests and tag_plan.empty:
             return self._success(state, journal)
         already = own.applied if own is not None else 0
@@ -427,8 +433,8 @@ class _Work:
             self.service.apply_tags(membership_id, plan)
         except MembershipError as error:
             raise type(error)(
-                f"{error.reason} after {applied} UpdateMembership calls were applied; "
-                "some tag calls may have been applied",
+                with_outcome(error.reason, f"{applied} UpdateMembership calls were applied")
+                + "; some tag calls may have been applied",
                 applied=applied,
                 unknown=1,
             ) from None

@@ -83,14 +83,17 @@ def _wait_for_fresh_reads(service: MembershipService, shell: Shell, entry: Entry
     wait = entry.last_write + shell.stale_read_grace - shell.clock()
     if wait <= 0:
         return
-    if shell.remaining() - wait < service.call_reserve:
+    room = shell.remaining() - service.call_reserve
+    if wait > room:  # wait what fits here; a new invocation waits the rest
+        if room > 0:
+            shell.sleep(room)
         raise OutOfTime(
             "the outcome of an earlier UpdateMembership call is unknown and reads do not "
             "show it yet",
             applied=entry.applied,
             planned=entry.planned,
             unknown=entry.unknown,
-            wait=wait,
+            wait=max(wait - max(room, 0.0), 0.0),
         )
     logger.info("an earlier call's outcome is unknown: waiting for reads to show it")
     shell.sleep(wait)

@@ -25,12 +25,20 @@ from aws_lambda_powertools.utilities.idempotency.serialization.base import (
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from . import continuation
+from . import continuation, denial
 from .continuation import Continuation, Outcome
 from .errors import ContinuationFailed
 
 if TYPE_CHECKING:
     from mypy_boto3_lambda import LambdaClient
+
+INVOKE = "lambda:InvokeFunction"
+
+
+def _account_of(function_arn: str) -> str:
+    """The account field of a function ARN ("?" if it has none)."""
+    parts = function_arn.split(":")
+    return parts[4] if len(parts) > 4 and parts[4].isdigit() else "?"
 
 
 @functools.cache
@@ -63,14 +71,21 @@ def invoker(
                 Payload=json.dumps(marker.on(event)).encode(),
             )
         except ClientError as error:
-            code = str(error.response.get("Error", {}).get("Code", "Unknown"))
-            hint = (
-                "allow lambda:InvokeFunction on the function's own ARN in its role"
-                if code == "AccessDeniedException"
-                else "retry the stack operation"
-            )
+            info = error.response.get("Error", {})
+            code = str(info.get("Code", "Unknown"))
+            said, hint = "", "retry the stack operation"
+            if code == "AccessDeniedException":
+                deny = denial.read(str(info.get("Message") or ""))
+                said = deny.said(INVOKE)
+                hint = deny.check(
+                    INVOKE,
+                    _account_of(function_arn),
+                    "the function",
+                    f"allow {INVOKE} on the function's own ARN in its role",
+                )
             raise ContinuationFailed(
-                f"the function could not continue in a new invocation of itself ({code}): {hint}"
+                "the function could not continue in a new invocation of itself "
+                f"({code}{said}): {hint}"
             ) from None
         except BotoCoreError as error:
             raise ContinuationFailed(

@@ -42,6 +42,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from . import denial
 from .errors import (
     MembershipError,
     MembershipNotFound,
@@ -49,6 +50,8 @@ from .errors import (
     PermissionDenied,
     Rejected,
     ServiceFailure,
+    calls_applied,
+    with_outcome,
 )
 from .membership import MembershipState, state_from_api
 from .plan import Plan, UpdateRequest, apply_request, changed_by
@@ -347,9 +350,12 @@ class MembershipService:
         if wait <= left:
             return
         raise OutOfTime(
-            f"{operation} was refused ({retry.cause}) and the service asked to wait "
-            f"{wait:g} s (Retry-After), more than the {max(left, 0.0):.0f} s left to start "
-            f"a call{_progress(applied, planned)}",
+            with_outcome(
+                f"{operation} was refused ({retry.cause}) and the service asked to wait "
+                f"{wait:g} s (Retry-After), more than the {max(left, 0.0):.0f} s left to start "
+                "a call",
+                calls_applied(applied, planned),
+            ),
             applied=applied,
             planned=planned,
             wait=wait,
@@ -364,7 +370,10 @@ class MembershipService:
             return
         cause = f" (last error: {last})" if last else ""
         raise OutOfTime(
-            f"ran out of time before {operation} could be sent{cause}{_progress(applied, planned)}",
+            with_outcome(
+                f"ran out of time before {operation} could be sent{cause}",
+                calls_applied(applied, planned),
+            ),
             applied=applied,
             planned=planned,
             wait=delay,
@@ -407,19 +416,32 @@ class MembershipService:
         if status >= 500 or code == "InternalServerException":
             return _Retry(code, ambiguous=True, retry_after=_retry_after(response))
         where = f"account {self._account_id or '?'} region {self._region or '?'}"
-        progress = _progress(applied, planned)
+        outcome = calls_applied(applied, planned)
         if code == "ResourceNotFoundException":
             return MembershipNotFound(
-                f"Membership {membership_id} was not found in {where}: deploy this stack "
-                f"in the membership's account and region, and check MembershipId{progress}",
+                with_outcome(
+                    f"Membership {membership_id} was not found in {where}: deploy this stack "
+                    "in the membership's account and region, and check MembershipId",
+                    outcome,
+                ),
                 applied=applied,
                 planned=planned,
             )
         if code == "AccessDeniedException":
+            action = f"security-ir:{operation}"
+            allow = (
+                f"allow {action} on arn:<partition>:security-ir:<region>:<account>:membership/* "
+                "in the function's role"
+            )
+            message = str(response.get("Error", {}).get("Message") or response.get("message") or "")
+            deny = denial.read(message)
+            fix = deny.check(action, self._account_id or "?", f"membership {membership_id}", allow)
             return PermissionDenied(
-                f"Access denied for security-ir:{operation} on membership {membership_id}: "
-                f"allow security-ir:{operation} on arn:<partition>:security-ir:<region>:"
-                f"<account>:membership/* in the function's role{progress}",
+                with_outcome(
+                    f"Access denied for {action} on membership {membership_id}"
+                    f"{deny.said(action)}: {fix}",
+                    outcome,
+                ),
                 applied=applied,
                 planned=planned,
             )
@@ -430,7 +452,9 @@ class MembershipService:
         fields = [str(f.get("name")) for f in response.get("fieldList") or () if f.get("name")]
         detail = f" on {', '.join(fields)}" if fields else ""
         return Rejected(
-            f"{operation} was rejected: {code}{detail}{_progress(applied, planned)}",
+            with_outcome(
+                f"{operation} was rejected: {code}{detail}", calls_applied(applied, planned)
+            ),
             applied=applied,
             planned=planned,
             fields=tuple(fields) if code == "ValidationException" else (),
@@ -439,7 +463,7 @@ class MembershipService:
     @staticmethod
     def _failure(cause: str, applied: int, planned: int) -> ServiceFailure:
         return ServiceFailure(
-            f"{cause}{_progress(applied, planned)}", applied=applied, planned=planned
+            with_outcome(cause, calls_applied(applied, planned)), applied=applied, planned=planned
         )
 
 
@@ -464,12 +488,3 @@ def _retry_after(response: Mapping[str, Any]) -> float | None:
     except (TypeError, ValueError):
         return None
     return seconds if 0.0 <= seconds < math.inf else None
-
-
-def _progress(applied: int, planned: int) -> str:
-    """How far a plan got, for the end of a failure reason."""
-    if not planned:
-        return ""
-    if not applied:
-        return "; no change was applied"
-    return f" after {applied} of {planned} UpdateMembership calls were applied"

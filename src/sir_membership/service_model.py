@@ -38,6 +38,8 @@ class StringRule:
     max_length: int | None
     pattern: re.Pattern[str] | None
     enum: tuple[str, ...]
+    #: The model marks the value sensitive (a name, email, job title): never shown.
+    sensitive: bool = False
 
     def problem(self) -> str:
         """A short description of what a valid value looks like."""
@@ -49,6 +51,18 @@ class StringRule:
         if self.pattern is not None:
             parts.append(f"matching {self.pattern.pattern}")
         return ", ".join(parts)
+
+    def broken(self, value: str) -> str:
+        """The first constraint ``value`` breaks, said without the value ("" if none)."""
+        if self.enum:
+            return "" if value in self.enum else "not an accepted value"
+        if self.min_length is not None and len(value) < self.min_length:
+            return f"fewer than {self.min_length} character{'' if self.min_length == 1 else 's'}"
+        if self.max_length is not None and len(value) > self.max_length:
+            return f"more than {self.max_length} characters"
+        if self.pattern is not None and self.pattern.fullmatch(value) is None:
+            return f"does not match {self.pattern.pattern}"
+        return ""
 
     def accepts(self, value: str) -> bool:
         """Whether ``value`` satisfies every constraint."""
@@ -99,6 +113,7 @@ def _string(shape: Shape) -> StringRule:
         max_length=meta.get("max"),
         pattern=re.compile(pattern) if pattern else None,
         enum=tuple(shape.enum),
+        sensitive=bool(meta.get("sensitive")),
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 
-from .errors import MembershipError, Rejected
+from .errors import NO_CHANGE, MembershipError, Rejected, with_outcome
 from .plan import UpdateRequest
 
 
@@ -36,8 +36,8 @@ def with_unknown(error: MembershipError) -> MembershipError:
     """``error`` after a call whose outcome could not be read back."""
     unknown = copy.copy(error)
     unknown.unknown = error.unknown + 1
-    reason = error.reason.replace("; no change was applied", "")
-    unknown.args = (
-        f"{reason}; the outcome of 1 UpdateMembership call is unknown (it may have been applied)",
-    )
+    reason = error.reason.removesuffix(with_outcome("", NO_CHANGE))
+    clause = "the outcome of 1 UpdateMembership call is unknown (it may have been applied)"
+    # After a count, one more clause of the outcome; else the outcome itself.
+    unknown.args = (f"{reason}; {clause}" if error.applied else with_outcome(reason, clause),)
     return unknown

@@ -54,7 +54,7 @@ def test_demo_story_ends_as_it_says(services: LocalServices, pool: WorkerPool) -
     assert all(r.ok for r in results), "\n".join(summary(results))
     assert "Update A +5 -5 name" in text  # +12 -7 and the rename in 3 calls, rename first
     assert "!AccessDeniedException" in text  # the injected fault is shown
-    assert "after 1 of 2 UpdateMembership calls were applied" in " ".join(text.split())
+    assert ". 1 of 2 UpdateMembership calls were applied" in " ".join(text.split())
     _no_secret_in(text, sensitive_values(SEED, CREATED, UPDATED, FAILING))
 
 

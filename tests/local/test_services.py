@@ -229,8 +229,8 @@ def test_local_services_env_is_all_a_handler_process_needs() -> None:
         assert env["IDEMPOTENCY_TABLE_NAME"] == services.table["TableName"]
         url = services.receiver.url_for("handler-like")
         # The function answers the receiver only because the stand-ins allow its origin.
-        assert guard.url_allowed(url, guard.Policy.from_environ(env).url_patterns)
-        assert not guard.url_allowed(url, guard.Policy.from_environ({}).url_patterns)
+        assert guard.Policy.from_environ(env).admits(url)
+        assert not guard.Policy.from_environ({"AWS_REGION": "us-east-1"}).admits(url)
         base: dict[str, Any] = {**os.environ, "AWS_PROFILE": "must-not-be-used"}
         done = subprocess.run(  # noqa: PLW1510 - the assertion checks the outcome
             [sys.executable, "-c", HANDLER_LIKE, "m-abcdef123456", url],
