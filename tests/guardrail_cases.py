@@ -11,9 +11,15 @@ requests and payloads (STACK and CHANGE_SET), and compare the verdicts.
 from __future__ import annotations
 
 import copy
+import io
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from sir_membership import cli
+from sir_membership.commands.check import run_check
 
 STACK = "sir-demo"
 REGION, ACCOUNT = "us-east-1", "123456789012"
@@ -256,3 +262,50 @@ def template(res: Mapping[str, Any] | None) -> dict[str, Any] | None:
 def outcomes(findings: Any) -> dict[str, str]:
     """Rule -> outcome for the case's resource, from a verdict's findings."""
     return {f.rule: f.outcome for f in findings if f.logical_id == LOGICAL_ID}
+
+
+# -- through the check command ------------------------------------------------------
+
+
+def unusable() -> cli.Clients:
+    def refuse(region: str | None) -> Any:
+        raise AssertionError("an offline check must not create AWS clients")
+
+    return cli.Clients(refuse, refuse)
+
+
+def write_case(case: Case, tmp: Path) -> list[str]:
+    """The case as files, and the ``check`` arguments that read them."""
+    new, old = tmp / "template.json", tmp / "previous.json"
+    new.write_text(json.dumps(template(case.new)))
+    argv = ["check", "--template-file", str(new), "--stack-name", STACK]
+    if case.old is not None:
+        old.write_text(json.dumps(template(case.old)))
+        argv += ["--previous-template-file", str(old)]
+    states = tmp / "state.json"
+    states.write_text(json.dumps(case.actual))
+    argv += ["--state-file", str(states)]
+    for name, value in case.settings.items():
+        argv += ["--set", f"{name}={value}"]
+    return argv
+
+
+def run(argv: list[str], clients: cli.Clients | None = None) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.main(argv, clients=clients or unusable(), stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def check_outcomes(case: Case, tmp: Path) -> dict[str, str]:
+    """Rule -> outcome for the case, through ``run_check`` (what ``check`` prints from)."""
+    argv = write_case(case, tmp)
+    previous = argv[argv.index("--previous-template-file") + 1] if case.old else None
+    report = run_check(
+        unusable(),
+        templates=[argv[2]],
+        previous=previous,
+        stack_name=STACK,
+        state_files=[argv[argv.index("--state-file") + 1]],
+        settings=[f"{k}={v}" for k, v in case.settings.items()],
+    )
+    return outcomes(report.verdict.findings)

@@ -8,7 +8,6 @@ in ``test_guardrails_hook.py``.
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import tomllib
@@ -30,17 +29,19 @@ from guardrail_cases import (
     STACK,
     TOKEN,
     Case,
-    outcomes,
+    check_outcomes,
     properties,
     resource,
+    run,
     state,
     template,
+    unusable,
+    write_case,
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sir_membership import cli
-from sir_membership.commands.check import run_check
 from sir_membership.errors import ConfigurationError, InvalidProperties
 from sir_membership.guardrails import RULE_NAMES, Settings, evaluate, template_subjects
 from sir_membership.guardrails.rules import Actual, max_ous_removed
@@ -49,50 +50,6 @@ from sir_membership.membership import state_from_api
 from sir_membership.preview import StackContext
 from sir_membership.preview.base import normal
 from sir_membership.properties import parse_properties
-
-
-def unusable() -> cli.Clients:
-    def refuse(region: str | None) -> Any:
-        raise AssertionError("an offline check must not create AWS clients")
-
-    return cli.Clients(refuse, refuse)
-
-
-def write_case(case: Case, tmp: Path) -> list[str]:
-    """The case as files, and the ``check`` arguments that read them."""
-    new, old = tmp / "template.json", tmp / "previous.json"
-    new.write_text(json.dumps(template(case.new)))
-    argv = ["check", "--template-file", str(new), "--stack-name", STACK]
-    if case.old is not None:
-        old.write_text(json.dumps(template(case.old)))
-        argv += ["--previous-template-file", str(old)]
-    states = tmp / "state.json"
-    states.write_text(json.dumps(case.actual))
-    argv += ["--state-file", str(states)]
-    for name, value in case.settings.items():
-        argv += ["--set", f"{name}={value}"]
-    return argv
-
-
-def run(argv: list[str], clients: cli.Clients | None = None) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = cli.main(argv, clients=clients or unusable(), stdout=out, stderr=err)
-    return code, out.getvalue(), err.getvalue()
-
-
-def check_outcomes(case: Case, tmp: Path) -> dict[str, str]:
-    """Rule -> outcome for the case, through ``run_check`` (what ``check`` prints from)."""
-    argv = write_case(case, tmp)
-    previous = argv[argv.index("--previous-template-file") + 1] if case.old else None
-    report = run_check(
-        unusable(),
-        templates=[argv[2]],
-        previous=previous,
-        stack_name=STACK,
-        state_files=[argv[argv.index("--state-file") + 1]],
-        settings=[f"{k}={v}" for k, v in case.settings.items()],
-    )
-    return outcomes(report.verdict.findings)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])

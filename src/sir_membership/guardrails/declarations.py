@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from ..errors import InvalidProperties
+from ..errors import InvalidProperties, MalformedRequest
 from ..preview.base import PLACEHOLDER, RESOURCE_TYPE
 from ..preview.delivery import unresolved_paths
 from ..preview.template import StackContext, resolve_properties
@@ -251,7 +251,7 @@ def template_subjects(
 # -- change sets ---------------------------------------------------------------------
 
 
-class MalformedChange(ValueError):
+class MalformedChange(MalformedRequest):
     """A change set payload's resource change is not the documented shape."""
 
 
