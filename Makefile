@@ -51,16 +51,17 @@ typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
 cfn-lint: $(TBIN)/.installed
-	$(TBIN)/cfn-lint template.yaml examples/*.yaml
+	$(TBIN)/cfn-lint template.yaml guardrails.yaml examples/*.yaml
 
 sam-validate: $(TBIN)/.installed
 	SAM_CLI_TELEMETRY=0 $(TBIN)/sam validate --lint --template-file template.yaml
+	SAM_CLI_TELEMETRY=0 $(TBIN)/sam validate --lint --template-file guardrails.yaml
 
 # IaC security scan: every failed check fails the build; suppressions are
 # inline in the templates (checkov:skip=ID:reason), each with its reason.
 checkov: $(SBIN)/.installed
 	$(SBIN)/checkov --quiet --compact --framework cloudformation --skip-download \
-		--file template.yaml $(addprefix --file ,$(wildcard examples/*.yaml))
+		--file template.yaml --file guardrails.yaml $(addprefix --file ,$(wildcard examples/*.yaml))
 
 artifact: $(TBIN)/.installed $(BIN)/.installed
 	SAM_CLI_TELEMETRY=0 bash scripts/check-artifact.sh $(TBIN)/sam $(PYTHON) $(BIN)/python

@@ -427,23 +427,34 @@ def normalise(out: Path, epoch: int) -> None:
         os.utime(path, (epoch, epoch), follow_symlinks=False)
 
 
-def build(source: Path, out: Path, python: str, *, plain: bool = False) -> list[str]:
-    """The whole package into ``out`` (emptied first); returns the services kept."""
-    requirements = source / "requirements.txt"
+def build(
+    source: Path,
+    out: Path,
+    python: str,
+    *,
+    plain: bool = False,
+    entry: str = HANDLER_MODULE,
+    requirements_file: str = "requirements.txt",
+) -> list[str]:
+    """The whole package into ``out`` (emptied first); returns the services kept.
+
+    ``entry`` and ``requirements_file`` build another function from the same
+    source (the guardrails hook: ``sir_membership.guardrails.hook`` and
+    ``requirements-guardrails.txt``), with only the modules its handler reaches.
+    """
+    requirements = source / requirements_file
     if not requirements.is_file():
         raise BuildError(f"{requirements} not found: --source must be the function's CodeUri")
-    services = client_services(source)
+    services = client_services(source, entry)
     out.mkdir(parents=True, exist_ok=True)
     _remove(sorted(out.iterdir()))
     pip_install(requirements, out, python)
-    copy_handler_package(source, out, HANDLER_MODULE, plain=plain)
+    copy_handler_package(source, out, entry, plain=plain)
     if not plain:
         steps = {
             f"botocore models (kept: {', '.join(services)})": prune_botocore_data(out, services),
             "botocore model documentation, endpoints of other services": slim_botocore_data(out),
-            "modules the handler cannot import": prune_modules(
-                out, HANDLER_MODULE, PRUNED_TO_IMPORTS
-            ),
+            "modules the handler cannot import": prune_modules(out, entry, PRUNED_TO_IMPORTS),
             "stubs, scripts, boto3 resource data, pip records": prune_unused_files(out),
         }
         for what, removed in steps.items():
@@ -476,6 +487,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     make.add_argument("--out", type=Path, required=True, help="ARTIFACTS_DIR")
     make.add_argument("--python", default=sys.executable, help="python3.13 with pip")
     make.add_argument("--plain", action="store_true", help="no pruning, no bytecode (as before)")
+    make.add_argument("--entry", default=HANDLER_MODULE, help="the handler's module")
+    make.add_argument(
+        "--requirements", default="requirements.txt", help="requirements file in --source"
+    )
     pack = commands.add_parser("zip", help="a reproducible zip of a built package")
     pack.add_argument("root", type=Path)
     pack.add_argument("target", type=Path)
@@ -484,7 +499,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "build":
-            services = build(args.source, args.out, args.python, plain=args.plain)
+            services = build(
+                args.source,
+                args.out,
+                args.python,
+                plain=args.plain,
+                entry=args.entry,
+                requirements_file=args.requirements,
+            )
             print(f"lean_package: built {args.out} (botocore models: {', '.join(services)})")
         elif args.command == "zip":
             size = write_zip(args.root, args.target)

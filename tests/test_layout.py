@@ -11,7 +11,12 @@ from pathlib import Path
 ROOT = Path(__file__).parent.parent
 PACKAGE = ROOT / "src" / "sir_membership"
 #: The CLI's modules: the function never needs them, so a cold start must not pay for them.
-CLI_ONLY = ("sir_membership.preview", "sir_membership.cli", "sir_membership.commands")
+CLI_ONLY = (
+    "sir_membership.preview",
+    "sir_membership.cli",
+    "sir_membership.commands",
+    "sir_membership.guardrails",
+)
 
 
 def _modules_after_import(module: str) -> list[str]:

@@ -260,3 +260,59 @@ def test_models_lose_their_documentation_and_endpoints_keep_the_used_services(
     assert endpoints["version"] == 3
     assert endpoints["partitions"][0]["regions"] == {"us-east-1": {}}
     assert list(endpoints["partitions"][0]["services"]) == ["dynamodb"]
+
+
+HOOK_MODULE = "sir_membership.guardrails.hook"
+
+
+def test_the_guardrails_hook_is_not_in_the_providers_package() -> None:
+    src = ROOT / "src"
+    provider = lean_package.reachable_modules(
+        src, lean_package.HANDLER_MODULE, ("sir_membership",), installed=False
+    )
+    assert [m for m in provider if m.startswith("sir_membership.guardrails")] == []
+    hook = lean_package.reachable_modules(src, HOOK_MODULE, ("sir_membership",), installed=False)
+    assert {
+        HOOK_MODULE,
+        "sir_membership.guardrails.rules",
+        "sir_membership.properties",
+        "sir_membership.plan",
+        "sir_membership.preview.template",
+    } <= hook
+    assert [m for m in hook if m.startswith(("sir_membership.app", "sir_membership.cli"))] == []
+    assert [m for m in hook if m.startswith("sir_membership.commands")] == []
+    # The hook's clients: GetMembership and (for deletions) GetTemplate, nothing else.
+    assert lean_package.client_services(src, HOOK_MODULE) == ["cloudformation", "security-ir"]
+
+
+def test_the_hooks_requirements_are_the_providers_pins_and_pyyaml() -> None:
+    def pins(path: Path) -> dict[str, str]:
+        lines = path.read_text().splitlines()
+        return dict(line.split("==") for line in lines if "==" in line and not line.startswith("#"))
+
+    hook = pins(ROOT / "src" / "requirements-guardrails.txt")
+    provider = pins(ROOT / "src" / "requirements.txt")
+    dev = pins(ROOT / "requirements-dev.txt")
+    assert {k: v for k, v in hook.items() if k in provider} == {
+        k: provider[k] for k in hook if k in provider
+    }
+    assert hook["PyYAML"] == dev["PyYAML"]
+    assert "crhelper" not in hook
+    assert "aws-lambda-powertools" not in hook
+    makefile = (ROOT / "src" / "Makefile").read_text()
+    assert f"--entry {HOOK_MODULE} --requirements requirements-guardrails.txt" in makefile
+
+
+def test_a_package_without_powertools_prunes_cleanly(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        {
+            "sir_membership/__init__.py": "",
+            "sir_membership/guardrails/__init__.py": "",
+            "sir_membership/guardrails/hook.py": "import yaml\n",
+            "yaml/__init__.py": "",
+        },
+    )
+    removed = lean_package.prune_modules(tmp_path, HOOK_MODULE, lean_package.PRUNED_TO_IMPORTS)
+    assert removed.files == 0
+    assert (tmp_path / "yaml" / "__init__.py").is_file()

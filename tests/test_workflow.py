@@ -8,6 +8,7 @@ changed exit code or a missed change-set ARN fails here, not in a user's CI.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -126,3 +127,49 @@ def test_the_plan_step_reads_exit_2_as_changes_not_a_failure(
         "steps.plan.outputs.status != '' && steps.plan.outputs.status != '0' && "
         "steps.plan.outputs.status != '2'"
     )
+
+
+@pytest.mark.parametrize("verdict", [0, 1])
+def test_the_guardrails_step_passes_the_stacks_parameters_and_fails_on_a_violation(
+    verdict: int, tmp_path: Path, bin_dir: Path
+) -> None:
+    stub(
+        bin_dir,
+        "sir-membership",
+        'printf "%s\\n" "$@" > args.txt\ncat "${7#file://}" > seen-parameters.json\n'
+        f'echo "### sir-membership guardrails"\nexit {verdict}\n',
+    )
+    stub(bin_dir, "git", "exit 128\n")  # no base branch to compare with
+    (tmp_path / "samconfig.toml").write_text(
+        'version = 0.1\n[default.deploy.parameters]\nparameter_overrides = "Id=m-abcdef0123 '
+        'Name=\\"two words\\""\n'
+    )
+    summary = tmp_path / "summary.md"
+    done, _ = run_step(
+        step("guardrails")["run"],
+        tmp_path,
+        {
+            "TEMPLATE": "membership.yaml",
+            "STACK_NAME": "sir-membership",
+            "BASE_REF": "main",
+            "MEMBERSHIP_ID": "m-abcdef0123",
+            "GITHUB_STEP_SUMMARY": str(summary),
+        },
+    )
+    assert done.returncode == verdict, done.stderr
+    args = (tmp_path / "args.txt").read_text().split("\n")
+    assert args[:8] == [
+        "check",
+        "--template-file",
+        "membership.yaml",
+        "--stack-name",
+        "sir-membership",
+        "--parameters",
+        "file://parameters.json",
+        "--membership-id",
+    ]
+    assert json.loads((tmp_path / "seen-parameters.json").read_text()) == {
+        "Id": "m-abcdef0123",
+        "Name": "two words",
+    }
+    assert summary.read_text() == "### sir-membership guardrails\n"

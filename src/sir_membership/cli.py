@@ -35,6 +35,8 @@ from .commands import (
 )
 from .commands.aws import cloudformation_client as _cloudformation
 from .commands.aws import security_ir_client as _security_ir
+from .commands.check import add_parser as _add_check_parser
+from .commands.check import main_check
 from .preview import EXIT_CHANGES, EXIT_CODES, EXIT_ERROR, EXIT_OK, RESOURCE_TYPE, PreviewError
 from .preview.render_json import drift_json, plan_json
 from .preview.render_markdown import drift_markdown, plan_markdown
@@ -112,6 +114,7 @@ def _parser() -> _Parser:
         help="JSON properties to use instead of the template: one resource's, or by logical id",
     )
     _common(drift)
+    _add_check_parser(commands)
     return parser
 
 
@@ -184,6 +187,8 @@ def main(
             args = _parser().parse_args(argv)
         except SystemExit as done:  # --help, --version
             return int(done.code or 0)
+        if args.command == "check":
+            return main_check(args, clients or default_clients(), out)
         report = _run(args, clients or default_clients())
         text = _render(report, args.format, bool(args.show_sensitive))
     except (CliError, PreviewError, BotoCoreError, ClientError) as error:
