@@ -454,6 +454,7 @@ class LocalServices:
             "AWS_ENDPOINT_URL_DYNAMODB": self.moto.url,
             # The receiver also answers DescribeStacks with the driver's stack statuses.
             "AWS_ENDPOINT_URL_CLOUDFORMATION": self.receiver.base_url,
+            "AWS_CA_BUNDLE": self.receiver.ca_path,  # botocore's own bundle, else certifi's
             **self.lambda_api.env(),
             "SSL_CERT_FILE": self.receiver.ca_path,
             "REQUESTS_CA_BUNDLE": self.receiver.ca_path,

@@ -50,11 +50,14 @@ def read_settled(
     until it does or ``stale_read_grace`` has passed since that call; then
     the read is taken as it is (someone else changed them). After a call
     whose outcome is unknown, what it left is not known either: only a read
-    made ``stale_read_grace`` after it is proof, so that read is waited for.
+    made ``stale_read_grace`` after it is proof, unless a read already shows
+    everything the change set out to do, so that read is waited for.
     """
-    if entry is not None and entry.unknown:
-        _wait_for_fresh_reads(service, shell, entry)
     state = service.get(membership_id) if must_exist else service.find(membership_id)
+    if entry is not None and entry.unknown and not _shows_all(state, entry):
+        # A read that does not show the unknown call may only be stale: not proof.
+        _wait_for_fresh_reads(service, shell, entry)
+        state = service.get(membership_id) if must_exist else service.find(membership_id)
     if entry is None or entry.ous_now is None or entry.unknown:
         return state
     mine = entry.touched.ous_added | entry.touched.ous_removed
@@ -76,6 +79,14 @@ def read_settled(
         attempt += 1
         state = service.get(membership_id) if must_exist else service.find(membership_id)
     return state
+
+
+def _shows_all(state: MembershipState | None, entry: Entry) -> bool:
+    """Whether ``state`` shows every OU change ``entry`` set out to make."""
+    if state is None:
+        return False
+    touched, ous = entry.touched, state.organizational_units
+    return touched.ous_added <= ous and not touched.ous_removed & ous
 
 
 def _wait_for_fresh_reads(service: MembershipService, shell: Shell, entry: Entry) -> None:

@@ -55,5 +55,5 @@ def _reason(cause: str) -> str:
         f"Could not read the stack's status with cloudformation:DescribeStacks ({cause}), "
         "which tells a rollback of the Create (restore the membership) from a removal "
         "(follow OnDelete): allow cloudformation:DescribeStacks on this stack in the "
-        "function's role, then retry the delete. No change was applied"
+        "function's role, then retry the delete"
     )
