@@ -292,6 +292,10 @@ class Scenario:
     #: Set when the expectations describe the intended behaviour that the handler
     #: does not have yet (see the text); tests mark the scenario xfail(strict).
     known_issue: str = ""
+    #: Set (to the reason) when the scenario waits real seconds by design: it runs in
+    #: ``make reliability`` only, not in ``make test`` (tests/e2e), which keeps a faster
+    #: scenario of the same behaviour (the reason names it).
+    reliability_only: str = ""
 
     @property
     def faults(self) -> str:
@@ -326,6 +330,7 @@ class ScenarioResult:
     seconds: float
     slowest_answer: float
     known_issue: str = ""
+    reliability_only: str = ""
 
     @property
     def ok(self) -> bool:
@@ -648,6 +653,7 @@ def run_scenario(
         seconds=seconds,
         slowest_answer=max(answers, default=0.0),
         known_issue=scenario.known_issue,
+        reliability_only=scenario.reliability_only,
     )
 
 
@@ -1370,12 +1376,20 @@ SCENARIOS: tuple[Scenario, ...] = (
         "+20 OUs, calls x P (4 x 2.5 s) past one invocation (22 s), the service sends Retry-After",
         Fault("model", model="conflict", seconds=2.5, retry_after=True),
         timeout=22.0,
+        reliability_only=(
+            "8 s of propagation waits: the hand-off is played by propagation-needs-continuation, "
+            "Retry-After by propagation-conflict-retry-after-20"
+        ),
     ),
     _propagation(
         "propagation-needs-continuation-stale-reads",
         "+20 OUs, calls x P (4 x 2.5 s) past one invocation (22 s), reads show a change after P",
         Fault("model", model="conflict-stale-reads", seconds=2.5),
         timeout=22.0,
+        reliability_only=(
+            "9 s of propagation waits: the hand-off is played by propagation-needs-continuation, "
+            "stale reads by propagation-stale-reads-20"
+        ),
     ),
     _propagation(
         "continuation-killed-mid-call",
@@ -1383,6 +1397,11 @@ SCENARIOS: tuple[Scenario, ...] = (
         Fault("model", model="conflict", seconds=2.5),
         timeout=22.0,
         extra_faults=(Fault("invoke_kill", seconds=1.0),),
+        reliability_only=(
+            "29 s: waits out Lambda's delay before it retries the killed invocation; the "
+            "retry itself is played by tests/local/test_lambda_api.py, the hand-off by "
+            "propagation-needs-continuation"
+        ),
     ),
     Scenario(
         "continuation-past-service-timeout",
@@ -1406,6 +1425,10 @@ SCENARIOS: tuple[Scenario, ...] = (
         ),
         {A: Expect(ous=BASE_OUS)},
         timeout=22.0,
+        reliability_only=(
+            "40 s: plays a 60 s ServiceTimeout to its end; FAILED in time at the ServiceTimeout "
+            "is played by api-hangs-past-service-timeout, the restore by the rollback scenarios"
+        ),
     ),
     Scenario(
         "continuation-duplicate-delivery",
@@ -1953,6 +1976,10 @@ SCENARIOS: tuple[Scenario, ...] = (
             "Update A +0 -3 name",
         ),
         timeout=40.0,
+        reliability_only=(
+            "15 s: a write held past the 10 s read timeout; the read timeout is played by "
+            "ambiguous-write, unknown outcomes restored by the Delete by tests/test_stateful.py"
+        ),
     ),
     Scenario(
         "cancelled-update-overlap",
@@ -2096,6 +2123,10 @@ SCENARIOS: tuple[Scenario, ...] = (
         calls=("Get A", "Get A", "Update A +0 -0 name"),
         custom=_slow_bookkeeping,
         custom_faults=f"DynamoDB answers {SLOW_TABLE_DELAY:g} s late after the write",
+        reliability_only=(
+            "22 s: waits for the timer of a 21 s function timeout; the timer's single answer "
+            "is played by tests/test_app.py (test_timer_answers_once_when_the_work_hangs)"
+        ),
     ),
     Scenario(
         "table-unreachable",
