@@ -52,6 +52,7 @@ from .errors import (
 from .membership import MembershipState, state_from_api
 from .plan import Plan, UpdateRequest, apply_request, changed_by
 from .tags import TagCall, TagPlan
+from .timing import TIMING
 
 if TYPE_CHECKING:
     from mypy_boto3_security_ir import SecurityIncidentResponseClient
@@ -69,9 +70,9 @@ class RetryPolicy:
     max_delay: float = 8.0
     max_attempts: int = 12
     #: Longest a single call can take (the client's connect + read timeouts).
-    call_timeout: float = 13.0
+    call_timeout: float = TIMING.call_timeout
     #: Time kept at the end of the invocation to answer CloudFormation.
-    answer_reserve: float = 6.0
+    answer_reserve: float = TIMING.answer_reserve
 
 
 @dataclass(frozen=True)
