@@ -21,10 +21,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
+from sir_membership.timing import PREFIX, Timing
 from sirlocal.driver import (
     Answer,
     ContractViolation,
@@ -786,20 +787,41 @@ def _full_reason_logged(run: Run) -> None:
 #: so the journal's save ends at ~15 s and the lease's release runs past the timer
 #: (timeout - 3 s = 18 s); a first GetMembership needs 19 s left, so 21 s is the least.
 SLOW_TABLE_TIMEOUT, SLOW_TABLE_DELAY = 21.0, 6.0
+#: The same at a third (with ``THIRD``), but for the function timeout: a first
+#: GetMembership needs 19 / 3 s left, and 8 s (not 7) keeps the margin for a loaded machine.
+SLOW_TABLE_THIRD_TIMEOUT, SLOW_TABLE_THIRD_DELAY = 8.0, 2.0
+
+#: Every reserve and client timeout of the function at a third of its production value
+#: (``SIR_TIMING_*``, src/sir_membership/timing.py): a scenario with these and its own
+#: times cut to a third plays the same decisions in a third of the real seconds.
+THIRD = {PREFIX + f.name.upper(): f"{getattr(Timing(), f.name) / 3:.3f}" for f in fields(Timing)}
 
 
-def _slow_bookkeeping(run: Run) -> None:
-    """The table turns slow after the last write: the timer sends the settled SUCCESS."""
+def _slow_bookkeeping(
+    timeout: float, delay: float, timing: Mapping[str, str] | None = None
+) -> Callable[[Run], None]:
+    """The table turns slow after the last write: the timer sends the settled SUCCESS
+    (a worker of function timeout ``timeout``, the ``SIR_TIMING_*`` of ``timing``)."""
+
+    def play(run: Run) -> None:
+        _slow_bookkeeping_run(run, timeout, delay, timing or {})
+
+    return play
+
+
+def _slow_bookkeeping_run(
+    run: Run, timeout: float, delay: float, timing: Mapping[str, str]
+) -> None:
     services = run.services
     began = time.time()
 
     def written() -> bool:
         return any(c.timestamp >= began for c in services.emulator.calls("UpdateMembership"))
 
-    with SlowTable(services.dynamodb_url, delay=SLOW_TABLE_DELAY, slow_when=written) as table:
-        env = dict(run.pool.env)
+    with SlowTable(services.dynamodb_url, delay=delay, slow_when=written) as table:
+        env = {**run.pool.env, **timing}
         env["AWS_ENDPOINT_URL_DYNAMODB"] = table.url
-        with LambdaWorker(env, timeout=SLOW_TABLE_TIMEOUT, name="slow-table") as worker:
+        with LambdaWorker(env, timeout=timeout, name="slow-table") as worker:
             worker.start()
             stack = StackDriver(
                 services.receiver,
@@ -2121,11 +2143,25 @@ SCENARIOS: tuple[Scenario, ...] = (
         (seed(),),
         final={A: Expect(ous=BASE_OUS, name=N1)},
         calls=("Get A", "Get A", "Update A +0 -0 name"),
-        custom=_slow_bookkeeping,
+        custom=_slow_bookkeeping(SLOW_TABLE_TIMEOUT, SLOW_TABLE_DELAY),
         custom_faults=f"DynamoDB answers {SLOW_TABLE_DELAY:g} s late after the write",
         reliability_only=(
-            "22 s: waits for the timer of a 21 s function timeout; the timer's single answer "
-            "is played by tests/test_app.py (test_timer_answers_once_when_the_work_hangs)"
+            "22 s: waits for the timer of a 21 s function timeout; "
+            "slow-table-after-last-write-a-third plays it with every time cut to a third"
+        ),
+    ),
+    Scenario(
+        "slow-table-after-last-write-a-third",
+        "faults",
+        "slow-table-after-last-write with every time a third: the function's reserves and "
+        "timeouts (SIR_TIMING_*), the table 2 s late, an 8 s function timeout",
+        (seed(),),
+        final={A: Expect(ous=BASE_OUS, name=N1)},
+        calls=("Get A", "Get A", "Update A +0 -0 name"),
+        custom=_slow_bookkeeping(SLOW_TABLE_THIRD_TIMEOUT, SLOW_TABLE_THIRD_DELAY, THIRD),
+        custom_faults=(
+            f"DynamoDB answers {SLOW_TABLE_THIRD_DELAY:g} s late after the write; "
+            "the function's reserves and timeouts at a third"
         ),
     ),
     Scenario(
