@@ -24,7 +24,8 @@ SBIN := $(SCAN)/bin
 # then the checks run beside the tests; each part's output is printed in one
 # block when it ends, and any failure fails the build. The tests mostly wait
 # (on timeouts the scenarios inject), so pytest runs in more processes than
-# there are cores. `make test JOBS=1 PYTEST_WORKERS=0` runs everything in turn.
+# there are cores. `make test JOBS=1 PYTEST_WORKERS=0` runs everything in turn;
+# PYTEST_ARGS adds to pytest's arguments (e.g. PYTEST_ARGS=--durations=30).
 JOBS ?= 4
 PYTEST_WORKERS ?= 4
 PYTEST_PARALLEL := $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist worksteal,-p no:xdist)
@@ -82,7 +83,7 @@ workflow-lint: $(BIN)/.installed
 
 
 unit: $(BIN)/.installed
-	$(BIN)/pytest $(PYTEST_PARALLEL)
+	$(BIN)/pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 checks: $(CHECKS)
 
