@@ -25,7 +25,6 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
-from sir_membership.timing import PREFIX, Timing
 from sirlocal.driver import (
     Answer,
     ContractViolation,
@@ -787,24 +786,30 @@ def _full_reason_logged(run: Run) -> None:
 #: so the journal's save ends at ~15 s and the lease's release runs past the timer
 #: (timeout - 3 s = 18 s); a first GetMembership needs 19 s left, so 21 s is the least.
 SLOW_TABLE_TIMEOUT, SLOW_TABLE_DELAY = 21.0, 6.0
-#: The same at a third (with ``THIRD``), but for the function timeout: a first
+#: The same at a third (``scaled_timing(1 / 3)``), but for the function timeout: a first
 #: GetMembership needs 19 / 3 s left, and 8 s (not 7) keeps the margin for a loaded machine.
 SLOW_TABLE_THIRD_TIMEOUT, SLOW_TABLE_THIRD_DELAY = 8.0, 2.0
 
-#: Every reserve and client timeout of the function at a third of its production value
-#: (``SIR_TIMING_*``, src/sir_membership/timing.py): a scenario with these and its own
-#: times cut to a third plays the same decisions in a third of the real seconds.
-THIRD = {PREFIX + f.name.upper(): f"{getattr(Timing(), f.name) / 3:.3f}" for f in fields(Timing)}
+
+def scaled_timing(scale: float) -> dict[str, str]:
+    """Every reserve and client timeout of the function at ``scale`` times its production
+    value, as ``SIR_TIMING_*`` variables (src/sir_membership/timing.py): a scenario with
+    these and its own times scaled alike plays the same decisions in fewer real seconds."""
+    # Imported here, not at the top: sirlocal.artifact_check imports this module where
+    # sir_membership is only the built artifact's, in another process.
+    from sir_membership.timing import PREFIX, Timing  # noqa: PLC0415 - see above
+
+    return {
+        PREFIX + f.name.upper(): f"{getattr(Timing(), f.name) * scale:.3f}" for f in fields(Timing)
+    }
 
 
-def _slow_bookkeeping(
-    timeout: float, delay: float, timing: Mapping[str, str] | None = None
-) -> Callable[[Run], None]:
+def _slow_bookkeeping(timeout: float, delay: float, scale: float = 1.0) -> Callable[[Run], None]:
     """The table turns slow after the last write: the timer sends the settled SUCCESS
-    (a worker of function timeout ``timeout``, the ``SIR_TIMING_*`` of ``timing``)."""
+    (a worker of function timeout ``timeout``, the function's times at ``scale``)."""
 
     def play(run: Run) -> None:
-        _slow_bookkeeping_run(run, timeout, delay, timing or {})
+        _slow_bookkeeping_run(run, timeout, delay, scaled_timing(scale) if scale != 1 else {})
 
     return play
 
@@ -2158,7 +2163,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         (seed(),),
         final={A: Expect(ous=BASE_OUS, name=N1)},
         calls=("Get A", "Get A", "Update A +0 -0 name"),
-        custom=_slow_bookkeeping(SLOW_TABLE_THIRD_TIMEOUT, SLOW_TABLE_THIRD_DELAY, THIRD),
+        custom=_slow_bookkeeping(SLOW_TABLE_THIRD_TIMEOUT, SLOW_TABLE_THIRD_DELAY, 1 / 3),
         custom_faults=(
             f"DynamoDB answers {SLOW_TABLE_THIRD_DELAY:g} s late after the write; "
             "the function's reserves and timeouts at a third"
