@@ -1,7 +1,7 @@
 # One entry point for everything a developer or CI does.
 # `make test` sets up from nothing (virtualenvs from pinned requirements) and
 # runs every check. Python 3.13 (the Lambda runtime) is preferred; pyenv's
-# 3.13 is found when it is not on PATH.
+# 3.13 is found when it is not on PATH. docs/development.md says how long it takes.
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := test
@@ -20,7 +20,18 @@ BIN := $(VENV)/bin
 TBIN := $(TOOLS)/bin
 SBIN := $(SCAN)/bin
 
-.PHONY: test setup lint typecheck cfn-lint sam-validate checkov workflow-lint artifact unit stateful demo reliability bench clean
+# `make test` runs its parts side by side: the three virtualenvs build at once,
+# then the checks run beside the tests; each part's output is printed in one
+# block when it ends, and any failure fails the build. The tests mostly wait
+# (on timeouts the scenarios inject), so pytest runs in more processes than
+# there are cores. `make test JOBS=1 PYTEST_WORKERS=0` runs everything in turn;
+# PYTEST_ARGS adds to pytest's arguments (e.g. PYTEST_ARGS=--durations=30).
+JOBS ?= 4
+PYTEST_WORKERS ?= 4
+PYTEST_PARALLEL := $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist worksteal,-p no:xdist)
+CHECKS := lint typecheck cfn-lint sam-validate checkov workflow-lint artifact unit
+
+.PHONY: test checks setup lint typecheck cfn-lint sam-validate checkov workflow-lint artifact unit stateful demo reliability bench clean
 
 $(BIN)/.installed: requirements-dev.txt src/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +52,8 @@ $(SBIN)/.installed: requirements-scan.txt
 	$(SBIN)/python -m pip install --quiet -r requirements-scan.txt
 	touch $@
 
-setup: $(BIN)/.installed $(TBIN)/.installed $(SBIN)/.installed
+setup:
+	@$(MAKE) --no-print-directory -j3 --output-sync=target $(BIN)/.installed $(TBIN)/.installed $(SBIN)/.installed
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
@@ -72,9 +84,12 @@ workflow-lint: $(BIN)/.installed
 
 
 unit: $(BIN)/.installed
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
-test: lint typecheck cfn-lint sam-validate checkov workflow-lint artifact unit
+checks: $(CHECKS)
+
+test:
+	@$(MAKE) --no-print-directory -j$(JOBS) --output-sync=target checks
 
 # A readable stack story against the local emulator (no AWS account needed).
 demo: $(BIN)/.installed

@@ -497,8 +497,11 @@ def test_every_scanner_suppression_is_inline_with_its_reason() -> None:
 
 def test_the_scanner_runs_in_make_test() -> None:
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
-    (targets,) = re.findall(r"^test: (.*)$", makefile, flags=re.M)
+    (targets,) = re.findall(r"^CHECKS := (.*)$", makefile, flags=re.M)
     assert "checkov" in targets.split()
+    assert re.search(r"^checks: \$\(CHECKS\)$", makefile, flags=re.M)
+    (recipe,) = re.findall(r"^test:\n((?:\t.*\n)+)", makefile, flags=re.M)
+    assert " checks" in recipe
     (recipe,) = re.findall(r"^checkov: .*\n((?:\t.*\n)+)", makefile, flags=re.M)
     assert "--file template.yaml" in recipe
     assert "examples/*.yaml" in recipe

@@ -89,6 +89,7 @@ def _crashed(scenario: Scenario, error: Exception, seconds: float) -> ScenarioRe
         seconds=seconds,
         slowest_answer=0.0,
         known_issue=scenario.known_issue,
+        reliability_only=scenario.reliability_only,
     )
 
 

@@ -258,6 +258,17 @@ def render(
         for r in failed:
             lines.append(f"- `{r.name}`:")
             lines += [f"  - {_cell(p)}" for p in r.problems]
+    only_here = [r for r in results if r.reliability_only]
+    if only_here:
+        lines += [
+            "",
+            "## Not in `make test`",
+            "",
+            "These scenarios wait real seconds by design, so `make test` leaves them to this "
+            "report; each reason names what plays the same behaviour in `make test`.",
+            "",
+        ]
+        lines += [f"- `{r.name}`: {_cell(r.reliability_only)}" for r in only_here]
     issues = [r for r in results if r.known_issue]
     if issues:
         lines += ["", "## Known issues", ""]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
@@ -292,6 +292,10 @@ class Scenario:
     #: Set when the expectations describe the intended behaviour that the handler
     #: does not have yet (see the text); tests mark the scenario xfail(strict).
     known_issue: str = ""
+    #: Set (to the reason) when the scenario waits real seconds by design: it runs in
+    #: ``make reliability`` only, not in ``make test`` (tests/e2e), which keeps a faster
+    #: scenario of the same behaviour (the reason names it).
+    reliability_only: str = ""
 
     @property
     def faults(self) -> str:
@@ -326,6 +330,7 @@ class ScenarioResult:
     seconds: float
     slowest_answer: float
     known_issue: str = ""
+    reliability_only: str = ""
 
     @property
     def ok(self) -> bool:
@@ -648,6 +653,7 @@ def run_scenario(
         seconds=seconds,
         slowest_answer=max(answers, default=0.0),
         known_issue=scenario.known_issue,
+        reliability_only=scenario.reliability_only,
     )
 
 
@@ -780,20 +786,47 @@ def _full_reason_logged(run: Run) -> None:
 #: so the journal's save ends at ~15 s and the lease's release runs past the timer
 #: (timeout - 3 s = 18 s); a first GetMembership needs 19 s left, so 21 s is the least.
 SLOW_TABLE_TIMEOUT, SLOW_TABLE_DELAY = 21.0, 6.0
+#: The same at a third (``scaled_timing(1 / 3)``), but for the function timeout: a first
+#: GetMembership needs 19 / 3 s left, and 8 s (not 7) keeps the margin for a loaded machine.
+SLOW_TABLE_THIRD_TIMEOUT, SLOW_TABLE_THIRD_DELAY = 8.0, 2.0
 
 
-def _slow_bookkeeping(run: Run) -> None:
-    """The table turns slow after the last write: the timer sends the settled SUCCESS."""
+def scaled_timing(scale: float) -> dict[str, str]:
+    """Every reserve and client timeout of the function at ``scale`` times its production
+    value, as ``SIR_TIMING_*`` variables (src/sir_membership/timing.py): a scenario with
+    these and its own times scaled alike plays the same decisions in fewer real seconds."""
+    # Imported here, not at the top: sirlocal.artifact_check imports this module where
+    # sir_membership is only the built artifact's, in another process.
+    from sir_membership.timing import PREFIX, Timing  # noqa: PLC0415 - see above
+
+    return {
+        PREFIX + f.name.upper(): f"{getattr(Timing(), f.name) * scale:.3f}" for f in fields(Timing)
+    }
+
+
+def _slow_bookkeeping(timeout: float, delay: float, scale: float = 1.0) -> Callable[[Run], None]:
+    """The table turns slow after the last write: the timer sends the settled SUCCESS
+    (a worker of function timeout ``timeout``, the function's times at ``scale``)."""
+
+    def play(run: Run) -> None:
+        _slow_bookkeeping_run(run, timeout, delay, scaled_timing(scale) if scale != 1 else {})
+
+    return play
+
+
+def _slow_bookkeeping_run(
+    run: Run, timeout: float, delay: float, timing: Mapping[str, str]
+) -> None:
     services = run.services
     began = time.time()
 
     def written() -> bool:
         return any(c.timestamp >= began for c in services.emulator.calls("UpdateMembership"))
 
-    with SlowTable(services.dynamodb_url, delay=SLOW_TABLE_DELAY, slow_when=written) as table:
-        env = dict(run.pool.env)
+    with SlowTable(services.dynamodb_url, delay=delay, slow_when=written) as table:
+        env = {**run.pool.env, **timing}
         env["AWS_ENDPOINT_URL_DYNAMODB"] = table.url
-        with LambdaWorker(env, timeout=SLOW_TABLE_TIMEOUT, name="slow-table") as worker:
+        with LambdaWorker(env, timeout=timeout, name="slow-table") as worker:
             worker.start()
             stack = StackDriver(
                 services.receiver,
@@ -1370,12 +1403,20 @@ SCENARIOS: tuple[Scenario, ...] = (
         "+20 OUs, calls x P (4 x 2.5 s) past one invocation (22 s), the service sends Retry-After",
         Fault("model", model="conflict", seconds=2.5, retry_after=True),
         timeout=22.0,
+        reliability_only=(
+            "8 s of propagation waits: the hand-off is played by propagation-needs-continuation, "
+            "Retry-After by propagation-conflict-retry-after-20"
+        ),
     ),
     _propagation(
         "propagation-needs-continuation-stale-reads",
         "+20 OUs, calls x P (4 x 2.5 s) past one invocation (22 s), reads show a change after P",
         Fault("model", model="conflict-stale-reads", seconds=2.5),
         timeout=22.0,
+        reliability_only=(
+            "9 s of propagation waits: the hand-off is played by propagation-needs-continuation, "
+            "stale reads by propagation-stale-reads-20"
+        ),
     ),
     _propagation(
         "continuation-killed-mid-call",
@@ -1383,6 +1424,11 @@ SCENARIOS: tuple[Scenario, ...] = (
         Fault("model", model="conflict", seconds=2.5),
         timeout=22.0,
         extra_faults=(Fault("invoke_kill", seconds=1.0),),
+        reliability_only=(
+            "29 s: waits out Lambda's delay before it retries the killed invocation; the "
+            "retry itself is played by tests/local/test_lambda_api.py, the hand-off by "
+            "propagation-needs-continuation"
+        ),
     ),
     Scenario(
         "continuation-past-service-timeout",
@@ -1406,6 +1452,10 @@ SCENARIOS: tuple[Scenario, ...] = (
         ),
         {A: Expect(ous=BASE_OUS)},
         timeout=22.0,
+        reliability_only=(
+            "40 s: plays a 60 s ServiceTimeout to its end; FAILED in time at the ServiceTimeout "
+            "is played by api-hangs-past-service-timeout, the restore by the rollback scenarios"
+        ),
     ),
     Scenario(
         "continuation-duplicate-delivery",
@@ -1953,6 +2003,10 @@ SCENARIOS: tuple[Scenario, ...] = (
             "Update A +0 -3 name",
         ),
         timeout=40.0,
+        reliability_only=(
+            "15 s: a write held past the 10 s read timeout; the read timeout is played by "
+            "ambiguous-write, unknown outcomes restored by the Delete by tests/test_stateful.py"
+        ),
     ),
     Scenario(
         "cancelled-update-overlap",
@@ -2095,8 +2149,26 @@ SCENARIOS: tuple[Scenario, ...] = (
         (seed(),),
         final={A: Expect(ous=BASE_OUS, name=N1)},
         calls=("Get A", "Get A", "Update A +0 -0 name"),
-        custom=_slow_bookkeeping,
+        custom=_slow_bookkeeping(SLOW_TABLE_TIMEOUT, SLOW_TABLE_DELAY),
         custom_faults=f"DynamoDB answers {SLOW_TABLE_DELAY:g} s late after the write",
+        reliability_only=(
+            "22 s: waits for the timer of a 21 s function timeout; "
+            "slow-table-after-last-write-a-third plays it with every time cut to a third"
+        ),
+    ),
+    Scenario(
+        "slow-table-after-last-write-a-third",
+        "faults",
+        "slow-table-after-last-write with every time a third: the function's reserves and "
+        "timeouts (SIR_TIMING_*), the table 2 s late, an 8 s function timeout",
+        (seed(),),
+        final={A: Expect(ous=BASE_OUS, name=N1)},
+        calls=("Get A", "Get A", "Update A +0 -0 name"),
+        custom=_slow_bookkeeping(SLOW_TABLE_THIRD_TIMEOUT, SLOW_TABLE_THIRD_DELAY, 1 / 3),
+        custom_faults=(
+            f"DynamoDB answers {SLOW_TABLE_THIRD_DELAY:g} s late after the write; "
+            "the function's reserves and timeouts at a third"
+        ),
     ),
     Scenario(
         "table-unreachable",

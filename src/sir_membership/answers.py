@@ -17,11 +17,12 @@ from .plan import Plan
 from .request import Request
 from .response import Answer
 from .shell import Shell
+from .timing import TIMING
 
 logger = logging.getLogger(__name__)
 
 #: Below this many seconds left, bookkeeping after the last write is skipped.
-BOOKKEEPING_RESERVE = 8.0
+BOOKKEEPING_RESERVE = TIMING.bookkeeping_reserve
 
 
 def log_plan(message: str, plan: Plan) -> None:

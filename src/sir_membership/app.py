@@ -68,12 +68,13 @@ from .response import FAILED, Answer, ResponseSender, build_body
 from .self_invoke import OutcomeSerializer, invoker
 from .service import MembershipService, RetryPolicy
 from .stack_status import stack_status
+from .timing import TIMING
 
 if TYPE_CHECKING:  # annotations only: not imported at cold start
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
 #: Seconds before Lambda's deadline at which the timer answers FAILED.
-TIMER_RESERVE = 3.0
+TIMER_RESERVE = TIMING.timer_reserve
 #: Idempotency records outlive CloudFormation's longest wait for an answer.
 RECORD_TTL_SECONDS = 2 * 3600
 
@@ -102,8 +103,8 @@ with _collector_paused():
     SECURITY_IR = boto3.client(
         "security-ir",
         config=Config(
-            connect_timeout=3,
-            read_timeout=10,
+            connect_timeout=TIMING.service_connect_timeout,
+            read_timeout=TIMING.service_read_timeout,
             retries={"total_max_attempts": 1, "mode": "standard"},
             user_agent_extra="sir-membership",
         ),
@@ -120,8 +121,8 @@ with _collector_paused():
         boto3_client=boto3.client(
             "dynamodb",
             config=Config(
-                connect_timeout=2,
-                read_timeout=5,
+                connect_timeout=TIMING.table_connect_timeout,
+                read_timeout=TIMING.table_read_timeout,
                 retries={"total_max_attempts": 3, "mode": "standard"},
             ),
         ),

@@ -34,16 +34,17 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .response import Answer
+from .timing import TIMING
 
 #: The event key that marks a continuation (never sent by CloudFormation).
 MARKER = "SirMembershipContinuation"
 #: CloudFormation's default and largest ServiceTimeout for a custom resource.
 DEFAULT_SERVICE_TIMEOUT = 3600
 #: Seconds before ServiceTimeout by which the last answer is sent.
-ANSWER_MARGIN = 10.0
+ANSWER_MARGIN = TIMING.answer_margin
 #: Seconds a new invocation needs, at least, to be worth starting: a cold
 #: start, a read, one call that may take its whole timeout, and the answer.
-CONTINUE_MIN = 30.0
+CONTINUE_MIN = TIMING.continue_min
 #: Longest chain of invocations for one request (a runaway guard: a chain
 #: this long has spent far more than an hour of invocations).
 MAX_INVOCATIONS = 1000

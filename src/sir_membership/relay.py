@@ -29,11 +29,12 @@ from .errors import (
 from .request import Request
 from .response import Answer
 from .shell import Shell
+from .timing import TIMING
 
 logger = logging.getLogger(__name__)
 
 #: Seconds a continuation keeps, after waiting for the service's Retry-After, to work.
-WAIT_RESERVE = 30.0
+WAIT_RESERVE = TIMING.wait_reserve
 
 
 class Relay:

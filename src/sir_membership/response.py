@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .timing import TIMING
+
 logger = logging.getLogger(__name__)
 
 SUCCESS: Literal["SUCCESS"] = "SUCCESS"
@@ -113,7 +115,7 @@ def contract_problems(event: Mapping[str, Any], body: Mapping[str, Any]) -> list
 class DeliveryPolicy:
     """How the PUT is retried. Times in seconds."""
 
-    attempt_timeout: float = 10.0
+    attempt_timeout: float = TIMING.put_attempt_timeout
     attempts: int = 6
     base_delay: float = 0.5
     max_delay: float = 4.0

@@ -27,11 +27,12 @@ from .request import Decision, Request
 from .response import Answer
 from .service import MembershipService
 from .shell import Shell
+from .timing import TIMING
 
 logger = logging.getLogger(__name__)
 
 #: Seconds a request keeps, after waiting (for the lease, or for reads), to make a call.
-WORK_RESERVE = 20.0
+WORK_RESERVE = TIMING.work_reserve
 
 
 def read_settled(

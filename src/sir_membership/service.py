@@ -56,6 +56,7 @@ from .errors import (
 from .membership import MembershipState, state_from_api
 from .plan import Plan, UpdateRequest, apply_request, changed_by
 from .tags import TagCall, TagPlan
+from .timing import TIMING
 from .unknown_outcome import proves_applied, with_unknown
 
 logger = logging.getLogger(__name__)
@@ -76,9 +77,9 @@ class RetryPolicy:
     max_delay: float = 8.0
     max_attempts: int = 12
     #: Longest a single call can take (the client's connect + read timeouts).
-    call_timeout: float = 13.0
+    call_timeout: float = TIMING.call_timeout
     #: Time kept at the end of the invocation to answer CloudFormation.
-    answer_reserve: float = 6.0
+    answer_reserve: float = TIMING.answer_reserve
 
 
 @dataclass(frozen=True)

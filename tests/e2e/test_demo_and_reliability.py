@@ -83,10 +83,12 @@ def test_reliability_table_from_a_small_run(services: LocalServices, pool: Worke
     _no_secret_in(text, secrets | {value for person in PEOPLE for value in person})
 
 
-def _result(name: str, problems: tuple[str, ...], known_issue: str = "") -> ScenarioResult:
+def _result(
+    name: str, problems: tuple[str, ...], known_issue: str = "", reliability_only: str = ""
+) -> ScenarioResult:
     return ScenarioResult(
         name, "faults", "a | b", "x1 fault", "CREATE_COMPLETE", 1, 2, not problems, True,
-        problems, 0.5, 0.25, known_issue,
+        problems, 0.5, 0.25, known_issue, reliability_only,
     )  # fmt: skip
 
 
@@ -96,6 +98,7 @@ def test_report_sections_for_failures_and_known_issues() -> None:
         _result("broken", ("calls were [] | wrong",)),
         _result("known-open", ("A: OUs differ",), known_issue="the rollback misses it"),
         _result("known-fixed", (), known_issue="was broken"),
+        _result("slow", (), reliability_only="30 s of waits | fine"),
     ]
     text = render(results, [], Measurement.here(2.0, "pytest"), {"fine"})
     assert "a \\| b" in text  # pipes escaped inside cells
@@ -103,6 +106,9 @@ def test_report_sections_for_failures_and_known_issues() -> None:
     assert "calls were [] \\| wrong" in text
     assert "- `known-open` (still reproduced): the rollback misses it" in text
     assert "- `known-fixed` (not reproduced in this run): was broken" in text
-    assert "4 scenarios: 2 with every check held, 2 with problems (1 of them known issues)" in text
+    assert "## Not in `make test`" in text
+    assert "- `slow`: 30 s of waits \\| fine" in text
+    assert "- `fine`:" not in text
+    assert "5 scenarios: 3 with every check held, 2 with problems (1 of them known issues)" in text
     assert "1 known issue(s) not reproduced" in text
     assert "## Bad input" not in text

@@ -4,10 +4,15 @@ Each one asserts the stack statuses, the membership's final state, the exact
 security-ir calls, answers within the contract and before the deadline, and
 function logs free of names, emails, job titles, membership names and the
 ResponseURL's query. Scenarios with a ``known_issue`` state the intended
-behaviour and are expected to fail until the handler is fixed.
+behaviour and are expected to fail until the handler is fixed. Scenarios
+that wait real seconds by design (``reliability_only``, with the reason) run
+in ``make reliability`` only; the reason names the faster scenario or test
+that plays the same behaviour here.
 """
 
 from __future__ import annotations
+
+import re
 
 import pytest
 from sirlocal.driver import WorkerPool
@@ -20,6 +25,8 @@ pytestmark = pytest.mark.e2e
 def _params() -> list[object]:
     params: list[object] = []
     for scenario in SCENARIOS:
+        if scenario.reliability_only:
+            continue
         marks = []
         if scenario.known_issue:
             marks.append(pytest.mark.xfail(strict=True, reason=scenario.known_issue))
@@ -70,3 +77,17 @@ def test_every_case_of_the_change_journal_issue_has_a_scenario() -> None:
     }
     assert issue_8 <= names
     assert not [s.name for s in SCENARIOS if s.name in issue_8 and s.known_issue]
+
+
+def test_scenarios_left_to_make_reliability_name_what_plays_them_here() -> None:
+    """Each reason names a scenario that runs here (or a test file); every group keeps
+    scenarios here, and most of them stay."""
+    here = {s.name for s in SCENARIOS if not s.reliability_only}
+    moved = {s.name: s.reliability_only for s in SCENARIOS if s.reliability_only}
+    assert moved, "no scenario is left to make reliability"
+    for name, reason in moved.items():
+        named = set(re.findall(r"[a-z0-9]+(?:-[a-z0-9]+)+", reason)) & (here | set(moved))
+        assert named & here or "tests/" in reason, f"{name}: the reason names nothing run here"
+        assert not named & set(moved), f"{name}: the reason names a scenario not run here"
+    assert {s.group for s in SCENARIOS} == {s.group for s in SCENARIOS if s.name in here}
+    assert len(here) >= 0.85 * len(SCENARIOS)
