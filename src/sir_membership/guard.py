@@ -168,6 +168,11 @@ def response_origin(url: object) -> str | None:
     return f"{scheme}://{shown}:{port}"
 
 
+def is_function_arn(value: object) -> bool:
+    """Whether ``value`` is a Lambda function ARN (an alias or version counts): a ServiceToken."""
+    return isinstance(value, str) and _FUNCTION_ARN.fullmatch(value) is not None
+
+
 def url_allowed(url: object, patterns: tuple[str, ...]) -> bool:
     """Whether ``url``'s origin matches one of the (fnmatch-style) ``patterns``."""
     origin = response_origin(url)
