@@ -712,3 +712,16 @@ def test_the_table_retention_stated_is_the_codes() -> None:
 def test_build_output_is_ignored() -> None:
     ignored = (ROOT / ".gitignore").read_text(encoding="utf-8").split()
     assert {"build/", "dist/", "*.egg-info/", ".aws-sam/"} <= set(ignored)
+
+
+def test_one_service_timeout_rule_everywhere() -> None:
+    """README states the rule once; its snippet, its table and the examples follow it."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert readme.count("the one rule: declare `ServiceTimeout: 3600`") == 1
+    declared = re.findall(r"ServiceTimeout: (\d+)", readme)
+    assert set(declared) == {str(CFN_MAX_SERVICE_TIMEOUT)}
+    (row,) = [line for line in readme.splitlines() if line.startswith("| `ServiceToken`, `Servi")]
+    assert "ignored" not in row
+    for path in (EXAMPLE, NESTED):
+        resource = load_cfn(path)["Resources"]["Membership"]["Properties"]
+        assert resource["ServiceTimeout"] == CFN_MAX_SERVICE_TIMEOUT, path.name
