@@ -31,7 +31,7 @@ PYTEST_WORKERS ?= 4
 PYTEST_PARALLEL := $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist worksteal,-p no:xdist)
 CHECKS := lint typecheck cfn-lint sam-validate checkov workflow-lint artifact unit
 
-.PHONY: test checks setup lint typecheck cfn-lint sam-validate checkov workflow-lint artifact unit stateful demo reliability bench clean
+.PHONY: test checks setup lint typecheck cfn-lint sam-validate checkov workflow-lint artifact unit stateful demo reliability bench iam-tables clean
 
 $(BIN)/.installed: requirements-dev.txt src/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -108,6 +108,11 @@ reliability: $(BIN)/.installed
 # Benchmarks; writes bench/results.md and bench/results.json.
 bench: $(BIN)/.installed $(TBIN)/.installed
 	PYTHONPATH=src:local $(BIN)/python bench/run.py --sam $(TBIN)/sam
+
+# The IAM action tables of docs/security.md and README.md, from template.yaml
+# (tests/test_iam_tables.py fails while they differ).
+iam-tables: $(BIN)/.installed
+	$(BIN)/python scripts/iam_tables.py --write
 
 clean:
 	rm -rf $(VENV) $(TOOLS) $(SCAN) .aws-sam .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -262,8 +262,10 @@ def test_a_stack_outside_allowed_stack_names_fails_before_any_call(
     assert body["Status"] == "FAILED"
     assert body["Reason"] == (
         "Stack team-sandbox may not use this provider: its name matches none of the provider "
-        "stack's AllowedStackNames (sir-membership-*,security-baseline); add a pattern that "
-        "matches it (e.g. team-sandbox) to AllowedStackNames, or use a provider that serves it"
+        "stack's AllowedStackNames (sir-membership-*,security-baseline); update the provider "
+        "stack with a pattern that matches it (e.g. "
+        "AllowedStackNames=sir-membership-*,security-baseline,team-sandbox), deploy this stack "
+        "under a name that matches, or use a provider that serves it"
     )
     assert body["PhysicalResourceId"] == f"Membership-failed-{sent['RequestId']}"
     assert no_record_written(dynamodb)

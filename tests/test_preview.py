@@ -774,9 +774,9 @@ def test_a_change_of_several_calls_says_it_may_take_minutes_and_names_service_ti
     for new, expected in (
         (
             props(OrganizationalUnits=[ou(i) for i in range(1, 22)]),
-            "4 UpdateMembership calls: the service may take minutes per call while accounts "
-            "propagate; the function continues in new invocations until the resource's "
-            "ServiceTimeout of 600 s (declared)",
+            "4 UpdateMembership calls within the resource's ServiceTimeout of 600 s (declared): "
+            "the service may take minutes per call while accounts propagate; the function "
+            "continues in new invocations until then",
         ),
         (
             {
@@ -784,11 +784,21 @@ def test_a_change_of_several_calls_says_it_may_take_minutes_and_names_service_ti
                 for k, v in props(OrganizationalUnits=[ou(i) for i in range(1, 12)]).items()
                 if k != "ServiceTimeout"
             },
-            "2 UpdateMembership calls: the service may take minutes per call while accounts "
-            "propagate; the function continues in new invocations until the resource's "
-            "ServiceTimeout of 3600 s (the default: none declared)",
+            "2 UpdateMembership calls within the resource's ServiceTimeout of 3600 s (the "
+            "default: none declared): the service may take minutes per call while accounts "
+            "propagate; the function continues in new invocations until then",
         ),
-        (props(OrganizationalUnits=[ou(1), ou(2)]), None),
+        (
+            props(OrganizationalUnits=[ou(1), ou(2)]),
+            "1 UpdateMembership call within the resource's ServiceTimeout of 600 s (declared)",
+        ),
+        (
+            props(OrganizationalUnits=[ou(1), ou(2)], ServiceTimeout="300"),
+            "1 UpdateMembership call within the resource's ServiceTimeout of 300 s (declared); "
+            "below 600 s a Lambda retry of the function may still run after CloudFormation "
+            "stopped waiting: declare 3600",
+        ),
+        (old, None),
     ):
         request = Request("Update", STACK_ID, "r", "Membership", MEMBERSHIP_ID, new, old)
         decision = decide(request)

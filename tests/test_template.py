@@ -183,13 +183,19 @@ def test_async_retries_are_a_bounded_backstop(
 
 def test_only_one_iam_principal_and_no_managed_policies(resources: dict[str, Any]) -> None:
     iam = {k: v["Type"] for k, v in resources.items() if v["Type"].startswith("AWS::IAM::")}
-    # The role, and the one policy that names the function (it cannot be inline: a cycle).
-    assert iam == {ROLE: "AWS::IAM::Role", "InvokeItselfPolicy": "AWS::IAM::RolePolicy"}
+    # The role, the one policy that names the function (it cannot be inline: a
+    # cycle), and the key's policy, which exists only with KmsKeyArn.
+    assert iam == {
+        ROLE: "AWS::IAM::Role",
+        "InvokeItselfPolicy": "AWS::IAM::RolePolicy",
+        "TableKeyPolicy": "AWS::IAM::RolePolicy",
+    }
     assert resources["InvokeItselfPolicy"]["Properties"]["RoleName"] == {"Ref": ROLE}
+    assert resources["TableKeyPolicy"]["Properties"]["RoleName"] == {"Ref": ROLE}
+    assert resources["TableKeyPolicy"]["Condition"] == "HasKmsKey"
     role = resources[ROLE]["Properties"]
     assert "ManagedPolicyArns" not in role
     assert "RoleName" not in role  # CAPABILITY_IAM is enough
-    assert "PermissionsBoundary" not in role
     trust = role["AssumeRolePolicyDocument"]["Statement"]
     assert trust == [
         {
@@ -200,10 +206,14 @@ def test_only_one_iam_principal_and_no_managed_policies(resources: dict[str, Any
     ]
 
 
+KEY_ACTIONS = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"]
+
+
 def test_exact_set_of_actions(statements: list[dict[str, Any]]) -> None:
     actions = sorted(a for s in statements for a in _as_list(s["Action"]))
     assert actions == sorted(
         [
+            *KEY_ACTIONS,  # only with KmsKeyArn (test_the_key_is_used_only_through_dynamodb)
             "security-ir:GetMembership",
             "security-ir:UpdateMembership",
             "security-ir:ListTagsForResource",
@@ -274,6 +284,20 @@ def test_stack_status_readable_on_this_accounts_stacks_in_this_region(
     assert _as_list(s["Action"]) == ["cloudformation:DescribeStacks"]
     assert s["Resource"] == {
         "Fn::Sub": "arn:${AWS::Partition}:cloudformation:${AWS::Region}:${AWS::AccountId}:stack/*"
+    }
+
+
+def test_the_key_is_used_only_through_dynamodb(
+    statements: list[dict[str, Any]], template: dict[str, Any]
+) -> None:
+    s = _statement_for(statements, "kms:")
+    assert _as_list(s["Action"]) == KEY_ACTIONS
+    assert s["Resource"] == {"Ref": "KmsKeyArn"}
+    assert s["Condition"] == {
+        "StringEquals": {"kms:ViaService": {"Fn::Sub": "dynamodb.${AWS::Region}.${AWS::URLSuffix}"}}
+    }
+    assert template["Conditions"]["HasKmsKey"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "KmsKeyArn"}, ""]}]
     }
 
 
@@ -408,7 +432,7 @@ def test_example_declares_the_resource_safely(example: dict[str, Any]) -> None:
     assert resource["DeletionPolicy"] == "RetainExceptOnCreate"
     assert resource["UpdateReplacePolicy"] == "Retain"
     props = resource["Properties"]
-    assert props["ServiceTimeout"] == 600
+    assert props["ServiceTimeout"] == CFN_MAX_SERVICE_TIMEOUT  # README, "ServiceTimeout"
     assert props["ServiceTimeout"] <= CFN_MAX_SERVICE_TIMEOUT
     assert props["ServiceToken"] == {
         "Fn::ImportValue": {"Fn::Sub": "${ProviderStackName}-ServiceToken"}
@@ -449,11 +473,17 @@ def _accepted_by(param: dict[str, Any], value: str) -> bool:
     return len(value) >= param.get("MinLength", 0)
 
 
+RECOMMENDED_PATTERN = "security-ir-*"
+
+
 def test_allowed_stack_names_parameter(template: dict[str, Any]) -> None:
     param = template["Parameters"]["AllowedStackNames"]
     assert param["Type"] == "String"
-    assert param["Default"] == "*"
-    for ok in ("*", "security-*", "sir-membership-*, security-baseline", "prod-?[0-9]"):
+    # No default: a new provider stack names its consumers; an update keeps the value.
+    assert "Default" not in param
+    assert RECOMMENDED_PATTERN in param["Description"]
+    assert RECOMMENDED_PATTERN in param["ConstraintDescription"]
+    for ok in (RECOMMENDED_PATTERN, "*", "sir-membership-*, security-baseline", "prod-?[0-9]"):
         assert _accepted_by(param, ok), ok
     for bad in ("", "a,,b", ",a", "a b", "arn:aws:x"):
         assert not _accepted_by(param, bad), bad
@@ -468,16 +498,25 @@ def test_template_values_of_allowed_stack_names_mean_the_same_to_the_function(
 
     policy = Policy.from_environ({"ALLOWED_STACK_NAMES": "sir-membership-*, security-baseline"})
     assert policy.stack_patterns == ("sir-membership-*", "security-baseline")
-    default = template["Parameters"]["AllowedStackNames"]["Default"]
-    assert Policy.from_environ({"ALLOWED_STACK_NAMES": default}) == Policy()
+    assert Policy.from_environ({"ALLOWED_STACK_NAMES": RECOMMENDED_PATTERN}).stack_patterns == (
+        RECOMMENDED_PATTERN,
+    )
+    assert "Default" not in template["Parameters"]["AllowedStackNames"]
 
 
 def test_samconfig_parameter_overrides_name_every_parameter(template: dict[str, Any]) -> None:
-    """The documented overrides (what --guided saves) are the template's parameters, valid."""
+    """The documented overrides (what --guided saves) are the template's parameters, valid.
+
+    Commented out: an active line would reset an existing provider's
+    AllowedStackNames on every `sam deploy`, instead of keeping its value.
+    """
     text = SAMCONFIG.read_text(encoding="utf-8")
-    (line,) = re.findall(r'^#?\s*parameter_overrides = "([^"]*)"$', text, flags=re.M)
+    (line,) = re.findall(r'^#\s*parameter_overrides = "([^"]*)"$', text, flags=re.M)
+    assert not re.search(r"^\s*parameter_overrides", text, flags=re.M)
     overrides = dict(pair.split("=", 1) for pair in line.split())
-    assert set(overrides) == set(template["Parameters"])
+    optional = {k for k, v in template["Parameters"].items() if "Default" in v}
+    assert set(template["Parameters"]) - optional <= set(overrides) <= set(template["Parameters"])
+    assert overrides["AllowedStackNames"] == RECOMMENDED_PATTERN
     for key, value in overrides.items():
         assert _accepted_by(template["Parameters"][key], value), key
     assert "AllowedStackNames" in text.split("parameter_overrides")[0]
@@ -519,3 +558,184 @@ def test_every_threat_in_the_threat_model_names_tests_that_exist() -> None:
         for path, name in refs:
             source = (ROOT / "tests" / path).read_text(encoding="utf-8")
             assert f"def {name}(" in source, f"{path}::{name} does not exist"
+
+
+# --- organization guardrails, one naming pattern, what the table holds --------------
+
+NESTED = ROOT / "examples" / "nested-provider.yaml"
+WORKFLOW = ROOT / "examples" / "ci" / "github-actions.yml"
+#: Resource types that store data at rest, and the property that takes a KMS key.
+KMS_PROPERTIES = {
+    "AWS::DynamoDB::Table": ("SSESpecification", "KMSMasterKeyId"),
+    "AWS::Logs::LogGroup": ("KmsKeyId",),
+    "AWS::SQS::Queue": ("KmsMasterKeyId",),
+    "AWS::SNS::Topic": ("KmsMasterKeyId",),
+    "AWS::S3::Bucket": ("BucketEncryption",),
+    "AWS::StepFunctions::StateMachine": ("EncryptionConfiguration", "KmsKeyId"),
+}
+
+
+def test_every_role_takes_the_permissions_boundary(
+    resources: dict[str, Any], template: dict[str, Any]
+) -> None:
+    """Every role the stack creates, or SAM creates for it, carries the optional boundary."""
+    boundary = {"Fn::If": ["HasPermissionsBoundary", {"Ref": "PermissionsBoundaryArn"}, NO_VALUE]}
+    roles = [r for r in resources.values() if r["Type"] == "AWS::IAM::Role"]
+    assert roles
+    for role in roles:
+        assert role["Properties"]["PermissionsBoundary"] == boundary
+    sam_roles = [
+        r
+        for r in resources.values()
+        if r["Type"] in ("AWS::Serverless::Function", "AWS::Serverless::StateMachine")
+        and "Role" not in r["Properties"]
+    ]
+    for made in sam_roles:
+        assert made["Properties"]["PermissionsBoundary"] == boundary
+    assert template["Conditions"]["HasPermissionsBoundary"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "PermissionsBoundaryArn"}, ""]}]
+    }
+    param = template["Parameters"]["PermissionsBoundaryArn"]
+    assert param["Default"] == ""
+    assert _accepted_by(param, "arn:aws:iam::123456789012:policy/org/security-boundary")
+    assert not _accepted_by(param, "security-boundary")
+
+
+NO_VALUE = {"Ref": "AWS::NoValue"}
+
+
+def test_everything_stored_takes_the_kms_key(
+    resources: dict[str, Any], template: dict[str, Any]
+) -> None:
+    """The table, the log group and anything storing data added later use KmsKeyArn when set."""
+    stores = {k: v for k, v in resources.items() if v["Type"] in KMS_PROPERTIES}
+    assert set(stores) >= {TABLE, LOG_GROUP}
+    for name, store in stores.items():
+        value: Any = store["Properties"]
+        for key in KMS_PROPERTIES[store["Type"]]:
+            value = value[key]
+        assert value == {"Fn::If": ["HasKmsKey", {"Ref": "KmsKeyArn"}, NO_VALUE]}, name
+    sse = resources[TABLE]["Properties"]["SSESpecification"]
+    assert sse["SSEEnabled"] == {"Fn::If": ["HasKmsKey", True, False]}
+    assert sse["SSEType"] == {"Fn::If": ["HasKmsKey", "KMS", NO_VALUE]}
+    param = template["Parameters"]["KmsKeyArn"]
+    assert param["Default"] == ""
+    for ok in (
+        "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        "arn:aws-us-gov:kms:us-gov-west-1:123456789012:key/mrk-1234abcd12ab34cd56ef1234567890ab",
+    ):
+        assert _accepted_by(param, ok), ok
+    assert not _accepted_by(param, "alias/my-key")
+
+
+def test_every_parameter_is_described_for_the_console_and_grouped(template: dict[str, Any]) -> None:
+    interface = template["Metadata"]["AWS::CloudFormation::Interface"]
+    grouped = [p for g in interface["ParameterGroups"] for p in g["Parameters"]]
+    assert sorted(grouped) == sorted(template["Parameters"])
+    for name, param in template["Parameters"].items():
+        assert len(param["Description"]) >= 30, name
+        assert interface["ParameterLabels"][name]["default"], name
+        if "AllowedPattern" in param:
+            assert param.get("ConstraintDescription"), name
+
+
+def _stack_names_in_examples() -> dict[str, str]:
+    """Every consumer stack name the examples, the CI workflow and the docs deploy."""
+    workflow = yaml.safe_load(WORKFLOW.read_text(encoding="utf-8"))
+    names = {"examples/ci/github-actions.yml": workflow["env"]["STACK_NAME"]}
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for i, name in enumerate(re.findall(r"--stack-name ([A-Za-z][-A-Za-z0-9]*)", readme)):
+        names[f"README.md #{i}"] = name
+    return names
+
+
+def test_one_naming_pattern_everywhere(template: dict[str, Any]) -> None:
+    """The examples, the workflow, samconfig and the docs recommend security-ir-* only."""
+    from fnmatch import fnmatchcase  # noqa: PLC0415
+
+    provider = "sir-membership-provider"
+    for where, name in _stack_names_in_examples().items():
+        assert name == provider or fnmatchcase(name, RECOMMENDED_PATTERN), (where, name)
+    others = re.compile(r"security-\*|sir-membership-\*|security-baseline")
+    for path in (
+        TEMPLATE,
+        SAMCONFIG,
+        EXAMPLE,
+        NESTED,
+        WORKFLOW,
+        ROOT / "README.md",
+        ROOT / "docs" / "security.md",
+        ROOT / "docs" / "upgrade.md",
+    ):
+        text = path.read_text(encoding="utf-8")
+        assert not others.search(text), f"{path.name}: {others.search(text)}"
+    for path in (TEMPLATE, SAMCONFIG, EXAMPLE, ROOT / "README.md", ROOT / "docs" / "security.md"):
+        assert RECOMMENDED_PATTERN in path.read_text(encoding="utf-8"), path.name
+
+
+def test_the_nested_provider_serves_only_the_stack_that_nests_it() -> None:
+    nested = load_cfn(NESTED)
+    parameters = nested["Resources"]["Provider"]["Properties"]["Parameters"]
+    assert parameters["AllowedStackNames"] == {"Ref": "AWS::StackName"}
+    provider_params = load_cfn(TEMPLATE)["Parameters"]
+    assert set(parameters) <= set(provider_params)
+    required = {k for k, v in provider_params.items() if "Default" not in v}
+    assert required <= set(parameters)
+    membership = nested["Resources"]["Membership"]["Properties"]
+    assert membership["ServiceTimeout"] == CFN_MAX_SERVICE_TIMEOUT
+
+
+def test_the_table_retention_stated_is_the_codes() -> None:
+    """docs/security.md's "What the table holds" quotes the code's TTLs, once."""
+    from sir_membership import journal_store  # noqa: PLC0415
+    from sir_membership.app import RECORD_TTL_SECONDS  # noqa: PLC0415
+
+    security = (ROOT / "docs" / "security.md").read_text(encoding="utf-8")
+    section = security.split("## What the table holds", 1)[1].split("\n## ", 1)[0]
+    rows = {
+        row.split("|")[1].strip(): row.split("|")[3].strip()
+        for row in section.splitlines()
+        if row.startswith("| ") and not row.startswith("| Item")
+    }
+    kept = {key.split("`")[1] if "`" in key else key: value for key, value in rows.items()}
+
+    def hours(seconds: int) -> str:
+        return f"{seconds // 3600} hour" + ("s" if seconds != 3600 else "")
+
+    assert kept["journal#<StackId>#<LogicalResourceId>"].startswith(
+        f"{journal_store.JOURNAL_TTL_SECONDS // 86400} days"
+    )
+    assert kept["handoff#<StackId>#<RequestId>"] == hours(journal_store.HANDOFF_TTL_SECONDS)
+    assert kept["lease#<MembershipId>"].startswith(hours(journal_store.LEASE_TTL_SECONDS))
+    idempotency = next(v for k, v in rows.items() if k.startswith("Powertools"))
+    assert idempotency == hours(RECORD_TTL_SECONDS)
+    # The names, emails and job titles the journal holds are said, not hidden.
+    assert "names, emails, job titles" in section
+    # Stated once: the README and the template's reasons point here, or agree.
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "docs/security.md#what-the-table-holds" in readme
+    assert "journal#" not in readme
+    for match in SUPPRESSION.finditer(TEMPLATE.read_text(encoding="utf-8")):
+        reason = match["reason"] or ""
+        assert "no sensitive value" not in reason
+        assert "7 days" not in reason
+        if "days" in reason:
+            assert f"{journal_store.JOURNAL_TTL_SECONDS // 86400} days" in reason
+
+
+def test_build_output_is_ignored() -> None:
+    ignored = (ROOT / ".gitignore").read_text(encoding="utf-8").split()
+    assert {"build/", "dist/", "*.egg-info/", ".aws-sam/"} <= set(ignored)
+
+
+def test_one_service_timeout_rule_everywhere() -> None:
+    """README states the rule once; its snippet, its table and the examples follow it."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert readme.count("the one rule: declare `ServiceTimeout: 3600`") == 1
+    declared = re.findall(r"ServiceTimeout: (\d+)", readme)
+    assert set(declared) == {str(CFN_MAX_SERVICE_TIMEOUT)}
+    (row,) = [line for line in readme.splitlines() if line.startswith("| `ServiceToken`, `Servi")]
+    assert "ignored" not in row
+    for path in (EXAMPLE, NESTED):
+        resource = load_cfn(path)["Resources"]["Membership"]["Properties"]
+        assert resource["ServiceTimeout"] == CFN_MAX_SERVICE_TIMEOUT, path.name

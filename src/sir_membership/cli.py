@@ -14,6 +14,7 @@ found; 1 an error, or the function would fail.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import sys
 from collections.abc import Sequence
@@ -31,6 +32,7 @@ from .commands import (
     default_clients,
     one_line,
     run_drift,
+    run_drift_offline,
     run_plan,
 )
 from .commands.aws import cloudformation_client as _cloudformation
@@ -66,7 +68,8 @@ class _Parser(argparse.ArgumentParser):
         raise CliError(f"{message} (see {self.prog} --help)")
 
 
-def _parser() -> _Parser:
+def _parser(*, strict: bool = True) -> _Parser:
+    """The arguments; ``strict=False`` requires nothing, to find unknown ones first."""
     parser = _Parser(
         prog=PROG,
         description="Preview what a CloudFormation change set will do to a Security Incident "
@@ -74,7 +77,7 @@ def _parser() -> _Parser:
         "planned or drift found; 1: error, or the function would fail.",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=strict)
     plan = commands.add_parser(
         "plan",
         help="preview a change set's UpdateMembership calls",
@@ -84,7 +87,7 @@ def _parser() -> _Parser:
         "describe-change-set --include-property-values) and optional --state-file(s) (the JSON of "
         "aws security-ir get-membership).",
     )
-    source = plan.add_mutually_exclusive_group(required=True)
+    source = plan.add_mutually_exclusive_group(required=strict)
     source.add_argument("--change-set-name", help="change set name or ARN")
     source.add_argument("--change-set-file", help="saved DescribeChangeSet JSON (page or list)")
     plan.add_argument(
@@ -97,6 +100,12 @@ def _parser() -> _Parser:
         help="saved GetMembership JSON (object or list); repeatable; offline only",
     )
     plan.add_argument(
+        "--allowed-stack-names",
+        metavar="GLOBS",
+        help="the provider stack's AllowedStackNames, to check the stack as the function will "
+        "(online the default is to read it from the provider function's configuration)",
+    )
+    plan.add_argument(
         "--service-token",
         help="also preview custom resources with this ServiceToken (those sharing one with a "
         f"{RESOURCE_TYPE} are previewed anyway)",
@@ -106,12 +115,21 @@ def _parser() -> _Parser:
         "drift",
         help="compare deployed declarations with the live memberships",
         description="Compare each deployed membership resource's declared properties (template + "
-        "parameters) with GetMembership. OUs associated outside the stack are listed apart.",
+        "parameters) with GetMembership. OUs associated outside the stack are listed apart. "
+        "Online: --stack-name. Offline: --properties-file and --state-file(s) (the JSON of aws "
+        "security-ir get-membership), no AWS call.",
     )
-    drift.add_argument("--stack-name", required=True, help="stack name or id")
+    drift.add_argument("--stack-name", help="stack name or id (online)")
     drift.add_argument(
         "--properties-file",
         help="JSON properties to use instead of the template: one resource's, or by logical id",
+    )
+    drift.add_argument(
+        "--state-file",
+        action="append",
+        default=[],
+        help="saved GetMembership JSON (object or list); repeatable; offline, with "
+        "--properties-file",
     )
     _common(drift)
     _add_check_parser(commands)
@@ -138,6 +156,62 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _options(parser: argparse.ArgumentParser, command: str | None) -> list[str]:
+    """The option strings valid for ``command`` (and the program's own)."""
+    options = [o for a in parser._actions for o in a.option_strings]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            options += [o for a in action.choices[command]._actions for o in a.option_strings]
+    return options
+
+
+def _unknown(extras: Sequence[str], options: Sequence[str]) -> str:
+    """The unknown arguments, named, each with the closest valid option."""
+    flags = [e for e in extras if e.startswith("-")] or list(extras)
+    named = []
+    for flag in flags:
+        name = flag.split("=", 1)[0]
+        close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+        named.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    noun = "argument" if len(named) == 1 else "arguments"
+    return f"unknown {noun}: {', '.join(named)}"
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Unknown arguments first, so a mistyped flag is not reported as a missing required one."""
+    loose = _parser(strict=False)
+    try:
+        known, extras = loose.parse_known_args(argv)
+    except CliError:
+        extras = []  # a bad value: the strict parse below names it
+    else:
+        if extras:
+            raise CliError(
+                f"{_unknown(extras, _options(loose, known.command))} (see {PROG} --help)"
+            )
+    return _parser().parse_args(argv)
+
+
+def no_effect(args: argparse.Namespace) -> tuple[str, ...]:
+    """The flags given that do nothing in this mode, each with why (warnings, not errors)."""
+    out = []
+    offline = {"plan": "change_set_file", "drift": "state_file"}.get(args.command)
+    if offline and getattr(args, offline):
+        if args.command == "plan" and args.stack_name:
+            out.append(
+                "--stack-name has no effect with --change-set-file: the file names its stack"
+            )
+        if args.command == "drift" and args.stack_name:
+            out.append(
+                "--stack-name has no effect offline (--state-file): it only names the report"
+            )
+        if args.region:
+            out.append("--region has no effect offline: no AWS call is made")
+    if args.command == "plan" and args.logical_id and args.service_token:
+        out.append("--service-token has no effect with --logical-id, which picks the resource")
+    return tuple(out)
+
+
 def _run(args: argparse.Namespace, clients: Clients) -> PlanReport | DriftReport:
     if args.command == "plan":
         return run_plan(
@@ -149,6 +223,20 @@ def _run(args: argparse.Namespace, clients: Clients) -> PlanReport | DriftReport
             logical_id=args.logical_id,
             service_token=args.service_token,
             region=args.region,
+            allowed_stack_names=args.allowed_stack_names,
+        )
+    if args.state_file:
+        if not args.properties_file:
+            raise CliError("drift offline (--state-file) needs --properties-file too")
+        return run_drift_offline(
+            properties_file=args.properties_file,
+            state_files=args.state_file,
+            logical_id=args.logical_id,
+            stack_name=args.stack_name,
+        )
+    if not args.stack_name:
+        raise CliError(
+            "drift needs --stack-name (online), or --properties-file and --state-file (offline)"
         )
     return run_drift(
         clients,
@@ -184,16 +272,19 @@ def main(
     err = stderr if stderr is not None else sys.stderr
     try:
         try:
-            args = _parser().parse_args(argv)
+            args = _parse(argv)
         except SystemExit as done:  # --help, --version
             return int(done.code or 0)
         if args.command == "check":
             return main_check(args, clients or default_clients(), out)
+        warnings = no_effect(args)
         report = _run(args, clients or default_clients())
         text = _render(report, args.format, bool(args.show_sensitive))
     except (CliError, PreviewError, BotoCoreError, ClientError) as error:
         err.write(f"{PROG}: error: {one_line(error)}\n")
         return EXIT_ERROR
+    for warning in (*warnings, *getattr(report, "warnings", ())):
+        err.write(f"{PROG}: warning: {warning}\n")
     out.write(text + "\n")
     for failure in report.failures:
         err.write(f"{PROG}: {failure}\n")

@@ -206,6 +206,11 @@ def response_origin(url: object) -> str | None:
     return f"{scheme}://{shown}:{port}"
 
 
+def is_function_arn(value: object) -> bool:
+    """Whether ``value`` is a Lambda function ARN (an alias or version counts): a ServiceToken."""
+    return isinstance(value, str) and _FUNCTION_ARN.fullmatch(value) is not None
+
+
 def url_allowed(url: object, patterns: tuple[str, ...]) -> bool:
     """Whether ``url``'s origin matches one of the (fnmatch-style) ``patterns``."""
     origin = response_origin(url)
@@ -236,7 +241,7 @@ def screen(event: object, function_arn: str, policy: Policy) -> Verdict:
     problem = _shape_problem(event, echo)
     if problem is not None:
         return Refused(problem, echo)
-    refusal = _stack_refusal(echo["StackId"], function_arn, policy.stack_patterns)
+    refusal = stack_refusal(echo["StackId"], function_arn, policy.stack_patterns)
     if refusal is not None:
         return Refused(refusal, echo)
     clean = {k: event[k] for k in CLOUDFORMATION_KEYS if k in event}
@@ -297,10 +302,14 @@ def _field_problems(event: Mapping[str, Any], echo: Mapping[str, str]) -> list[s
     return problems
 
 
-def _stack_refusal(
+def stack_refusal(
     stack_id: str, function_arn: str, patterns: tuple[str, ...]
 ) -> MembershipError | None:
-    """Why the stack is not served (account/region rule, then AllowedStackNames); None if it is."""
+    """Why the stack is not served (account/region rule, then AllowedStackNames); None if it is.
+
+    Public because ``sir-membership plan`` applies the same check before a
+    deploy, so a preview fails exactly as the function will.
+    """
     stack = _STACK_ARN.fullmatch(stack_id)
     own = _FUNCTION_ARN.fullmatch(function_arn)
     if stack is None:  # _shape_problem has already refused it
@@ -321,9 +330,11 @@ def _stack_refusal(
     name = stack["name"]
     if not any(fnmatchcase(name, p) for p in patterns):
         allowed = ",".join(patterns) or "(empty)"
+        widened = ",".join([*patterns, name])
         return RequestNotAllowed(
             f"Stack {name} may not use this provider: its name matches none of the provider "
-            f"stack's AllowedStackNames ({allowed}); add a pattern that matches it (e.g. "
-            f"{name}) to AllowedStackNames, or use a provider that serves it"
+            f"stack's AllowedStackNames ({allowed}); update the provider stack with a pattern "
+            f"that matches it (e.g. AllowedStackNames={widened}), deploy this stack under a "
+            "name that matches, or use a provider that serves it"
         )
     return None

@@ -50,6 +50,8 @@ logger = logging.getLogger(__name__)
 JOURNAL_TTL_SECONDS = 14 * 24 * 3600
 #: Longer than CloudFormation's longest wait (an hour) for the request's answer.
 HANDOFF_TTL_SECONDS = 2 * 3600
+#: A lease item outlives its holder's deadline by this much (it lapses at the deadline).
+LEASE_TTL_SECONDS = 3600
 
 
 def holder_name(holder: str) -> str:
@@ -321,7 +323,7 @@ class JournalStore:
             "id": {"S": f"lease#{membership_id}"},
             "holder": {"S": holder},
             "until": {"N": f"{until:.3f}"},
-            "expiration": {"N": str(int(until) + 3600)},
+            "expiration": {"N": str(int(until) + LEASE_TTL_SECONDS)},
         }
         condition = {
             "ConditionExpression": "attribute_not_exists(id) OR #u < :now OR holder = :me",

@@ -15,7 +15,7 @@ from .aws import (
     default_clients,
     one_line,
 )
-from .drift import DriftReport, run_drift
+from .drift import DriftReport, run_drift, run_drift_offline
 from .plan import PlanReport, run_plan
 
 __all__ = [
@@ -29,5 +29,6 @@ __all__ = [
     "default_clients",
     "one_line",
     "run_drift",
+    "run_drift_offline",
     "run_plan",
 ]

@@ -22,6 +22,7 @@ from ..service import MembershipService
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudformation import CloudFormationClient
+    from mypy_boto3_lambda import LambdaClient
     from mypy_boto3_security_ir import SecurityIncidentResponseClient
 
 #: Seconds the reads may take, retries included (MembershipService's deadline).
@@ -44,10 +45,15 @@ class CliError(Exception):
 
 @dataclass(frozen=True)
 class Clients:
-    """Where the AWS clients come from (a region or None), so tests hand in stubbed ones."""
+    """Where the AWS clients come from (a region or None), so tests hand in stubbed ones.
+
+    ``lambda_`` reads the provider function's configuration (its
+    AllowedStackNames); None means it is not read, and ``plan`` says so.
+    """
 
     cloudformation: Callable[[str | None], CloudFormationClient]
     security_ir: Callable[[str | None], SecurityIncidentResponseClient]
+    lambda_: Callable[[str | None], LambdaClient] | None = None
 
 
 def cloudformation_client(region: str | None) -> CloudFormationClient:
@@ -60,9 +66,41 @@ def security_ir_client(region: str | None) -> SecurityIncidentResponseClient:
     return boto3.client("security-ir", region_name=region, config=FUNCTION_CONFIG)
 
 
+def lambda_client(region: str | None) -> LambdaClient:
+    """A Lambda client with a few retries (GetFunctionConfiguration only)."""
+    return boto3.client("lambda", region_name=region, config=CLOUDFORMATION_CONFIG)
+
+
 def default_clients() -> Clients:
     """Real boto3 clients: the default credential chain (AWS_PROFILE, environment, SSO...)."""
-    return Clients(cloudformation_client, security_ir_client)
+    return Clients(cloudformation_client, security_ir_client, lambda_client)
+
+
+def read_allowed_stack_names(clients: Clients, function_arn: str) -> tuple[str | None, str]:
+    """The provider function's ALLOWED_STACK_NAMES, and where it came from (or why not).
+
+    Read with GetFunctionConfiguration as the person previewing, who may not
+    be allowed to: then None and the reason, and the preview says the check
+    was not made. Only that one variable is kept.
+    """
+    if clients.lambda_ is None:
+        return None, "the provider function's configuration was not read"
+    region = function_arn.split(":")[3]
+    try:
+        config = clients.lambda_(region).get_function_configuration(FunctionName=function_arn)
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code", "?")
+        return None, (
+            f"lambda:GetFunctionConfiguration on the provider function failed ({code}); "
+            "allow it to the credentials running this preview"
+        )
+    except BotoCoreError as error:
+        return None, f"lambda:GetFunctionConfiguration failed ({type(error).__name__})"
+    variables = (config.get("Environment") or {}).get("Variables") or {}
+    value = variables.get("ALLOWED_STACK_NAMES")
+    if value is None:
+        return "*", "the function has no ALLOWED_STACK_NAMES: it serves every stack"
+    return value, "read from the function's configuration"
 
 
 def one_line(error: Exception) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -30,6 +30,7 @@ from .aws import (
     read_json,
     stack_missing,
 )
+from .plan import read_states
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ class DriftReport:
     context: StackContext
     region: str
     reports: tuple[Drift, ...]
+    #: What the reader should know (stderr), e.g. a state file no resource uses.
+    warnings: tuple[str, ...] = ()
 
     @property
     def status(self) -> str:
@@ -186,3 +189,64 @@ def run_drift(
         for r, lid in zip(chosen, logical_ids, strict=True)
     )
     return DriftReport(context, where, reports)
+
+
+#: Offline, the membership's tags are unknown: GetMembership output carries none.
+TAGS_OFFLINE = (
+    "Tags not compared: offline, the membership's tags are unknown (GetMembership output has "
+    "none); run drift online to compare them"
+)
+
+
+def run_drift_offline(
+    *,
+    properties_file: str,
+    state_files: Sequence[str],
+    logical_id: str | None = None,
+    stack_name: str | None = None,
+) -> DriftReport:
+    """Declared properties (a file) against saved GetMembership output: no AWS call.
+
+    Each resource's membership is its declared ``MembershipId``; one whose
+    state was not saved cannot be checked, and a saved state no resource
+    declares is a warning (the file may be for another stack).
+    """
+    single = logical_id or "Membership"
+    declared = read_properties(properties_file, [single])
+    if logical_id is not None:
+        declared = {k: v for k, v in declared.items() if k == logical_id}
+        if not declared:
+            raise CliError(f"properties file {properties_file} has no resource {logical_id}")
+    if not declared:
+        raise CliError(f"properties file {properties_file} holds no resource's properties")
+    states = read_states(state_files)
+    reports = []
+    for lid, properties in declared.items():
+        mid = properties.get("MembershipId")
+        if not isinstance(mid, str) or not mid:
+            reports.append(Drift(lid, "", "fail", reason="the properties declare no MembershipId"))
+            continue
+        if mid not in states:
+            reports.append(
+                Drift(
+                    lid,
+                    mid,
+                    "fail",
+                    reason=f"no saved state for membership {mid}: pass --state-file with the "
+                    f"output of aws security-ir get-membership --membership-id {mid}",
+                )
+            )
+            continue
+        drift = assess_drift(lid, mid, properties, states[mid])
+        if _declares_tags(properties):
+            drift = replace(drift, notes=(*drift.notes, TAGS_OFFLINE))
+        reports.append(drift)
+    used = {str(p.get("MembershipId")) for p in declared.values()}
+    warnings = tuple(
+        f"--state-file ({', '.join(state_files)}) holds membership {mid}, which no resource in "
+        f"{properties_file} declares: check the files are for the same stack"
+        for mid in states
+        if mid not in used
+    )
+    context = StackContext(stack_id="", stack_name=stack_name or properties_file)
+    return DriftReport(context, "offline: saved GetMembership output", tuple(reports), warnings)

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from ..guard import is_function_arn
 from ..membership import MembershipState, state_from_api
 from ..preview import (
+    OFFLINE_ASSUMED,
+    OFFLINE_EMPTY,
+    ChangeSet,
+    Lookup,
     Observed,
     Preview,
     check_ready,
@@ -18,13 +23,16 @@ from ..preview import (
     preview,
     select,
 )
-from ..preview.tag_steps import ObservedTags
+from ..preview.provider import ProviderPolicy, guard_notes, patterns_from, provider_guard
+from ..preview.selection import Selection
+from ..preview.tag_steps import ObservedTags, TagLookup
 from .aws import (
     Clients,
     CliError,
     get_membership,
     list_tags,
     membership_service,
+    read_allowed_stack_names,
     read_json,
     stack_missing,
 )
@@ -39,6 +47,8 @@ class PlanReport:
 
     preview: Preview
     source: str
+    #: Not errors, but what the reader should know (stderr): e.g. an unused state file.
+    warnings: tuple[str, ...] = ()
 
     @property
     def status(self) -> str:
@@ -105,6 +115,69 @@ def describe_change_set(
         params["NextToken"] = token
 
 
+def service_tokens(selection: Selection) -> tuple[str, ...]:
+    """The provider functions the selected resources are served by (function ARNs only)."""
+    tokens = [
+        (props or {}).get("ServiceToken")
+        for target in selection.targets
+        for props in (target.after, target.before)
+    ]
+    return tuple(dict.fromkeys(t for t in tokens if isinstance(t, str) and is_function_arn(t)))
+
+
+def provider_policies(
+    tokens: Sequence[str], given: str | None, read: Clients | None
+) -> dict[str, ProviderPolicy]:
+    """Each provider's AllowedStackNames: given, read from the function (``read``), or unknown."""
+    policies = {}
+    for token in tokens:
+        if given is not None:
+            policies[token] = ProviderPolicy(patterns_from(given), "from --allowed-stack-names")
+        elif read is None:
+            policies[token] = ProviderPolicy(None, "offline")
+        else:
+            value, source = read_allowed_stack_names(read, token)
+            patterns = patterns_from(value) if value is not None else None
+            policies[token] = ProviderPolicy(patterns, source)
+    return policies
+
+
+def unused_states(
+    paths: Sequence[str], saved: Mapping[str, MembershipState], result: Preview
+) -> tuple[str, ...]:
+    """A warning per saved membership no resource uses, and per one planned without a state.
+
+    A state file for another membership (or stack) would otherwise be
+    silently unused, and the plan would rest on an assumed state.
+    """
+    declared = {
+        str(value)
+        for resource in result.resources
+        for value in (
+            resource.target.physical_id,
+            (resource.target.after or {}).get("MembershipId"),
+            (resource.target.before or {}).get("MembershipId"),
+        )
+        if value
+    }
+    warnings = [
+        f"--state-file ({', '.join(paths)}) holds membership {mid}, which no previewed "
+        "resource uses: check the file is for this stack"
+        for mid in saved
+        if mid not in declared
+    ]
+    assumed = {
+        s.membership_id
+        for s in result.steps
+        if s.membership_id and s.source in (OFFLINE_ASSUMED, OFFLINE_EMPTY)
+    }
+    warnings += [
+        f"membership {mid} is in no --state-file: the plan assumes its state (see [state: ...])"
+        for mid in sorted(m for m in assumed if m is not None)
+    ]
+    return tuple(warnings)
+
+
 def run_plan(
     clients: Clients,
     *,
@@ -115,8 +188,14 @@ def run_plan(
     logical_id: str | None = None,
     service_token: str | None = None,
     region: str | None = None,
+    allowed_stack_names: str | None = None,
 ) -> PlanReport:
-    """Offline from a saved change set (and states), or online from CloudFormation."""
+    """Offline from a saved change set (and states), or online from CloudFormation.
+
+    Either way each request first meets the provider's guard as far as it is
+    known (``preview.provider``): online, AllowedStackNames is read from the
+    provider function unless ``allowed_stack_names`` is given.
+    """
     if change_set_file:
         change_set = load_change_set(read_json(change_set_file, "change set file"))
         check_ready(change_set)
@@ -129,7 +208,10 @@ def run_plan(
             else "no --state-file: each membership is assumed to be as the old declaration "
             "(BeforeContext) says; a membership new to the stack is assumed empty, with no OUs"
         )
-        return PlanReport(preview(change_set, selection, lookup), source)
+        policies = provider_policies(service_tokens(selection), allowed_stack_names, None)
+        result = _guarded(change_set, selection, lookup, policies)
+        warnings = unused_states(state_files, saved, result) if saved else ()
+        return PlanReport(result, source, warnings)
     if state_files:
         raise CliError("--state-file is for --change-set-file (offline) only")
     if not stack_name and not str(change_set_name).startswith("arn:"):
@@ -151,5 +233,18 @@ def run_plan(
             list_tags(service, membership_id, arn), f"ListTagsForResource in {where}"
         )
 
-    result = preview(change_set, selection, live, live_tags)
+    policies = provider_policies(service_tokens(selection), allowed_stack_names, clients)
+    result = _guarded(change_set, selection, live, policies, live_tags)
     return PlanReport(result, f"read with GetMembership in {where}")
+
+
+def _guarded(
+    change_set: ChangeSet,
+    selection: Selection,
+    lookup: Lookup,
+    policies: Mapping[str, ProviderPolicy],
+    tag_lookup: TagLookup | None = None,
+) -> Preview:
+    """The preview with the provider's guard first, and a note on what it checked."""
+    result = preview(change_set, selection, lookup, tag_lookup, provider_guard(policies))
+    return replace(result, notes=(*guard_notes(policies), *result.notes))

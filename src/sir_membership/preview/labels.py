@@ -32,6 +32,9 @@ DRIFT_VERDICTS = {
     "drifted": "drift found (exit 2)",
     "fail": "drift could not be checked for every resource (exit 1)",
 }
+#: The least ServiceTimeout that outlasts a Lambda retry of the function: it may
+#: start 240 s (MaximumEventAgeInSeconds) after the request and run 300 s.
+SERVICE_TIMEOUT_FLOOR = 600
 MASKED_NOTE = (
     "Names, emails, job titles and the membership name are masked (--show-sensitive shows them)."
 )
@@ -95,23 +98,35 @@ def memberships(resource: ResourcePreview) -> str:
 
 
 def timing_note(step: Step) -> str | None:
-    """For a change of several calls: how long it may take, and the deadline it has.
+    """The step's calls against the resource's ServiceTimeout (README, "ServiceTimeout").
 
-    The service may refuse each call for minutes while an earlier account
-    change propagates; the function then continues in new invocations, up to
-    the resource's ServiceTimeout (README, Semantics).
+    ServiceTimeout is both how long CloudFormation waits and the function's
+    deadline for the whole change: the service may refuse each call for
+    minutes while accounts propagate, and the function then continues in new
+    invocations until it. Below ``SERVICE_TIMEOUT_FLOOR`` a Lambda retry of
+    the function may still run after CloudFormation stopped waiting.
     """
     calls = len(step.requests)
-    if calls < 2:
+    if calls == 0:
         return None
     properties = step.request.properties
     timeout = service_timeout(properties)
     source = "declared" if "ServiceTimeout" in properties else "the default: none declared"
-    return (
-        f"{calls} UpdateMembership calls: the service may take minutes per call while "
-        f"accounts propagate; the function continues in new invocations until the "
-        f"resource's ServiceTimeout of {timeout} s ({source})"
+    note = (
+        f"{calls} UpdateMembership call{'s' if calls != 1 else ''} within the resource's "
+        f"ServiceTimeout of {timeout} s ({source})"
     )
+    if calls > 1:
+        note += (
+            ": the service may take minutes per call while accounts propagate; the function "
+            "continues in new invocations until then"
+        )
+    if timeout < SERVICE_TIMEOUT_FLOOR:
+        note += (
+            f"; below {SERVICE_TIMEOUT_FLOOR} s a Lambda retry of the function may still run "
+            "after CloudFormation stopped waiting: declare 3600"
+        )
+    return note
 
 
 def tag_call_line(call: TagCall) -> str:

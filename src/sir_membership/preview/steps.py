@@ -23,6 +23,7 @@ from .base import Status, worst
 from .changeset import ChangeSet, change_set_notes
 from .declared import DeclaredChange, declared_changes
 from .delivery import Delivery, deliveries, unresolved_paths
+from .provider import Guard
 from .selection import Ignored, Selection, Target
 from .tag_steps import ObservedTags, TagLookup, offline_tag_lookup, plan_step_tags
 
@@ -77,6 +78,7 @@ class _Reads:
 
     lookup: Lookup
     tag_lookup: TagLookup
+    guard: Guard | None = None
     seen: dict[str, Observed] = field(default_factory=dict)
     seen_tags: dict[str, ObservedTags] = field(default_factory=dict)
 
@@ -87,6 +89,9 @@ def _run(target: Target, delivery: Delivery, reads: _Reads) -> Step:
     step = Step(target.logical_id, request, "skip", cleanup=delivery.cleanup)
     if delivery.withheld:
         return replace(step, reason=delivery.withheld)
+    refused = reads.guard(request) if reads.guard is not None else None
+    if refused is not None:
+        return replace(step, status="fail", reason=refused)
     holes = unresolved_paths(request.properties)
     if holes:
         return replace(
@@ -210,14 +215,17 @@ def preview(
     selection: Selection,
     lookup: Lookup,
     tag_lookup: TagLookup | None = None,
+    guard: Guard | None = None,
 ) -> Preview:
     """Run every request through the function's decision and planner, in CloudFormation's order.
 
     Updates come first; cleanup Deletes only if no update fails, because a
     failed update rolls the stack back and the cleanup phase never runs.
-    States carry over from step to step, as the service would.
+    States carry over from step to step, as the service would. ``guard``
+    (the provider's refusal, ``provider.provider_guard``) runs first, as the
+    function's does.
     """
-    reads = _Reads(lookup, tag_lookup or offline_tag_lookup(selection))
+    reads = _Reads(lookup, tag_lookup or offline_tag_lookup(selection), guard)
     pending = [(t, d) for t in selection.targets for d in deliveries(t, change_set.stack_id)]
     done: list[tuple[Target, Step]] = []
     for target, delivery in pending:
