@@ -16,9 +16,13 @@ export PATH := $(if $(PY313),$(dir $(PY313)):,)$(PATH)
 VENV := .venv
 TOOLS := .venv-tools
 SCAN := .venv-scan
+MINI := .venv-ministack
+DEMO := .venv-demo
 BIN := $(VENV)/bin
 TBIN := $(TOOLS)/bin
 SBIN := $(SCAN)/bin
+MBIN := $(MINI)/bin
+DBIN := $(DEMO)/bin
 
 .PHONY: test setup lint typecheck cfn-lint sam-validate checkov workflow-lint artifact unit stateful demo reliability bench clean
 
@@ -41,7 +45,23 @@ $(SBIN)/.installed: requirements-scan.txt
 	$(SBIN)/python -m pip install --quiet -r requirements-scan.txt
 	touch $@
 
-setup: $(BIN)/.installed $(TBIN)/.installed $(SBIN)/.installed
+# ministack (the local AWS of `make demo` and the ministack end-to-end tests)
+# pins an older botocore than the function's: a venv of its own, whose
+# interpreter also runs the function's Lambda processes (docs/local.md).
+$(MBIN)/.installed: requirements-ministack.txt
+	$(PYTHON) -m venv $(MINI)
+	$(MBIN)/python -m pip install --quiet --upgrade pip
+	$(MBIN)/python -m pip install --quiet -r requirements-ministack.txt
+	touch $@
+
+# What `make demo` drives the story with: the package's runtime set, no dev toolchain.
+$(DBIN)/.installed: requirements-demo.txt src/requirements.txt
+	$(PYTHON) -m venv $(DEMO)
+	$(DBIN)/python -m pip install --quiet --upgrade pip
+	$(DBIN)/python -m pip install --quiet -r requirements-demo.txt
+	touch $@
+
+setup: $(BIN)/.installed $(TBIN)/.installed $(SBIN)/.installed $(MBIN)/.installed
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
@@ -70,14 +90,16 @@ workflow-lint: $(BIN)/.installed
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows examples/ci/github-actions.yml
 
 
-unit: $(BIN)/.installed
-	$(BIN)/pytest
+# The ministack end-to-end tests use ministack's venv and SAM (sam build, sam deploy).
+unit: $(BIN)/.installed $(MBIN)/.installed $(TBIN)/.installed
+	SIR_MINISTACK_PYTHON=$(MBIN)/python SIR_SAM=$(TBIN)/sam $(BIN)/pytest
 
 test: lint typecheck cfn-lint sam-validate checkov workflow-lint artifact unit
 
-# A readable stack story against the local emulator (no AWS account needed).
-demo: $(BIN)/.installed
-	PYTHONPATH=src:local $(BIN)/python -m sirlocal.demo
+# A readable stack story on ministack (a local AWS) and the Security IR
+# emulator: no AWS account, no Docker (docs/local.md).
+demo: $(DBIN)/.installed $(MBIN)/.installed $(TBIN)/.installed
+	SIR_MINISTACK_PYTHON=$(MBIN)/python PYTHONPATH=src:local $(DBIN)/python -m sirlocal.ministack_demo --sam $(TBIN)/sam
 
 # The stateful property test with a large example budget; writes docs/stateful.json,
 # which `make reliability` quotes in docs/reliability.md.
@@ -94,4 +116,4 @@ bench: $(BIN)/.installed $(TBIN)/.installed
 	PYTHONPATH=src:local $(BIN)/python bench/run.py --sam $(TBIN)/sam
 
 clean:
-	rm -rf $(VENV) $(TOOLS) $(SCAN) .aws-sam .pytest_cache .mypy_cache .ruff_cache .coverage
+	rm -rf $(VENV) $(TOOLS) $(SCAN) $(MINI) $(DEMO) .aws-sam .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -64,7 +64,8 @@ class MinistackUnavailable(RuntimeError):
 
 def ministack_python(environ: Mapping[str, str] = os.environ) -> Path:
     """The interpreter of ministack's virtualenv (``SIR_MINISTACK_PYTHON`` or the default)."""
-    path = Path(environ.get(PYTHON_VARIABLE) or DEFAULT_PYTHON)
+    # absolute(), not resolve(): the venv's python is a symlink to the base interpreter.
+    path = Path(environ.get(PYTHON_VARIABLE) or DEFAULT_PYTHON).absolute()
     if not path.exists():
         raise MinistackUnavailable(
             f"{path} not found: run `make .venv-ministack/bin/.installed` (ministack pinned in "
