@@ -16,9 +16,13 @@ export PATH := $(if $(PY313),$(dir $(PY313)):,)$(PATH)
 VENV := .venv
 TOOLS := .venv-tools
 SCAN := .venv-scan
+MINI := .venv-ministack
+DEMO := .venv-demo
 BIN := $(VENV)/bin
 TBIN := $(TOOLS)/bin
 SBIN := $(SCAN)/bin
+MBIN := $(MINI)/bin
+DBIN := $(DEMO)/bin
 
 # `make test` runs its parts side by side: the three virtualenvs build at once,
 # then the checks run beside the tests; each part's output is printed in one
@@ -52,8 +56,24 @@ $(SBIN)/.installed: requirements-scan.txt
 	$(SBIN)/python -m pip install --quiet -r requirements-scan.txt
 	touch $@
 
+# ministack (the local AWS of `make demo` and the ministack end-to-end tests)
+# pins an older botocore than the function's: a venv of its own, whose
+# interpreter also runs the function's Lambda processes (docs/local.md).
+$(MBIN)/.installed: requirements-ministack.txt
+	$(PYTHON) -m venv $(MINI)
+	$(MBIN)/python -m pip install --quiet --upgrade pip
+	$(MBIN)/python -m pip install --quiet -r requirements-ministack.txt
+	touch $@
+
+# What `make demo` drives the story with: the package's runtime set, no dev toolchain.
+$(DBIN)/.installed: requirements-demo.txt src/requirements.txt
+	$(PYTHON) -m venv $(DEMO)
+	$(DBIN)/python -m pip install --quiet --upgrade pip
+	$(DBIN)/python -m pip install --quiet -r requirements-demo.txt
+	touch $@
+
 setup:
-	@$(MAKE) --no-print-directory -j3 --output-sync=target $(BIN)/.installed $(TBIN)/.installed $(SBIN)/.installed
+	@$(MAKE) --no-print-directory -j4 --output-sync=target $(BIN)/.installed $(TBIN)/.installed $(SBIN)/.installed $(MBIN)/.installed
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
@@ -83,17 +103,19 @@ workflow-lint: $(BIN)/.installed
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows examples/ci/github-actions.yml
 
 
-unit: $(BIN)/.installed
-	$(BIN)/pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
+# The ministack end-to-end tests use ministack's venv and SAM (sam build, sam deploy).
+unit: $(BIN)/.installed $(MBIN)/.installed $(TBIN)/.installed
+	SIR_MINISTACK_PYTHON=$(MBIN)/python SIR_SAM=$(TBIN)/sam $(BIN)/pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 checks: $(CHECKS)
 
 test:
 	@$(MAKE) --no-print-directory -j$(JOBS) --output-sync=target checks
 
-# A readable stack story against the local emulator (no AWS account needed).
-demo: $(BIN)/.installed
-	PYTHONPATH=src:local $(BIN)/python -m sirlocal.demo
+# A readable stack story on ministack (a local AWS) and the Security IR
+# emulator: no AWS account, no Docker (docs/local.md).
+demo: $(DBIN)/.installed $(MBIN)/.installed $(TBIN)/.installed
+	SIR_MINISTACK_PYTHON=$(MBIN)/python PYTHONPATH=src:local $(DBIN)/python -m sirlocal.ministack_demo --sam $(TBIN)/sam
 
 # The stateful property test with a large example budget; writes docs/stateful.json,
 # which `make reliability` quotes in docs/reliability.md.
@@ -115,4 +137,4 @@ iam-tables: $(BIN)/.installed
 	$(BIN)/python scripts/iam_tables.py --write
 
 clean:
-	rm -rf $(VENV) $(TOOLS) $(SCAN) .aws-sam .pytest_cache .mypy_cache .ruff_cache .coverage
+	rm -rf $(VENV) $(TOOLS) $(SCAN) $(MINI) $(DEMO) .aws-sam .pytest_cache .mypy_cache .ruff_cache .coverage

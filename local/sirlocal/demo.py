@@ -18,9 +18,9 @@ from __future__ import annotations
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, TextIO
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TextIO
 
 from sirlocal.driver import (
     DriverError,
@@ -39,7 +39,6 @@ from sirlocal.scenarios import (
     configure_continuations,
     declare,
     log_leaks,
-    mask,
     ou,
     ous,
     seed,
@@ -47,6 +46,15 @@ from sirlocal.scenarios import (
     state_problems,
 )
 from sirlocal.services import LocalServices, local_services
+from sirlocal.story import (
+    ChapterResult,
+    changes,
+    describe_state,
+    indent,
+    restored_problems,
+    scrub,
+    summary,
+)
 
 #: The seeded membership: 7 OUs this stack will declare plus one associated by someone else.
 SEED = seed(A, ou_ids=[*ous(1, 7), FOREIGN[0]])
@@ -72,21 +80,6 @@ class Chapter:
     same_as_before: bool = False  # the membership must end as it was before the step
     updates: int | None = None  # UpdateMembership calls the step must make (None: not checked)
     promise: str = ""
-
-
-@dataclass
-class ChapterResult:
-    """How one chapter went; ``problems`` empty means every check held."""
-
-    title: str
-    expect_status: str
-    status: str
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """True when the status and every state check held."""
-        return not self.problems
 
 
 def _failing_update(stack: StackDriver, services: LocalServices) -> Operation:
@@ -143,119 +136,7 @@ CHAPTERS: tuple[Chapter, ...] = (
 # --------------------------------------------------------------------------- showing state
 
 
-def _ou_ranges(ids: Sequence[str]) -> str:
-    """OU ids compacted: ``ou-e2e1-00000008..00000020 (13)``; ids are not sensitive."""
-    groups: list[list[str]] = []
-    for value in sorted(ids):
-        prefix, _, number = value.rpartition("-")
-        last = groups[-1][-1] if groups else ""
-        last_prefix, _, last_number = last.rpartition("-")
-        if (
-            groups
-            and prefix == last_prefix
-            and number.isdigit()
-            and last_number.isdigit()
-            and int(number) == int(last_number) + 1
-        ):
-            groups[-1].append(value)
-        else:
-            groups.append([value])
-    parts = []
-    for group in groups:
-        if len(group) == 1:
-            parts.append(group[0])
-        else:
-            parts.append(f"{group[0]}..{group[-1].rpartition('-')[2]} ({len(group)})")
-    return ", ".join(parts) or "none"
-
-
-def _ous(state: Mapping[str, Any]) -> list[str]:
-    accounts = state.get("membershipAccountsConfigurations") or {}
-    return list(accounts.get("organizationalUnits") or [])
-
-
-def describe_state(state: Mapping[str, Any]) -> list[str]:
-    """The membership as lines, every sensitive value masked."""
-    accounts = state.get("membershipAccountsConfigurations") or {}
-    team = state.get("incidentResponseTeam") or []
-    people = ", ".join(
-        f"{mask(r.get('name'))} / {mask(r.get('jobTitle'))} / {mask(r.get('email'))}" for r in team
-    )
-    features = ", ".join(
-        f"{f['featureName']} {'on' if f['isEnabled'] else 'off'}"
-        for f in state.get("optInFeatures") or []
-    )
-    ou_ids = _ous(state)
-    return [
-        f"id {state.get('membershipId')}, status {state.get('membershipStatus')}",
-        f"name: {mask(state.get('membershipName'))}",
-        f"team: {len(team)} responders (name / job title / email): {people}",
-        f"opt-in features: {features or 'none'}; cover entire organization: "
-        f"{bool(accounts.get('coverEntireOrganization'))}",
-        f"OUs ({len(ou_ids)}): {_ou_ranges(ou_ids)}",
-    ]
-
-
-def changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> str:
-    """What differs between two states, as field names and OU counts (no values)."""
-    out = []
-    for key, label in (
-        ("membershipName", "name"),
-        ("membershipStatus", "status"),
-        ("incidentResponseTeam", "team"),
-        ("optInFeatures", "features"),
-    ):
-        if before.get(key) != after.get(key):
-            out.append(label)
-    old, new = set(_ous(before)), set(_ous(after))
-    if old != new:
-        out.append(f"OUs +{len(new - old)} -{len(old - new)}")
-    return ", ".join(out) or "nothing"
-
-
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with any sensitive value masked (reasons should hold none; this makes sure)."""
-    for secret in sorted(secrets, key=len, reverse=True):
-        text = text.replace(secret, mask(secret))
-    return text
-
-
-def comparable(state: Mapping[str, Any]) -> dict[str, Any]:
-    """A state with its lists in a canonical order (the service does not promise an order)."""
-    out = dict(state)
-    accounts = dict(out.get("membershipAccountsConfigurations") or {})
-    accounts["organizationalUnits"] = sorted(accounts.get("organizationalUnits") or [])
-    out["membershipAccountsConfigurations"] = accounts
-    out["incidentResponseTeam"] = sorted(
-        out.get("incidentResponseTeam") or [], key=lambda r: str(r.get("email", "")).lower()
-    )
-    return out
-
-
-def restored_problems(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
-    """How ``after`` differs from ``before`` (field names and OU ids only)."""
-    if comparable(before) == comparable(after):
-        return []
-    out = []
-    differing = changes(before, after)
-    old, new = set(_ous(before)), set(_ous(after))
-    if new - old:
-        out.append(f"still associated: {_ou_ranges(sorted(new - old))}")
-    if old - new:
-        out.append(f"missing: {_ou_ranges(sorted(old - new))}")
-    detail = f" ({'; '.join(out)})" if out else ""
-    return [
-        f"after the rollback the membership differs from before the step in: {differing}{detail}"
-    ]
-
-
 # --------------------------------------------------------------------------- the story
-
-
-def _indent(lines: Sequence[str] | str, prefix: str = "    ") -> str:
-    if isinstance(lines, str):
-        lines = lines.splitlines()
-    return "\n".join(prefix + line for line in lines)
 
 
 def play_chapter(
@@ -279,9 +160,9 @@ def play_chapter(
             print("\n" + textwrap.indent(text, "    "), file=out)
     writes = sum(1 for c in calls if c.operation == "UpdateMembership")
     print(f"\n  security-ir calls ({len(calls)}, {writes} UpdateMembership):", file=out)
-    print(_indent([call_summary(c) for c in calls] or ["(none)"]), file=out)
+    print(indent([call_summary(c) for c in calls] or ["(none)"]), file=out)
     print(f"\n  Membership after (changed: {changes(before, after)}):", file=out)
-    print(_indent(describe_state(after)), file=out)
+    print(indent(describe_state(after)), file=out)
     result = ChapterResult(chapter.title, chapter.expect_status, operation.stack_status)
     if operation.stack_status != chapter.expect_status:
         result.problems.append(
@@ -302,7 +183,7 @@ def run_story(services: LocalServices, pool: WorkerPool, out: TextIO) -> list[Ch
     """Seed the membership and play every chapter on one stack; also check the logs for leaks."""
     services.emulator.seed(SEED)
     print(f"Seeded membership {A} ('A' in the call list):", file=out)
-    print(_indent(describe_state(services.emulator.state(A))), file=out)
+    print(indent(describe_state(services.emulator.state(A))), file=out)
     print(f"    ({FOREIGN[0]} stands for an OU associated outside this stack)", file=out)
     marks, lambda_mark = pool.log_marks(), services.lambda_api.log_mark()
     worker = pool.get(0)
@@ -333,22 +214,6 @@ def run_story(services: LocalServices, pool: WorkerPool, out: TextIO) -> list[Ch
         file=out,
     )
     return [*results, hygiene]
-
-
-def summary(results: Sequence[ChapterResult]) -> list[str]:
-    """The closing lines: one per check, then the verdict."""
-    lines = ["", "Summary:"]
-    for r in results:
-        mark = "ok  " if r.ok else "FAIL"
-        lines.append(f"  {mark} {r.title}: {r.status} (expected {r.expect_status})")
-        lines += [f"         {p}" for p in r.problems]
-    failed = [r for r in results if not r.ok]
-    lines.append(
-        "All steps ended as expected."
-        if not failed
-        else f"{len(failed)} of {len(results)} checks failed (see above)."
-    )
-    return lines
 
 
 def main(out: TextIO = sys.stdout) -> int:
