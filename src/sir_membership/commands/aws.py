@@ -22,6 +22,7 @@ from ..service import MembershipService
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudformation import CloudFormationClient
+    from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_security_ir import SecurityIncidentResponseClient
 
 #: Seconds the reads may take, retries included (MembershipService's deadline).
@@ -42,12 +43,18 @@ class CliError(Exception):
     """A one-line reason to stop (exit 1)."""
 
 
+def dynamodb_client(region: str | None) -> DynamoDBClient:
+    """A DynamoDB client with a few retries (``journal``'s GetItem only)."""
+    return boto3.client("dynamodb", region_name=region, config=CLOUDFORMATION_CONFIG)
+
+
 @dataclass(frozen=True)
 class Clients:
     """Where the AWS clients come from (a region or None), so tests hand in stubbed ones."""
 
     cloudformation: Callable[[str | None], CloudFormationClient]
     security_ir: Callable[[str | None], SecurityIncidentResponseClient]
+    dynamodb: Callable[[str | None], DynamoDBClient] = dynamodb_client
 
 
 def cloudformation_client(region: str | None) -> CloudFormationClient:
@@ -62,7 +69,7 @@ def security_ir_client(region: str | None) -> SecurityIncidentResponseClient:
 
 def default_clients() -> Clients:
     """Real boto3 clients: the default credential chain (AWS_PROFILE, environment, SSO...)."""
-    return Clients(cloudformation_client, security_ir_client)
+    return Clients(cloudformation_client, security_ir_client, dynamodb_client)
 
 
 def one_line(error: Exception) -> str:
