@@ -1,26 +1,21 @@
 """``resource.handle`` in process: unknown outcomes, the lease, and the settled answer.
 
 The security-ir side is the stateful test's fake (the emulator's own rules);
-the journal is kept in memory, except where the DynamoDB implementation is
-the point (moto).
+the journal is kept in memory (the DynamoDB implementation is tested on moto
+in ``test_journal_store``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from memory_store import MemoryStore
-from moto import mock_aws
 from sirlocal.emulator import new_membership
 from test_stateful import MEMBERSHIP_ID, POOL, STACK, TEAMS, FakeSecurityIR, Faults
 
-from sir_membership.journal_store import JournalStore
 from sir_membership.request import Request
 from sir_membership.resource import Answer, Shell, handle
 from sir_membership.service import MembershipService, RetryPolicy
@@ -169,37 +164,6 @@ def test_the_answer_is_settled_before_the_bookkeeping() -> None:
     assert MEMBERSHIP_ID not in store.leases
 
 
-@contextlib.contextmanager
-def _table() -> Iterator[Any]:
-    """A DynamoDB client on moto with the table ``t`` (the idempotency table's key)."""
-    with mock_aws():
-        import boto3  # noqa: PLC0415
-
-        client = boto3.client("dynamodb", region_name="us-east-1")
-        client.create_table(
-            TableName="t",
-            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        yield client
-
-
-def test_the_dynamodb_lease_is_exclusive_and_lapses() -> None:
-    with _table() as client:
-        now = [1000.0]
-        store = JournalStore(client, "t", clock=lambda: now[0])
-        store.acquire("m-x", "a", 1010.0, wait_until=1000.0)
-        with pytest.raises(Exception, match="being changed by another request"):
-            store.acquire("m-x", "b", 1020.0, wait_until=1000.1, sleep=lambda _s: None)
-        store.acquire("m-x", "a", 1015.0, wait_until=1000.0)  # its holder may renew it
-        store.release("m-x", "b")  # not b's to release
-        now[0] = 1016.0  # a's deadline passed: the lease lapses
-        store.acquire("m-x", "b", 1030.0, wait_until=1016.0)
-        store.release("m-x", "b")
-        store.acquire("m-x", "c", 1040.0, wait_until=1016.0)
-
-
 def test_the_rollback_of_a_replacement_waits_for_the_membership_the_forward_writes() -> None:
     """A cancelled Update to a new MembershipId: its rollback leases both memberships."""
     sir, store = fake(), MemoryStore()
@@ -212,22 +176,3 @@ def test_the_rollback_of_a_replacement_waits_for_the_membership_the_forward_writ
     assert answer.status == "FAILED"
     assert answer.reason.startswith(f"Membership {other} is being changed by another request")
     assert (sir.reads, sir.sent) == (0, 0)
-
-
-def test_the_dynamodb_hand_off_record_is_replaced_only_by_the_token_it_holds() -> None:
-    from sir_membership.continuation import Handoff  # noqa: PLC0415
-
-    with _table() as client:
-        store = JournalStore(client, "t", clock=lambda: 1000.0)
-        first = Handoff("r", "a" * 32, 990.0, 600, 2, True, 1005.0)
-        assert store.read_handoff(STACK, "r") is None
-        assert store.write_handoff(STACK, first, replacing=None)
-        assert not store.write_handoff(STACK, first, replacing=None), "one chain per request"
-        second = Handoff("r", "b" * 32, 990.0, 600, 3, True)
-        assert not store.write_handoff(STACK, second, replacing="c" * 32), "a stale token"
-        assert store.write_handoff(STACK, second, replacing="a" * 32)
-        assert store.read_handoff(STACK, "r") == second
-        answered = Handoff("r", "b" * 32, 990.0, 600, 3, True, answer=Answer.success("m", {}))
-        assert store.write_handoff(STACK, answered, replacing="b" * 32)
-        assert store.read_handoff(STACK, "r") == answered
-        assert store.read_handoff(STACK, "other") is None

@@ -39,7 +39,9 @@ from .commands.aws import cloudformation_client as _cloudformation
 from .commands.aws import security_ir_client as _security_ir
 from .commands.check import add_parser as _add_check_parser
 from .commands.check import main_check
+from .commands.journal import run_journal
 from .preview import EXIT_CHANGES, EXIT_CODES, EXIT_ERROR, EXIT_OK, RESOURCE_TYPE, PreviewError
+from .preview.render_journal import journal_json, journal_text
 from .preview.render_json import drift_json, plan_json
 from .preview.render_markdown import drift_markdown, plan_markdown
 from .preview.render_text import drift_text, plan_text
@@ -133,6 +135,26 @@ def _parser(*, strict: bool = True) -> _Parser:
     )
     _common(drift)
     _add_check_parser(commands)
+    journal = commands.add_parser(
+        "journal",
+        help="show what the provider recorded of one resource",
+        description="Show a resource's declaration record and latest journal entry, as the "
+        "provider's table holds them, masked. Reads DescribeStacks (unless --stack-name is a "
+        "StackId) and dynamodb:GetItem on the table. Exit 0: shown; 1: nothing recorded, or an "
+        "error.",
+    )
+    journal.add_argument("--stack-name", required=True, help="stack name or StackId (ARN)")
+    journal.add_argument("--logical-id", required=True, help="the resource's logical id")
+    journal.add_argument(
+        "--table-name", required=True, help="the provider stack's IdempotencyTableName output"
+    )
+    journal.add_argument("--region", help="AWS region (default: the usual AWS configuration)")
+    journal.add_argument("--format", choices=("text", "json"), default="text")
+    journal.add_argument(
+        "--show-sensitive",
+        action="store_true",
+        help="show the membership name and the team before the change (masked by default)",
+    )
     return parser
 
 
@@ -247,6 +269,18 @@ def _run(args: argparse.Namespace, clients: Clients) -> PlanReport | DriftReport
     )
 
 
+def _journal(args: argparse.Namespace, clients: Clients) -> str:
+    report = run_journal(
+        clients,
+        stack_name=args.stack_name,
+        logical_id=args.logical_id,
+        table_name=args.table_name,
+        region=args.region,
+    )
+    document = journal_json(report, bool(args.show_sensitive))
+    return json.dumps(document, indent=2) if args.format == "json" else journal_text(document)
+
+
 def _render(report: PlanReport | DriftReport, output: str, show: bool) -> str:
     if isinstance(report, PlanReport):
         if output == "json":
@@ -275,6 +309,9 @@ def main(
             args = _parse(argv)
         except SystemExit as done:  # --help, --version
             return int(done.code or 0)
+        if args.command == "journal":
+            out.write(_journal(args, clients or default_clients()) + "\n")
+            return EXIT_OK
         if args.command == "check":
             return main_check(args, clients or default_clients(), out)
         warnings = no_effect(args)

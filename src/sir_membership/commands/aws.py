@@ -22,6 +22,7 @@ from ..service import MembershipService
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudformation import CloudFormationClient
+    from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_lambda import LambdaClient
     from mypy_boto3_security_ir import SecurityIncidentResponseClient
 
@@ -43,6 +44,11 @@ class CliError(Exception):
     """A one-line reason to stop (exit 1)."""
 
 
+def dynamodb_client(region: str | None) -> DynamoDBClient:
+    """A DynamoDB client with a few retries (``journal``'s GetItem only)."""
+    return boto3.client("dynamodb", region_name=region, config=CLOUDFORMATION_CONFIG)
+
+
 @dataclass(frozen=True)
 class Clients:
     """Where the AWS clients come from (a region or None), so tests hand in stubbed ones.
@@ -54,6 +60,7 @@ class Clients:
     cloudformation: Callable[[str | None], CloudFormationClient]
     security_ir: Callable[[str | None], SecurityIncidentResponseClient]
     lambda_: Callable[[str | None], LambdaClient] | None = None
+    dynamodb: Callable[[str | None], DynamoDBClient] = dynamodb_client
 
 
 def cloudformation_client(region: str | None) -> CloudFormationClient:
@@ -73,7 +80,7 @@ def lambda_client(region: str | None) -> LambdaClient:
 
 def default_clients() -> Clients:
     """Real boto3 clients: the default credential chain (AWS_PROFILE, environment, SSO...)."""
-    return Clients(cloudformation_client, security_ir_client, lambda_client)
+    return Clients(cloudformation_client, security_ir_client, lambda_client, dynamodb_client)
 
 
 def read_allowed_stack_names(clients: Clients, function_arn: str) -> tuple[str | None, str]:
