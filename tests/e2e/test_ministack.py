@@ -6,8 +6,10 @@ project wrote. Here a third-party engine runs the real template (SAM
 transform, parameters, ``CAPABILITY_IAM``) and the real lean package:
 ``make demo``'s story must end as it says, with the calls the plan CLI
 predicts from ministack's change sets; and the function's role must be
-exactly enough: without one of its DynamoDB actions a stack operation fails
-with the README's one-line reason and writes nothing. Started once per
+exactly enough: without any one of its enforced actions the scenario that
+needs it fails with the README's one-line reason (the least-privilege matrix,
+also written to docs/local.md); and ``sir-membership plan`` must predict the
+calls of real change sets, one per change-set fixture. Started once per
 module (ministack, the emulator, sam build when its inputs changed, sam
 deploy); each test seeds the emulator afresh and uses its own stack.
 """
@@ -21,6 +23,7 @@ from collections.abc import Iterator
 import pytest
 from sirlocal import iam_matrix
 from sirlocal.ministack import REPO_ROOT, LocalAWS, local_aws
+from sirlocal.ministack_changesets import CASES, NOT_PLAYED, play_all
 from sirlocal.ministack_demo import (
     PROVIDER_PARAMETERS,
     SECRETS,
@@ -114,3 +117,30 @@ def test_least_privilege_matrix(deployed: tuple[LocalAWS, Provider]) -> None:
     assert matrix.ungranted == ()
     # docs/local.md holds what this run gives (`make iam-matrix` writes it).
     assert iam_matrix.section(DOC.read_text(encoding="utf-8")) == matrix.markdown()
+
+
+#: Per fixture: the plan's exit code, the UpdateMembership calls, the stack's status after.
+EXPECTED = {
+    "add": (2, 1, "CREATE_COMPLETE"),
+    "modify": (2, 3, "UPDATE_COMPLETE"),
+    "no-change": (0, 0, "UPDATE_COMPLETE"),
+    "replacement": (2, 4, "UPDATE_COMPLETE"),  # 2 on the new membership, 2 on the old one
+    "remove": (2, 2, "UPDATE_COMPLETE"),
+    "invalid": (1, 0, "UPDATE_ROLLBACK_COMPLETE"),
+}
+
+
+def test_plan_predicts_the_calls_of_real_change_sets(deployed: tuple[LocalAWS, Provider]) -> None:
+    """Each change-set fixture's kind of change, made on ministack: plan, execute, compare.
+
+    One test for all cases (as the matrix): one ministack per pytest-xdist worker.
+    """
+    aws, _ = deployed
+    fixtures = {p.stem for p in (REPO_ROOT / "tests" / "fixtures" / "changesets").glob("*.json")}
+    played = {c.fixture for c in CASES}
+    assert sorted(played | set(NOT_PLAYED)) == sorted(fixtures)  # each one played or said why
+    results = play_all(aws)
+    observed = {r.case.fixture: (r.plan_code, len(r.made), r.stack_status) for r in results}
+    assert observed == EXPECTED
+    differing = [r.case.fixture for r in results if not r.equal]
+    assert differing == [], f"calls made differ from the plan's for {differing}"
