@@ -35,7 +35,7 @@ PYTEST_WORKERS ?= 4
 PYTEST_PARALLEL := $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist worksteal,-p no:xdist)
 CHECKS := lint typecheck cfn-lint sam-validate checkov workflow-lint artifact unit
 
-.PHONY: test checks setup lint typecheck cfn-lint sam-validate checkov workflow-lint artifact unit stateful demo reliability bench iam-tables clean
+.PHONY: test checks setup lint typecheck cfn-lint sam-validate checkov workflow-lint artifact unit stateful demo reliability bench iam-tables iam-matrix clean
 
 $(BIN)/.installed: requirements-dev.txt src/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -133,6 +133,11 @@ bench: $(BIN)/.installed $(TBIN)/.installed
 
 # The IAM action tables of docs/security.md and README.md, from template.yaml
 # (tests/test_iam_tables.py fails while they differ).
+# The least-privilege matrix of the function's role, played on ministack
+# (IAM enforced); rewrites its section of docs/local.md.
+iam-matrix: $(BIN)/.installed $(MBIN)/.installed $(TBIN)/.installed
+	SIR_MINISTACK_PYTHON=$(MBIN)/python PYTHONPATH=src:local $(BIN)/python -m sirlocal.ministack_matrix --write --sam $(TBIN)/sam
+
 iam-tables: $(BIN)/.installed
 	$(BIN)/python scripts/iam_tables.py --write
 

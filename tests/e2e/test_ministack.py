@@ -6,8 +6,10 @@ project wrote. Here a third-party engine runs the real template (SAM
 transform, parameters, ``CAPABILITY_IAM``) and the real lean package:
 ``make demo``'s story must end as it says, with the calls the plan CLI
 predicts from ministack's change sets; and the function's role must be
-exactly enough: without one of its DynamoDB actions a stack operation fails
-with the README's one-line reason and writes nothing. Started once per
+exactly enough: without any one of its enforced actions the scenario that
+needs it fails with the README's one-line reason (the least-privilege matrix,
+also written to docs/local.md); and ``sir-membership plan`` must predict the
+calls of real change sets, one per change-set fixture. Started once per
 module (ministack, the emulator, sam build when its inputs changed, sam
 deploy); each test seeds the emulator afresh and uses its own stack.
 """
@@ -15,25 +17,23 @@ deploy); each test seeds the emulator afresh and uses its own stack.
 from __future__ import annotations
 
 import io
-import json
 import os
-import re
 from collections.abc import Iterator
 
 import pytest
-from sirlocal import stack_ops
-from sirlocal.fixtures import NAMES, A, ous
+from sirlocal import iam_matrix
 from sirlocal.ministack import REPO_ROOT, LocalAWS, local_aws
+from sirlocal.ministack_changesets import CASES, NOT_PLAYED, play_all
 from sirlocal.ministack_demo import (
-    EXAMPLE,
     PROVIDER_PARAMETERS,
     SECRETS,
     SEED,
     STEPS,
-    example_parameters,
     run_story,
 )
 from sirlocal.ministack_deploy import Provider, deploy_provider
+from sirlocal.ministack_matrix import DOC, run_matrix
+from sirlocal.services import load_template
 
 pytestmark = pytest.mark.e2e
 
@@ -41,13 +41,6 @@ SAM = os.environ.get("SIR_SAM") or str(REPO_ROOT / ".venv-tools" / "bin" / "sam"
 # One build directory per pytest-xdist worker: tests of this module may run in several.
 BUILD_DIR = (
     REPO_ROOT / ".aws-sam" / f"ministack-e2e-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
-)
-#: The role's DynamoDB statement (template.yaml, FunctionRole, policy ``idempotency-table``).
-TABLE_POLICY = "idempotency-table"
-#: README, Troubleshooting: the reasons a DynamoDB denial gives.
-TABLE_REASON = re.compile(
-    r"^(idempotency table \S+ is unreachable|could not [\w ]+ the change journal in table \S+ "
-    r"\(AccessDeniedException\))"
 )
 
 
@@ -103,57 +96,51 @@ def test_demo_story_through_change_sets(aws: LocalAWS) -> None:
     assert not leaked, f"{len(leaked)} sensitive value(s) printed"
 
 
-def _role(aws: LocalAWS, provider: Provider) -> str:
-    resource = aws.client("cloudformation").describe_stack_resource(
-        StackName=provider.stack_name, LogicalResourceId="FunctionRole"
+def test_least_privilege_matrix(deployed: tuple[LocalAWS, Provider]) -> None:
+    """Every statement of the role: removed, its scenario fails with the README's reason.
+
+    One test, not one per row: with pytest-xdist's worksteal each test may run
+    in another worker, which would start ministack and deploy again.
+    """
+    aws, provider = deployed
+    matrix = run_matrix(aws, provider, load_template())
+    rows = {r.statement.action: r for r in matrix.rows}
+    # Every action the template grants the role has a row (a new one shows up here).
+    assert sorted(rows) == sorted(s.action for s in iam_matrix.role_statements(load_template()))
+    assert [a for a, r in rows.items() if not r.held] == [], "\n".join(
+        f"{a}: {r.observed}" for a, r in rows.items() if not r.held
     )
-    return str(resource["StackResourceDetail"]["PhysicalResourceId"])
+    # With the action put back, the same operation succeeds (the scenario's control).
+    assert rows["cloudformation:DescribeStacks"].observed.endswith("DELETE_COMPLETE")
+    assert rows["lambda:InvokeFunction"].observed.endswith("CREATE_COMPLETE")
+    # security-ir (the emulator, no IAM): every grant called, every call granted.
+    assert matrix.ungranted == ()
+    # docs/local.md holds what this run gives (`make iam-matrix` writes it).
+    assert iam_matrix.section(DOC.read_text(encoding="utf-8")) == matrix.markdown()
 
 
-def _create(aws: LocalAWS, stack: str) -> stack_ops.Outcome:
-    cfn = aws.client("cloudformation")
-    described = stack_ops.create_change_set(
-        cfn,
-        stack_name=stack,
-        change_set_name="create",
-        template_body=EXAMPLE.read_text(encoding="utf-8"),
-        values=example_parameters(NAMES[0], ous(1, 8)),
-    )
-    return stack_ops.execute_change_set(cfn, described)
+#: Per fixture: the plan's exit code, the UpdateMembership calls, the stack's status after.
+EXPECTED = {
+    "add": (2, 1, "CREATE_COMPLETE"),
+    "modify": (2, 3, "UPDATE_COMPLETE"),
+    "no-change": (0, 0, "UPDATE_COMPLETE"),
+    "replacement": (2, 4, "UPDATE_COMPLETE"),  # 2 on the new membership, 2 on the old one
+    "remove": (2, 2, "UPDATE_COMPLETE"),
+    "invalid": (1, 0, "UPDATE_ROLLBACK_COMPLETE"),
+}
 
 
-def _without(aws: LocalAWS, provider: Provider, action: str, stack: str) -> stack_ops.Outcome:
-    """Create ``stack`` while the role's table statement lacks ``action``; restore it after."""
-    iam, role = aws.client("iam"), _role(aws, provider)
-    granted = iam.get_role_policy(RoleName=role, PolicyName=TABLE_POLICY)["PolicyDocument"]
-    document = granted if isinstance(granted, dict) else json.loads(granted)
-    (statement,) = document["Statement"]
-    assert action in statement["Action"]
-    narrowed = {**statement, "Action": [a for a in statement["Action"] if a != action]}
-    iam.put_role_policy(
-        RoleName=role,
-        PolicyName=TABLE_POLICY,
-        PolicyDocument=json.dumps({**document, "Statement": [narrowed]}),
-    )
-    try:
-        return _create(aws, stack)
-    finally:
-        iam.put_role_policy(
-            RoleName=role, PolicyName=TABLE_POLICY, PolicyDocument=json.dumps(document)
-        )
-        assert iam.get_role_policy(RoleName=role, PolicyName=TABLE_POLICY)["PolicyDocument"]
+def test_plan_predicts_the_calls_of_real_change_sets(deployed: tuple[LocalAWS, Provider]) -> None:
+    """Each change-set fixture's kind of change, made on ministack: plan, execute, compare.
 
-
-@pytest.mark.parametrize("action", ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"])
-def test_without_a_dynamodb_action_the_create_fails_with_the_readme_reason(
-    deployed: tuple[LocalAWS, Provider], aws: LocalAWS, action: str
-) -> None:
-    stack = f"security-ir-denied-{action.split(':')[1].lower()}"
-    before = aws.emulator.state(A)
-    outcome = _without(aws, deployed[1], action, stack)
-    assert outcome.stack_status == "ROLLBACK_COMPLETE"
-    (reason, *_) = outcome.reasons("CREATE_FAILED")
-    assert TABLE_REASON.match(reason), reason
-    assert aws.emulator.calls("UpdateMembership") == []  # nothing was written
-    assert aws.emulator.state(A) == before
-    stack_ops.delete_stack(aws.client("cloudformation"), stack)
+    One test for all cases (as the matrix): one ministack per pytest-xdist worker.
+    """
+    aws, _ = deployed
+    fixtures = {p.stem for p in (REPO_ROOT / "tests" / "fixtures" / "changesets").glob("*.json")}
+    played = {c.fixture for c in CASES}
+    assert sorted(played | set(NOT_PLAYED)) == sorted(fixtures)  # each one played or said why
+    results = play_all(aws)
+    observed = {r.case.fixture: (r.plan_code, len(r.made), r.stack_status) for r in results}
+    assert observed == EXPECTED
+    differing = [r.case.fixture for r in results if not r.equal]
+    assert differing == [], f"calls made differ from the plan's for {differing}"
