@@ -144,6 +144,16 @@ class JournalStore:
             "dynamodb:GetItem/PutItem/UpdateItem/DeleteItem on it"
         )
 
+    def _get(self, key: str) -> dict[str, Any] | None:
+        """The item ``key`` (a consistent read), or None."""
+        try:
+            item = self.client.get_item(
+                TableName=self.table_name, Key={"id": {"S": key}}, ConsistentRead=True
+            ).get("Item")
+        except (ClientError, BotoCoreError) as error:
+            raise self._fail("read", error) from None
+        return dict(item) if item else None
+
     @staticmethod
     def journal_key(stack_id: str, logical_id: str) -> str:
         """The id of a resource's journal item."""
@@ -153,14 +163,7 @@ class JournalStore:
 
     def read(self, stack_id: str, logical_id: str) -> Entry | None:
         """The resource's latest entry, or None (never written, or expired)."""
-        try:
-            item = self.client.get_item(
-                TableName=self.table_name,
-                Key={"id": {"S": self.journal_key(stack_id, logical_id)}},
-                ConsistentRead=True,
-            ).get("Item")
-        except (ClientError, BotoCoreError) as error:
-            raise self._fail("read", error) from None
+        item = self._get(self.journal_key(stack_id, logical_id))
         # DynamoDB deletes expired items late; an expired entry no longer counts.
         if not item or int(item["expiration"]["N"]) < self.clock():
             return None
@@ -184,14 +187,7 @@ class JournalStore:
 
     def read_record(self, stack_id: str, logical_id: str) -> Record | None:
         """The resource's declaration record, or None."""
-        try:
-            item = self.client.get_item(
-                TableName=self.table_name,
-                Key={"id": {"S": f"declared#{stack_id}#{logical_id}"}},
-                ConsistentRead=True,
-            ).get("Item")
-        except (ClientError, BotoCoreError) as error:
-            raise self._fail("read", error) from None
+        item = self._get(f"declared#{stack_id}#{logical_id}")
         return record_from_json(item["record"]["S"]) if item else None
 
     def write_record(self, stack_id: str, logical_id: str, record: Record | None) -> None:
@@ -230,14 +226,7 @@ class JournalStore:
 
     def read_handoff(self, stack_id: str, request_id: str) -> Handoff | None:
         """The request's hand-off record, or None (never handed off, or expired)."""
-        try:
-            item = self.client.get_item(
-                TableName=self.table_name,
-                Key={"id": {"S": f"handoff#{stack_id}#{request_id}"}},
-                ConsistentRead=True,
-            ).get("Item")
-        except (ClientError, BotoCoreError) as error:
-            raise self._fail("read", error) from None
+        item = self._get(f"handoff#{stack_id}#{request_id}")
         if not item or int(item["expiration"]["N"]) < self.clock():
             return None
         return continuation.from_json(item["handoff"]["S"])
@@ -342,14 +331,7 @@ class JournalStore:
                 raise
 
     def _read_holder(self, membership_id: str) -> str:
-        try:
-            item = self.client.get_item(
-                TableName=self.table_name,
-                Key={"id": {"S": f"lease#{membership_id}"}},
-                ConsistentRead=True,
-            ).get("Item")
-        except (ClientError, BotoCoreError) as error:
-            raise self._fail("read", error) from None
+        item = self._get(f"lease#{membership_id}")
         return str(item["holder"]["S"]) if item else ""
 
     def release(self, membership_id: str, holder: str) -> None:
