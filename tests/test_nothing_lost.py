@@ -31,6 +31,7 @@ from test_continuation import (
 )
 from test_stateful import MEMBERSHIP_ID, TEAMS
 
+from sir_membership.errors import StackStatusUnavailable
 from sir_membership.journal_store import holder_name
 
 
@@ -252,8 +253,7 @@ def test_3_a_delete_that_cannot_read_the_stack_status_fails_without_a_call() -> 
     sent = w.sir.sent
     (answer,) = w.run(request("Delete", new)).answers
     assert answer.status == "FAILED"
-    assert "cloudformation:DescribeStacks" not in answer.reason or "denied" in answer.reason
-    assert "DescribeStacks denied (injected)" in answer.reason
+    assert answer.reason == "DescribeStacks denied (injected). No change was applied"
     assert w.sir.sent == sent
     assert w.sir.ous >= set(BASE + MORE[:2])
 
@@ -316,3 +316,27 @@ def test_holder_names_show_stack_and_logical_id_only() -> None:
     assert holder_name(f"{OTHER}#Coverage#req-1") == "stack security-ir-other resource Coverage"
     assert holder_name(f"{OTHER}#req-1") == "stack security-ir-other"
     assert holder_name("garbage") == "another request"
+
+
+def test_the_stack_status_reason_names_the_permission_and_the_fix() -> None:
+    from botocore.exceptions import ClientError as Denied  # noqa: PLC0415
+
+    from sir_membership import stack_status  # noqa: PLC0415
+
+    class DeniedClient:
+        def describe_stacks(self, **_kwargs: Any) -> dict[str, Any]:
+            raise Denied(
+                {"Error": {"Code": "AccessDenied", "Message": "no"}},  # type: ignore[typeddict-item]
+                "DescribeStacks",
+            )
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(stack_status, "cloudformation_client", DeniedClient)
+        with pytest.raises(StackStatusUnavailable) as raised:
+            stack_status.stack_status(OTHER)
+    assert raised.value.reason == (
+        "Could not read the stack's status with cloudformation:DescribeStacks (AccessDenied), "
+        "which tells a rollback of the Create (restore the membership) from a removal (follow "
+        "OnDelete): allow cloudformation:DescribeStacks on this stack in the function's role, "
+        "then retry the delete"
+    )
