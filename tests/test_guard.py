@@ -560,7 +560,7 @@ def test_an_empty_allowed_stack_names_serves_no_stack() -> None:
     assert "AllowedStackNames ((empty))" in verdict.error.reason
 
 
-# --- moving to a new provider (README "The ServiceToken is permanent") -------------
+# --- moving to a new provider (docs/deploy.md "The ServiceToken is permanent") ------
 
 
 def test_a_new_logical_id_on_a_new_provider_adopts_the_membership_without_a_write(

@@ -352,7 +352,7 @@ class StackOfOneResource(RuleBasedStateMachine):
         # CloudFormation sends no Update when the properties did not change.
         assume(new != old)
         # An Update that exactly reverses the previous one is that one's rollback to
-        # the function (README, "The change journal"): it restores, it does not
+        # the function (docs/semantics.md, "The change journal"): it restores, it does not
         # converge on fields a third party changed since. Rollbacks are played below.
         assume((old, new) != self.last_update)
         before = self.state

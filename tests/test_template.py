@@ -313,8 +313,8 @@ def test_logs_to_own_group_without_create_log_group(statements: list[dict[str, A
 def test_idempotency_table_matches_powertools_defaults(resources: dict[str, Any]) -> None:
     table = resources[TABLE]
     assert table["Type"] == "AWS::DynamoDB::Table"
-    assert table["DeletionPolicy"] == "Delete"
-    assert table["UpdateReplacePolicy"] == "Delete"
+    assert table["DeletionPolicy"] == "Retain"
+    assert table["UpdateReplacePolicy"] == "Retain"
     props = table["Properties"]
     assert props["BillingMode"] == "PAY_PER_REQUEST"
     assert props["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
@@ -639,13 +639,25 @@ def test_every_parameter_is_described_for_the_console_and_grouped(template: dict
             assert param.get("ConstraintDescription"), name
 
 
+#: The pages a user deploys from: the README and the docs it sends them to.
+USER_DOCS = (
+    "README.md",
+    "docs/deploy.md",
+    "docs/cli.md",
+    "docs/troubleshooting.md",
+    "docs/security.md",
+    "docs/upgrade.md",
+)
+
+
 def _stack_names_in_examples() -> dict[str, str]:
     """Every consumer stack name the examples, the CI workflow and the docs deploy."""
     workflow = yaml.safe_load(WORKFLOW.read_text(encoding="utf-8"))
     names = {"examples/ci/github-actions.yml": workflow["env"]["STACK_NAME"]}
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    for i, name in enumerate(re.findall(r"--stack-name ([A-Za-z][-A-Za-z0-9]*)", readme)):
-        names[f"README.md #{i}"] = name
+    for doc in USER_DOCS:
+        text = (ROOT / doc).read_text(encoding="utf-8")
+        for i, name in enumerate(re.findall(r"--stack-name ([A-Za-z][-A-Za-z0-9]*)", text)):
+            names[f"{doc} #{i}"] = name
     return names
 
 
@@ -663,9 +675,7 @@ def test_one_naming_pattern_everywhere(template: dict[str, Any]) -> None:
         EXAMPLE,
         NESTED,
         WORKFLOW,
-        ROOT / "README.md",
-        ROOT / "docs" / "security.md",
-        ROOT / "docs" / "upgrade.md",
+        *(ROOT / doc for doc in USER_DOCS),
     ):
         text = path.read_text(encoding="utf-8")
         assert not others.search(text), f"{path.name}: {others.search(text)}"
@@ -736,6 +746,9 @@ def test_one_service_timeout_rule_everywhere() -> None:
     assert set(declared) == {str(CFN_MAX_SERVICE_TIMEOUT)}
     (row,) = [line for line in readme.splitlines() if line.startswith("| `ServiceToken`, `Servi")]
     assert "ignored" not in row
+    for page in (ROOT / "docs").glob("*.md"):
+        declared = re.findall(r"ServiceTimeout: (\d+)", page.read_text(encoding="utf-8"))
+        assert set(declared) <= {str(CFN_MAX_SERVICE_TIMEOUT)}, page.name
     for path in (EXAMPLE, NESTED):
         resource = load_cfn(path)["Resources"]["Membership"]["Properties"]
         assert resource["ServiceTimeout"] == CFN_MAX_SERVICE_TIMEOUT, path.name
