@@ -216,8 +216,10 @@ def test_a_blocked_call_is_held_until_the_faults_are_cleared_then_never_applied(
     caller = threading.Thread(target=call)
     caller.start()
     time.sleep(0.3)
-    assert caller.is_alive()  # held, unanswered
-    assert not emu.calls()
+    assert caller.is_alive()  # held, unanswered (recorded when it arrived)
+    assert [(c.operation, c.status, c.faults) for c in emu.calls()] == [
+        ("UpdateMembership", None, ["block"])
+    ]
     emu.clear_faults()
     caller.join(timeout=5)
     assert [type(e).__name__ for e in failures] == ["ConnectionClosedError"]

@@ -319,17 +319,19 @@ class SecurityIREmulator(FaultControls):
         labels = [rule.label for rule in fired]
         if delay and self._server is not None:
             self._server.stopping.wait(delay)
-        blocking = [rule for rule in fired if rule.kind == "block"]
-        if blocking:  # held until the faults are cleared, then dropped: never applied
-            self._unblock.wait(blocking[0].seconds or None)
         params: dict[str, Any] = {}
         parse_error: ServiceError | None = None
         try:
             params = _parse_input(operation, uri_params, parse_qs(parts.query), raw)
         except ServiceError as error:
             parse_error = error
-        if any(rule.kind in ("reset", "block") for rule in fired):
+        if any(rule.kind == "reset" for rule in fired):
             self._record(operation, membership_id, params, None, None, labels, started)
+            raise _Drop
+        blocking = [rule for rule in fired if rule.kind == "block"]
+        if blocking:  # recorded now, held until the faults are cleared, dropped: never applied
+            self._record(operation, membership_id, params, None, None, labels, started)
+            self._unblock.wait(blocking[0].seconds or None)
             raise _Drop
         try:
             self._admit(operation, fired, headers, parse_error)
