@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import boto3
 
@@ -41,7 +42,8 @@ RETRY_TIMEOUT = 8.0
 THEIRS = ou(9)
 
 
-def _table(services: LocalServices) -> object:
+def _table(services: LocalServices) -> Any:
+    """A client of moto's DynamoDB, where the function keeps its journal and leases."""
     return boto3.client(
         "dynamodb",
         endpoint_url=services.dynamodb_url,
@@ -56,13 +58,15 @@ def _forget_journal(stack_name: str) -> Callable[[LocalServices], None]:
 
     def forget(services: LocalServices) -> None:
         client = _table(services)
-        items = client.scan(TableName=services.table_name)["Items"]  # type: ignore[attr-defined]
-        for item in items:
-            key = item["id"]["S"]
-            if key.startswith("journal#") and f":stack/{stack_name}/" in key:
-                client.delete_item(  # type: ignore[attr-defined]
-                    TableName=services.table_name, Key={"id": {"S": key}}
-                )
+        keys = [
+            item["id"]["S"]
+            for item in client.scan(TableName=services.table_name)["Items"]
+            if item["id"]["S"].startswith("journal#") and f":stack/{stack_name}/" in item["id"]["S"]
+        ]
+        if not keys:  # else the scenario would not play what it says
+            raise RuntimeError(f"stack {stack_name}: no journal entry in the table to remove")
+        for key in keys:
+            client.delete_item(TableName=services.table_name, Key={"id": {"S": key}})
 
     return forget
 
@@ -70,7 +74,7 @@ def _forget_journal(stack_name: str) -> Callable[[LocalServices], None]:
 def _hold_lease(services: LocalServices) -> None:
     """Another stack's request holds A's lease, far into the future."""
     until = time.time() + 3000
-    _table(services).put_item(  # type: ignore[attr-defined]
+    _table(services).put_item(
         TableName=services.table_name,
         Item={
             "id": {"S": f"lease#{A}"},
@@ -83,9 +87,7 @@ def _hold_lease(services: LocalServices) -> None:
 
 def _release_lease(services: LocalServices) -> None:
     """The other stack's request has finished and given the lease back."""
-    _table(services).delete_item(  # type: ignore[attr-defined]
-        TableName=services.table_name, Key={"id": {"S": f"lease#{A}"}}
-    )
+    _table(services).delete_item(TableName=services.table_name, Key={"id": {"S": f"lease#{A}"}})
 
 
 def _clear_faults(services: LocalServices) -> None:
