@@ -302,6 +302,7 @@ NOTHING_LOST: tuple[Scenario, ...] = (
         ),
         {A: Expect(ous=BASE_OUS | {THEIRS})},
         custom=_reads_throttled,
+        custom_faults="the journal entry removed from the table before the update",
     ),
     Scenario(
         "nothing-lost-5-busy-membership",
@@ -328,5 +329,7 @@ NOTHING_LOST: tuple[Scenario, ...] = (
         ),
         {A: AS_SEEDED},
         ("Get A", "Get A"),  # the Create's read; the rollback's, once the lease was released
+        custom_faults="another stack's request holds A's lease (far deadline) until the "
+        "update is answered",
     ),
 )
