@@ -17,7 +17,8 @@ resource, end to end and offline:
 * it refuses an answer that breaks the response contract, by raising
   :class:`ContractViolation` (ids not echoed, empty physical id, FAILED
   without a reason, over 4,096 bytes, answered more than once);
-* it follows the answer the way a stack does: a failed Create rolls back
+* it follows the answer the way a stack does: a failed Create (or a
+  succeeded one whose stack fails later, ``later_failure``) rolls back
   with a Delete of the answered physical id; a failed Update rolls back with
   an Update whose old and new properties are swapped; a replacement (new
   physical id) deletes the old resource in the cleanup phase, and a rolled
@@ -571,6 +572,8 @@ class Delivery:
     expected_answers: int = 1
     service_timeout: float = MAX_SERVICE_TIMEOUT
     async_invocations: list[AsyncInvocation] = field(default_factory=list)
+    #: Lambda retried the event after its first invocation crashed (``deliver_crashing``).
+    retried: bool = False
 
     @property
     def accepted(self) -> list[ReceivedPut]:
@@ -590,8 +593,9 @@ class Delivery:
     @property
     def answer_deadline(self) -> float:
         """Seconds from the start the answer may take: the function timeout, or the
-        ServiceTimeout once the function continued in asynchronous invocations."""
-        return self.service_timeout if self.async_invocations else self.timeout
+        ServiceTimeout once the function continued in asynchronous invocations (or
+        Lambda retried a crashed one: each invocation still ends by its own deadline)."""
+        return self.service_timeout if self.async_invocations or self.retried else self.timeout
 
     @property
     def answer(self) -> Answer | None:
@@ -829,19 +833,51 @@ class StackDriver:
         *,
         workers: Sequence[LambdaWorker] | None = None,
         timeout: float | None = None,
+        aws_request_id: str | None = None,
     ) -> PendingDelivery:
         """Start invoking ``event`` and return at once; ``finish()`` waits as :meth:`deliver`.
 
         Why: CloudFormation does not wait for an invocation it gave up on (a
         cancelled update): the next request can arrive while it still runs.
+        ``aws_request_id``: the Lambda request id (a retry keeps the first one's).
         """
         chosen = list(workers) if workers else [self.worker]
         seconds = self.timeout if timeout is None else timeout
         path = normalize_path(str(event["ResponseURL"]))
         before = len(self.receiver.requests(path))
         started = time.time()
-        invocations = [w.invoke(event, seconds) for w in chosen]
+        invocations = [w.invoke(event, seconds, request_id=aws_request_id) for w in chosen]
         return PendingDelivery(self, dict(event), path, before, started, seconds, invocations)
+
+    def deliver_crashing(
+        self, event: Mapping[str, Any], crash_when: Callable[[], bool]
+    ) -> Delivery:
+        """Invoke ``event``; kill the worker once ``crash_when()`` holds, then retry it as Lambda.
+
+        The sandbox dies mid-request (out of memory, a runtime crash): Lambda
+        counts the asynchronous invocation as failed and delivers the same
+        event again, with the same Lambda request id, to a fresh environment
+        (a cold start). Lambda waits a minute before that retry; here it comes
+        once the crashed invocation's deadline has passed (what that minute
+        means for a function timeout below a minute: the crashed invocation's
+        in-progress record has lapsed). One :class:`Delivery` holds both
+        invocations and every PUT they made. If the invocation ends before
+        ``crash_when()`` holds, nothing is killed.
+        """
+        pending = self.begin(event)
+        while pending.running() and not crash_when():
+            time.sleep(0.01)
+        if not pending.running():
+            return pending.finish()
+        self.worker.kill()
+        (crashed,) = pending.invocations
+        crashed.wait()  # the pipe closed: Runtime.ExitError
+        time.sleep(max(0.0, crashed.deadline + KILL_GRACE - time.time()))
+        retry = self.worker.invoke(event, pending.timeout, request_id=crashed.aws_request_id)
+        pending.invocations.append(retry)
+        delivery = pending.finish()
+        delivery.retried = True
+        return delivery
 
     def _wait_for_answer(self, path: str, before: int, invocations: Sequence[Invocation]) -> None:
         """Wait for the first accepted PUT (receiver.wait_for) while any invocation runs."""
@@ -877,8 +913,13 @@ class StackDriver:
                 return
             time.sleep(0.02)
 
-    def _answer(self, event: dict[str, Any]) -> tuple[Answer, Delivery]:
-        delivery = self.deliver(event)
+    def _answer(
+        self, event: dict[str, Any], crash_when: Callable[[], bool] | None = None
+    ) -> tuple[Answer, Delivery]:
+        if crash_when is None:
+            delivery = self.deliver(event)
+        else:
+            delivery = self.deliver_crashing(event, crash_when)
         assert self._operation is not None
         self._operation.deliveries.append(delivery)
         answer = delivery.answer
@@ -920,8 +961,15 @@ class StackDriver:
 
     # stack operations ----------------------------------------------------------
 
-    def create(self, properties: Mapping[str, Any]) -> Operation:
-        """Create the stack with the resource declared as ``properties``."""
+    def create(
+        self, properties: Mapping[str, Any], *, later_failure: str | None = None
+    ) -> Operation:
+        """Create the stack with the resource declared as ``properties``.
+
+        ``later_failure``: another resource of the new stack fails after this
+        one was created, so CloudFormation rolls the stack back
+        (``ROLLBACK_IN_PROGRESS``) and deletes this resource too.
+        """
         if self.status not in ("NONE", "DELETE_COMPLETE", "ROLLBACK_COMPLETE"):
             raise DriverError(f"cannot create: the stack is {self.status}")
         self.stack_id = ""
@@ -932,16 +980,26 @@ class StackDriver:
             self._record("CREATE_IN_PROGRESS", "User Initiated", stack=True)
             self._record("CREATE_IN_PROGRESS", physical_id="")
             answer, _ = self._answer(event)
-            if answer.ok:
+            if answer.ok and later_failure is None:
                 self.physical_id, self.properties = answer.physical_id, declared
                 self.attributes = dict(answer.data)
                 self._record("CREATE_COMPLETE")
                 self._record("CREATE_COMPLETE", stack=True)
                 return operation
-            self._record("CREATE_FAILED", answer.reason, physical_id=answer.physical_id)
+            failed = self.logical_id
+            if answer.ok and later_failure is not None:
+                self._record("CREATE_COMPLETE", physical_id=answer.physical_id)
+                failed = "LaterResource"
+                failure = StackEvent(
+                    time.time(), failed, "AWS::SSM::Parameter", "CREATE_FAILED", "", later_failure
+                )
+                self.events.append(failure)
+                operation.events.append(failure)
+            else:
+                self._record("CREATE_FAILED", answer.reason, physical_id=answer.physical_id)
             self._record(
                 "ROLLBACK_IN_PROGRESS",
-                f"The following resource(s) failed to create: [{self.logical_id}]. "
+                f"The following resource(s) failed to create: [{failed}]. "
                 "Rollback requested by user.",
                 stack=True,
             )
@@ -958,12 +1016,18 @@ class StackDriver:
         *,
         later_failure: str | None = None,
         force: bool = False,
+        crash_when: Callable[[], bool] | None = None,
+        after_answer: Callable[[], None] | None = None,
     ) -> Operation:
         """Update the resource to ``properties``.
 
         ``later_failure``: another resource of the stack fails after this one
         was updated, so CloudFormation rolls this one back too. Unchanged
         properties send nothing (as CloudFormation) unless ``force``.
+        ``crash_when``: the invocation's sandbox dies once it holds, and
+        Lambda retries the event (:meth:`deliver_crashing`). ``after_answer``
+        runs once the update is answered, before anything CloudFormation
+        sends next (its rollback).
         """
         if self.status not in ("CREATE_COMPLETE", "UPDATE_COMPLETE", "UPDATE_ROLLBACK_COMPLETE"):
             raise DriverError(f"cannot update: the stack is {self.status}")
@@ -978,7 +1042,9 @@ class StackDriver:
             before = self.physical_id
             self._record("UPDATE_IN_PROGRESS")
             event = self.event("Update", new, physical_id=before, old_properties=old)
-            answer, _ = self._answer(event)
+            answer, _ = self._answer(event, crash_when)
+            if after_answer is not None:
+                after_answer()
             if not answer.ok:
                 self._record("UPDATE_FAILED", answer.reason)
                 self._record(

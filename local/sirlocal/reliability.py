@@ -20,11 +20,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from sirlocal.catalog import EVERY_SCENARIO
 from sirlocal.driver import REPO_ROOT, StackDriver, WorkerPool, worker_env
 from sirlocal.reliability_report import BadInputRow, Measurement, render, totals
 from sirlocal.scenarios import (
     INVALID_INPUTS,
-    SCENARIOS,
     A,
     BadInput,
     Scenario,
@@ -190,8 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", action="append", default=[], help="scenario name (repeatable)")
     parser.add_argument("--no-bad-input", action="store_true", help="skip the invalid declarations")
     args = parser.parse_args(argv)
-    chosen = [s for s in SCENARIOS if not args.only or s.name in args.only]
-    unknown = set(args.only) - {s.name for s in SCENARIOS}
+    chosen = [s for s in EVERY_SCENARIO if not args.only or s.name in args.only]
+    unknown = set(args.only) - {s.name for s in EVERY_SCENARIO}
     if unknown:
         parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
 

@@ -79,6 +79,8 @@ class Fault:
         "error",
         "reset",
         "hang",
+        "lost",
+        "block",
         "propagation",
         "model",
         "put_status",
@@ -138,6 +140,10 @@ class Fault:
             return f"TCP reset on {op}{nth} {times}"
         if self.kind == "hang":
             return f"{op}{nth} hangs {self.seconds:g} s"
+        if self.kind == "lost":
+            return f"{op}{nth} applied but answered {self.error or 'InternalServerException'}"
+        if self.kind == "block":
+            return f"{op}{nth} held in flight, never applied"
         if self.kind == "propagation":
             return f"Conflict x{self.times} after each OU change"
         if self.kind == "model":
@@ -171,6 +177,7 @@ class Step:
     expect: str = ""  # the stack status afterwards
     faults: tuple[Fault, ...] = ()
     later_failure: str | None = None
+    answer_status: str = ""  # the status of the operation's first answer (SUCCESS, FAILED)
     reason_has: tuple[str, ...] = ()  # in the reason of the operation's first answer
     reason_lacks: tuple[str, ...] = ()  # never in that reason
     reason_starts: str = ""  # that reason starts with this
@@ -182,6 +189,15 @@ class Step:
     invocations: int | None = None
     cancel_after_writes: int = 1
     cancel_after_seconds: float = 0.0
+    #: An update's sandbox dies once this many UpdateMembership calls were answered:
+    #: the next one is held in flight (a ``block`` fault, never applied) and the
+    #: worker killed; Lambda delivers the same event again (same RequestId).
+    crash_after_writes: int = 0
+    #: Runs once the operation's own request is answered, before anything CloudFormation
+    #: sends next (its rollback): e.g. the step's faults end, another request finishes.
+    after_answer: Callable[[LocalServices], None] | None = None
+    #: Runs right before the step (state a fault cannot express, e.g. in the table).
+    before: Callable[[LocalServices], None] | None = None
 
 
 @dataclass
@@ -232,12 +248,20 @@ class Scenario:
     #: ``make reliability`` only, not in ``make test`` (tests/e2e), which keeps a faster
     #: scenario of the same behaviour (the reason names it).
     reliability_only: str = ""
+    #: The function's reserves and client timeouts at this scale (``scaled_timing``), on a
+    #: worker of its own with ``timeout``: the same decisions in fewer real seconds.
+    timing_scale: float = 1.0
 
     @property
     def faults(self) -> str:
         """Every fault injected, described."""
         described = [f.describe() for s in self.steps for f in s.faults]
         for step in self.steps:
+            if step.crash_after_writes:
+                described.append(
+                    f"sandbox killed after {step.crash_after_writes} UpdateMembership call(s), "
+                    "the same event delivered again"
+                )
             if step.action == "cancel_update":
                 described.append(
                     f"update cancelled after {step.cancel_after_writes} write(s)"
@@ -287,6 +311,8 @@ def _check_deliveries(run: Run, deliveries: Sequence[Delivery], step: Step | Non
         kind = delivery.event["RequestType"]
         # A continuation the scenario kills on purpose ends "killed"; Lambda retries it.
         killing = any(f.kind == "invoke_kill" for s in run.scenario.steps for f in s.faults)
+        # A sandbox the scenario kills on purpose ends crashed; Lambda retries the event.
+        crashing = any(s.crash_after_writes for s in run.scenario.steps)
         for attempt in delivery.async_invocations:
             run.expect(
                 attempt.outcome in ("ok", None) or (killing and attempt.outcome == "killed"),
@@ -309,13 +335,41 @@ def _check_deliveries(run: Run, deliveries: Sequence[Delivery], step: Step | Non
             )
         for result in delivery.results:
             run.expect(not result.timed_out, f"{kind}: the invocation was killed at its deadline")
-            run.expect(result.error is None, f"{kind}: the handler raised {result.error}")
+            run.expect(
+                result.error is None or (crashing and result.crashed),
+                f"{kind}: the handler raised {result.error}",
+            )
+
+
+def _crash_point(services: LocalServices, step: Step) -> Callable[[], bool] | None:
+    """Hold the UpdateMembership call after ``step.crash_after_writes`` (a ``block``
+    fault); the returned check holds once that call is in flight."""
+    if not step.crash_after_writes:
+        return None
+    rule = services.emulator.add_fault(
+        "block", "UpdateMembership", on_call=step.crash_after_writes + 1
+    )
+
+    def in_flight() -> bool:
+        rules = services.emulator.faults()["rules"]
+        return any(r["id"] == rule["id"] and r["fired"] for r in rules)
+
+    return in_flight
+
+
+def _bound(
+    hook: Callable[[LocalServices], None] | None, services: LocalServices
+) -> Callable[[], None] | None:
+    return None if hook is None else lambda: hook(services)
 
 
 def _play_step(run: Run, step: Step) -> None:
     stack, services = run.stack, run.services
+    if step.before is not None:
+        step.before(services)
     for fault in step.faults:
         fault.arm(services)
+    crash_when = _crash_point(services, step)
     try:
         operation: Operation | None = None
         if step.action == "cold":
@@ -323,10 +377,15 @@ def _play_step(run: Run, step: Step) -> None:
             return
         if step.action == "create":
             assert step.properties is not None
-            operation = stack.create(step.properties)
+            operation = stack.create(step.properties, later_failure=step.later_failure)
         elif step.action == "update":
             assert step.properties is not None
-            operation = stack.update(step.properties, later_failure=step.later_failure)
+            operation = stack.update(
+                step.properties,
+                later_failure=step.later_failure,
+                crash_when=crash_when,
+                after_answer=_bound(step.after_answer, services),
+            )
         elif step.action == "cancel_update":
             operation = _cancel_update(run, step)
         elif step.action == "continue_rollback":
@@ -357,6 +416,12 @@ def _play_step(run: Run, step: Step) -> None:
 def _check_answer(run: Run, step: Step, answer: Answer | None) -> None:
     reason = answer.reason if answer is not None else ""
     label = step.action
+    if step.answer_status:
+        status = answer.status if answer is not None else None
+        run.expect(
+            status == step.answer_status,
+            f"{label}: answered {status}, expected {step.answer_status}: {reason[:200]!r}",
+        )
     for text in step.reason_has:
         run.expect(text in reason, f"{label}: reason lacks {text!r}: {reason!r}")
     for text in step.reason_lacks:
@@ -407,6 +472,19 @@ def _cancel_update(run: Run, step: Step) -> Operation:
     return operation
 
 
+def _scaled_worker(
+    scenario: Scenario, services: LocalServices, pool: WorkerPool
+) -> LambdaWorker | None:
+    """For a scenario at ``timing_scale``: its own worker, its continuations alike."""
+    if scenario.timing_scale == 1.0:
+        return None
+    env = {**pool.env, **scaled_timing(scenario.timing_scale)}
+    services.lambda_api.configure(env=env, timeout=scenario.timeout, python=pool.python)
+    return LambdaWorker(
+        env, timeout=scenario.timeout, name=f"scaled-{scenario.name}", python=pool.python
+    )
+
+
 def run_scenario(
     scenario: Scenario, services: LocalServices, pool: WorkerPool, *, stack_name: str = ""
 ) -> ScenarioResult:
@@ -419,9 +497,10 @@ def run_scenario(
     if scenario.prepare is not None:
         scenario.prepare(services)
     marks = pool.log_marks()
+    own = _scaled_worker(scenario, services, pool)
     stack = StackDriver(
         services.receiver,
-        pool.get(0),
+        own or pool.get(0),
         stack_name=stack_name or f"e2e-{scenario.name}",
         timeout=scenario.timeout,
         strict=scenario.strict,
@@ -464,6 +543,9 @@ def run_scenario(
     )
     urls = [str(d.event["ResponseURL"]) for d in stack.deliveries] + run.extra_urls
     logs = pool.logs_since(marks) + "".join(run.extra_logs) + services.lambda_api.logs()
+    if own is not None:
+        logs += own.logs()
+        own.close()
     run.problems += log_leaks(logs, secrets, urls)
     updates = [c for c in calls if c.operation == "UpdateMembership"]
     answers = [d.answer_seconds for d in stack.deliveries if d.answer_seconds is not None]

@@ -19,16 +19,20 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from sirlocal import iam_matrix
+from sirlocal import iam_matrix, stack_ops
+from sirlocal.fixtures import NAMES, PEOPLE, A, ous
 from sirlocal.ministack import REPO_ROOT, LocalAWS, local_aws
 from sirlocal.ministack_changesets import CASES, NOT_PLAYED, play_all
 from sirlocal.ministack_demo import (
+    EXAMPLE,
     PROVIDER_PARAMETERS,
     SECRETS,
     SEED,
     STEPS,
+    example_parameters,
     run_story,
 )
 from sirlocal.ministack_deploy import Provider, deploy_provider
@@ -144,3 +148,60 @@ def test_plan_predicts_the_calls_of_real_change_sets(deployed: tuple[LocalAWS, P
     assert observed == EXPECTED
     differing = [r.case.fixture for r in results if not r.equal]
     assert differing == [], f"calls made differ from the plan's for {differing}"
+
+
+#: Another resource of the new stack, created after the membership, that fails.
+FAILING_RESOURCE = """  Breaks:
+    Type: Custom::Fails
+    DependsOn: Membership
+    Properties:
+      ServiceToken: arn:aws:lambda:us-east-1:000000000000:function:does-not-exist
+"""
+
+
+def _as_declared(state: dict[str, Any]) -> dict[str, Any]:
+    """The membership without what the service adds to a team it was sent."""
+    team = [{k: p[k] for k in ("name", "jobTitle", "email")} for p in state["incidentResponseTeam"]]
+    return {**state, "incidentResponseTeam": team}
+
+
+def test_a_succeeded_create_undone_by_the_stack_rollback_restores_the_membership(
+    aws: LocalAWS,
+) -> None:
+    """Issue 16, case 3, on a third-party engine: the shipped example (DeletionPolicy
+    RetainExceptOnCreate) adopts A with another name, team, Triage and OUs; a later
+    resource fails, so ministack deletes the created resource while the stack is
+    ROLLBACK_IN_PROGRESS, and that Delete puts A back as it was before the stack."""
+    template = EXAMPLE.read_text(encoding="utf-8")
+    template = template.replace("\nOutputs:\n", f"\n{FAILING_RESOURCE}\nOutputs:\n", 1)
+    assert "DeletionPolicy: RetainExceptOnCreate" in template
+    assert "Breaks:" in template
+    before = aws.emulator.state(A)
+    (name, title, email) = PEOPLE[2]
+    values = {
+        **example_parameters(NAMES[1], ous(1, 9)),
+        "EnableTriage": "false",
+        "PrimaryResponderName": name,
+        "PrimaryResponderJobTitle": title,
+        "PrimaryResponderEmail": email,
+    }
+    cfn = aws.client("cloudformation")
+    described = stack_ops.create_change_set(
+        cfn,
+        stack_name="security-ir-create-rolled-back",
+        change_set_name="create",
+        template_body=template,
+        values=values,
+    )
+    outcome = stack_ops.execute_change_set(cfn, described)
+    assert outcome.stack_status == "ROLLBACK_COMPLETE"
+    assert [e.status for e in outcome.events if e.logical_id == "Membership"] == [
+        "CREATE_IN_PROGRESS",
+        "CREATE_COMPLETE",
+        "DELETE_IN_PROGRESS",
+        "DELETE_COMPLETE",
+    ]
+    applied = [c for c in aws.emulator.calls("UpdateMembership") if c.status == 200]
+    assert len(applied) == 2  # the Create's change, and the rollback Delete's restore
+    assert applied[0].request["membershipName"] == NAMES[1]
+    assert _as_declared(aws.emulator.state(A)) == _as_declared(before)

@@ -15,8 +15,9 @@ from __future__ import annotations
 import re
 
 import pytest
+from sirlocal.catalog import EVERY_SCENARIO as SCENARIOS
 from sirlocal.driver import WorkerPool
-from sirlocal.scenarios import SCENARIOS, Scenario, run_scenario
+from sirlocal.scenarios import Scenario, run_scenario
 from sirlocal.services import LocalServices
 
 pytestmark = pytest.mark.e2e
@@ -91,3 +92,13 @@ def test_scenarios_left_to_make_reliability_name_what_plays_them_here() -> None:
         assert not named & set(moved), f"{name}: the reason names a scenario not run here"
     assert {s.group for s in SCENARIOS} == {s.group for s in SCENARIOS if s.name in here}
     assert len(here) >= 0.85 * len(SCENARIOS)
+
+
+def test_every_case_of_the_nothing_lost_issue_has_a_scenario() -> None:
+    """Issue 16's numbered cases 1-5, each played end to end (none is a known issue)."""
+    cases = {
+        int(s.name.split("-")[2])
+        for s in SCENARIOS
+        if s.group == "nothing-lost" and not s.known_issue
+    }
+    assert cases == {1, 2, 3, 4, 5}

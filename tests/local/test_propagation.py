@@ -7,6 +7,7 @@ each model answers (exact refusals, their timing, what GetMembership shows).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -164,6 +165,7 @@ def test_control_api_sets_each_model(
         "retry_after": True,
         "stale_reads": True,
         "error": "ConflictException",
+        "refuse": True,
         "model": "conflict-stale-reads",
     }
     add_ou2(client)
@@ -174,6 +176,58 @@ def test_control_api_sets_each_model(
     control.set_propagation_model("none")
     assert control.faults()["propagation"] is None
     client.update_membership(membershipId=MID, membershipName="free-again")
+
+
+def test_model_stale_reads_refuses_nothing_and_shows_the_old_ous_until_p_elapses(
+    emu: SecurityIREmulator, client: SecurityIncidentResponseClient
+) -> None:
+    emu.set_propagation_model("stale-reads", P)
+    add_ou2(client)
+    client.update_membership(membershipId=MID, membershipName="not-refused")
+    assert shown_ous(client) == [OU1]
+    time.sleep(P + 0.05)
+    assert shown_ous(client) == [OU1, OU2]
+    assert emu.faults()["propagation"]["model"] == "stale-reads"
+
+
+def test_a_lost_answer_is_applied_then_answered_5xx(
+    emu: SecurityIREmulator, client: SecurityIncidentResponseClient
+) -> None:
+    emu.lose_answer("UpdateMembership")
+    with pytest.raises(client.exceptions.InternalServerException):
+        add_ou2(client)
+    assert emu.state(MID)["membershipAccountsConfigurations"]["organizationalUnits"] == [OU1, OU2]
+    record = emu.calls("UpdateMembership")[-1]
+    assert (record.status, record.faults) == (500, ["applied-then-error:InternalServerException"])
+
+
+def test_a_blocked_call_is_held_until_the_faults_are_cleared_then_never_applied(
+    emu: SecurityIREmulator, client: SecurityIncidentResponseClient
+) -> None:
+    emu.block("UpdateMembership")
+    failures: list[Exception] = []
+
+    def call() -> None:
+        try:
+            add_ou2(client)
+        except Exception as error:  # the dropped call's error is the result
+            failures.append(error)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    time.sleep(0.3)
+    assert caller.is_alive()  # held, unanswered (recorded when it arrived)
+    assert [(c.operation, c.status, c.faults) for c in emu.calls()] == [
+        ("UpdateMembership", None, ["block"])
+    ]
+    emu.clear_faults()
+    caller.join(timeout=5)
+    assert [type(e).__name__ for e in failures] == ["ConnectionClosedError"]
+    assert shown_ous(client) == [OU1]
+    assert [(c.operation, c.status, c.faults) for c in emu.calls()] == [
+        ("UpdateMembership", None, ["block"]),
+        ("GetMembership", 200, []),
+    ]
 
 
 @pytest.mark.parametrize(

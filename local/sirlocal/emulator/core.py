@@ -69,6 +69,8 @@ class SecurityIREmulator(FaultControls):
         self._latency = 0.0
         self._propagation: _Window | None = None
         self._windows: dict[str, _Window] = {}
+        #: Set when the faults are cleared: every call a ``block`` rule holds is dropped.
+        self._unblock = threading.Event()
         self._routes = _routes()
         self._server: LoopbackHTTPServer | None = None
         self._port: int | None = None
@@ -86,6 +88,7 @@ class SecurityIREmulator(FaultControls):
 
     def stop(self) -> None:
         """Stop serving and drop open connections (waiting hangs are released)."""
+        self._unblock.set()
         if self._server is not None:
             self._server.stop()
             self._server = None
@@ -194,6 +197,8 @@ class SecurityIREmulator(FaultControls):
         """Arm a :class:`FaultRule` (see its doc); returns it as a dict."""
         with self._lock:
             rule = FaultRule(kind, operation, on_call, times, seconds, error, id=self._next_rule_id)
+            if kind == "block" and self._unblock.is_set():
+                self._unblock = threading.Event()
             self._next_rule_id += 1
             self._rules.append(rule)
             return rule.to_dict()
@@ -213,6 +218,7 @@ class SecurityIREmulator(FaultControls):
         retry_after: bool = False,
         stale_reads: bool = False,
         error: str = "ConflictException",
+        refuse: bool = True,
     ) -> None:
         """Emulate asynchronous account propagation (see also :meth:`set_propagation_model`).
 
@@ -225,7 +231,9 @@ class SecurityIREmulator(FaultControls):
         ``retry_after`` puts the window's whole seconds left in ``Retry-After``:
         the model's ``retryAfterSeconds`` member for ThrottlingException, and
         an unmodelled HTTP header for ConflictException (whose shape has no
-        such member). ``set_propagation()`` with no argument turns it off.
+        such member). Without ``refuse``, nothing is refused: only the reads
+        are stale (with ``stale_reads``). ``set_propagation()`` with no
+        argument turns it off.
         """
         if error not in PROPAGATION_ERRORS:
             raise ValueError(f"propagation error must be one of {PROPAGATION_ERRORS}")
@@ -236,7 +244,9 @@ class SecurityIREmulator(FaultControls):
                 self._propagation = None
                 self._windows.clear()
             else:
-                self._propagation = _Window(calls, seconds, retry_after, stale_reads, error)
+                self._propagation = _Window(
+                    calls, seconds, retry_after, stale_reads, error, refuse=refuse
+                )
 
     def faults(self) -> dict[str, Any]:
         """Armed rules with their counters, latency and propagation settings."""
@@ -257,6 +267,7 @@ class SecurityIREmulator(FaultControls):
             self._clear_faults()
 
     def _clear_faults(self) -> None:
+        self._unblock.set()
         self._rules.clear()
         self._latency = 0.0
         self._propagation = None
@@ -317,12 +328,21 @@ class SecurityIREmulator(FaultControls):
         if any(rule.kind == "reset" for rule in fired):
             self._record(operation, membership_id, params, None, None, labels, started)
             raise _Drop
+        blocking = [rule for rule in fired if rule.kind == "block"]
+        if blocking:  # recorded now, held until the faults are cleared, dropped: never applied
+            self._record(operation, membership_id, params, None, None, labels, started)
+            self._unblock.wait(blocking[0].seconds or None)
+            raise _Drop
         try:
             self._admit(operation, fired, headers, parse_error)
             _check_input(operation, params)
             body, status = self._run(operation, params, labels)
         except ServiceError as error:
             return self._answer_error(error, operation, membership_id, params, labels, started)
+        lost = [rule for rule in fired if rule.kind == "lost"]
+        if lost:  # applied, but the answer is an error (a 5xx whose write went through)
+            late = ServiceError(str(lost[0].error), "Injected fault after the call was applied")
+            return self._answer_error(late, operation, membership_id, params, labels, started)
         self._record(operation, membership_id, params, status, None, labels, started)
         return status, {}, body
 
@@ -415,7 +435,7 @@ class SecurityIREmulator(FaultControls):
                     labels.append("stale-read")
                     shown["membershipAccountsConfigurations"] = copy.deepcopy(window.previous)
                 return shown, status
-            if window is not None:
+            if window is not None and window.refuse:
                 if window.calls is not None:
                     window.calls -= 1
                 labels.append("propagation")

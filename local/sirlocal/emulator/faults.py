@@ -23,8 +23,12 @@ class FaultRule:
     made after it was armed, and fires on the ``on_call``-th of them and on
     the following ones until it has fired ``times`` times (``None``: forever).
     ``kind`` is ``"error"`` (answer the model error ``error``), ``"reset"``
-    (close the socket with RST, no answer) or ``"hang"`` (wait ``seconds``,
-    then answer normally or as another firing rule says).
+    (close the socket with RST, no answer), ``"hang"`` (wait ``seconds``,
+    then answer normally or as another firing rule says), ``"lost"`` (apply
+    the call, then answer ``error``, default InternalServerException: a write
+    whose answer was lost) or ``"block"`` (hold the call unanswered until the
+    faults are cleared or ``seconds`` pass, then drop it, never applied: a
+    call in flight when its process is killed).
     """
 
     kind: str
@@ -42,7 +46,7 @@ class FaultRule:
             raise ValueError(f"fault kind must be one of {FAULT_KINDS}")
         if self.operation != "*" and self.operation not in service_model().operation_names:
             raise ValueError(f"unknown operation {self.operation!r}")
-        if self.kind == "error":
+        if self.kind in ("error", "lost"):
             self.error = self.error or "InternalServerException"
             try:
                 is_error = bool(service_model().shape_for(self.error).metadata.get("exception"))
@@ -56,6 +60,8 @@ class FaultRule:
     @property
     def label(self) -> str:
         """How the fault is named in call records, e.g. ``error:ThrottlingException``."""
+        if self.kind == "lost":
+            return f"applied-then-error:{self.error}"
         return f"error:{self.error}" if self.kind == "error" else self.kind
 
     @property
@@ -90,7 +96,7 @@ class CallRecord:
         return asdict(self)
 
 
-PROPAGATION_MODELS = ("none", "conflict", "conflict-stale-reads")
+PROPAGATION_MODELS = ("none", "conflict", "conflict-stale-reads", "stale-reads")
 PROPAGATION_ERRORS = ("ConflictException", "ThrottlingException")
 
 
@@ -102,6 +108,7 @@ class _Window:
     window's length in seconds; as a window it holds the time it closes.
     ``previous`` is the membership's account configuration before the change:
     with ``stale_reads`` GetMembership shows it while the window is open.
+    Without ``refuse`` the window only makes reads stale (calls go through).
     """
 
     calls: int | None
@@ -110,9 +117,10 @@ class _Window:
     stale_reads: bool = False
     error: str = "ConflictException"
     previous: dict[str, Any] | None = None
+    refuse: bool = True
 
     def open(self, now: float) -> bool:
-        """True while calls are still refused (and reads still stale)."""
+        """True while calls are still refused (or reads still stale)."""
         calls_left = self.calls is None or self.calls > 0
         time_left = self.until is None or now < self.until
         return calls_left and time_left
@@ -126,6 +134,8 @@ class _Window:
     @property
     def model(self) -> str:
         """The propagation model this setting emulates (one of ``PROPAGATION_MODELS``)."""
+        if not self.refuse:
+            return "stale-reads"
         return "conflict-stale-reads" if self.stale_reads else "conflict"
 
 
@@ -160,6 +170,7 @@ class FaultControls:
         retry_after: bool = False,
         stale_reads: bool = False,
         error: str = "ConflictException",
+        refuse: bool = True,
     ) -> None:
         """Arm (or, with no ``calls``/``seconds``, disarm) asynchronous propagation."""
         raise NotImplementedError
@@ -179,6 +190,8 @@ class FaultControls:
         UpdateMembership on that membership is refused for P seconds.
         ``"conflict-stale-reads"``: as ``"conflict"``, and GetMembership shows
         the account configuration from before the change until P elapses.
+        ``"stale-reads"``: nothing is refused, but GetMembership shows the
+        account configuration from before each change until P elapses.
         ``retry_after``: the refusal says when to retry (``Retry-After``).
         """
         if model not in PROPAGATION_MODELS:
@@ -191,8 +204,9 @@ class FaultControls:
         self.set_propagation(
             seconds=seconds,
             retry_after=retry_after,
-            stale_reads=model == "conflict-stale-reads",
+            stale_reads=model in ("conflict-stale-reads", "stale-reads"),
             error=error,
+            refuse=model != "stale-reads",
         )
 
     def throttle(self, operation: str = "*", times: int = 1) -> dict[str, Any]:
@@ -225,3 +239,16 @@ class FaultControls:
     ) -> dict[str, Any]:
         """The ``on_call``-th call of ``operation`` is answered only after ``seconds``."""
         return self.add_fault("hang", operation, on_call=on_call, times=times, seconds=seconds)
+
+    def lose_answer(
+        self, operation: str = "*", *, on_call: int = 1, error: str = "InternalServerException"
+    ) -> dict[str, Any]:
+        """The ``on_call``-th call of ``operation`` is applied, then answered ``error`` (a 5xx)."""
+        return self.add_fault("lost", operation, on_call=on_call, error=error)
+
+    def block(
+        self, operation: str = "*", *, on_call: int = 1, seconds: float = 600.0
+    ) -> dict[str, Any]:
+        """The ``on_call``-th call of ``operation`` is held unanswered until the faults are
+        cleared (or ``seconds`` pass), then dropped without being applied."""
+        return self.add_fault("block", operation, on_call=on_call, seconds=seconds)

@@ -125,10 +125,12 @@ class EmulatorControl(FaultControls):
         retry_after: bool = False,
         stale_reads: bool = False,
         error: str = "ConflictException",
+        refuse: bool = True,
     ) -> None:
         """See :meth:`SecurityIREmulator.set_propagation`."""
-        setting = {"calls": calls, "seconds": seconds, "retry_after": retry_after}
-        setting |= {"stale_reads": stale_reads, "error": error}
+        setting: dict[str, Any] = {"calls": calls, "seconds": seconds}
+        setting |= {"retry_after": retry_after, "stale_reads": stale_reads}
+        setting |= {"error": error, "refuse": refuse}
         self._call("POST", "/faults", {"propagation": setting})
 
     def faults(self) -> dict[str, Any]:

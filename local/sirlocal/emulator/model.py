@@ -29,7 +29,7 @@ EMULATED_OPERATIONS = ("GetMembership", "UpdateMembership", "ListMemberships", *
 DEFAULT_ACCOUNT = "123456789012"
 DEFAULT_REGION = "us-east-1"
 CONTROL_PREFIX = "/_emulator"
-FAULT_KINDS = ("error", "reset", "hang")
+FAULT_KINDS = ("error", "reset", "hang", "lost", "block")
 
 # Defaults for required members of error shapes that a fault does not supply.
 _ERROR_FIELD_DEFAULTS = {
