@@ -26,7 +26,7 @@ from memory_store import MemoryStore
 from sirlocal.emulator import ServiceError, apply_update, new_membership, service_model, validate
 
 from sir_membership.continuation import Handoff
-from sir_membership.journal import Entry, Record, Touched
+from sir_membership.journal import Entry, Record, Touched, declaration_digest
 from sir_membership.journal_codec import from_json
 from sir_membership.journal_store import busy
 
@@ -68,7 +68,8 @@ class Points:
 
     def __call__(self, name: str) -> None:
         self.seen += 1
-        if self.armed is not None and self.seen >= self.armed and self.only_if():
+        armed = self.armed is not None and self.seen >= self.armed
+        if armed and self.only_if():
             self.armed = None
             self.crashed_at = name
             STATS[f"crashes {name}"] += 1
@@ -143,6 +144,8 @@ class Running:
     rolls_back: str | None
     #: Every OU this resource has ever declared (old or new properties).
     ever_declared: frozenset[str]
+    #: The request, for messages.
+    request: Any = None
 
 
 def _error(code: str, status: int, operation: str, **extra: Any) -> ClientError:
@@ -175,6 +178,8 @@ class OverlapIR:
     #: Per membership: (shown until, the OU configuration shown meanwhile).
     shown: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
     running: Running | None = None
+    #: What the harness did so far (for messages).
+    history: list[str] = field(default_factory=list)
     #: Per RequestId: its n-th UpdateMembership (1-based, across invocations) -> fault.
     faults: dict[str, dict[int, str]] = field(default_factory=dict)
     sent: Counter[str] = field(default_factory=Counter)
@@ -201,6 +206,7 @@ class OverlapIR:
         self.point("before UpdateMembership")
         self.clock.now += 0.1
         shape = service_model().operation_model("UpdateMembership").input_shape
+        assert shape is not None
         assert validate(shape, params) == [], "a request the model rejects"
         running = self.running
         assert running is not None
@@ -224,6 +230,7 @@ class OverlapIR:
 
     def _apply(self, mid: str, params: dict[str, Any], running: Running) -> ClientError | None:
         before = self.memberships[mid]
+        refused: ServiceError | None
         try:
             updated, accounts_changed = apply_update(before, params)
         except ServiceError as error:
@@ -271,7 +278,11 @@ class OverlapIR:
         assert any(
             e.request_id in mine and e.membership_id == mid and covers(e.touched, params)
             for e in self.entries_of(running)
-        ), f"an UpdateMembership the journal does not cover: {sorted(params)}"
+        ), (
+            f"an UpdateMembership the journal does not cover: {params} {running} "
+            f"{self.entries_of(running)} new={declaration_digest(running.request.properties)} "
+            f"old={declaration_digest(running.request.old_properties)} {self.history}"
+        )
 
     def check_removals(self, mid: str, params: dict[str, Any], running: Running) -> None:
         """An OU this resource never declared is never removed (the third party's, the other
@@ -315,7 +326,9 @@ class OverlapIR:
         assert any(
             e.request_id in mine and keys <= set(e.touched.tags_before)
             for e in self.entries_of(running)
-        ), f"a tag call the journal does not cover: {sorted(keys)}"
+        ), (
+            f"a tag call the journal does not cover: {sorted(keys)} {running} {self.entries_of(running)}"
+        )
 
 
 def covers(touched: Touched, params: dict[str, Any]) -> bool:
