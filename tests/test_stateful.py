@@ -486,10 +486,20 @@ def test_stack_operations_faults_and_third_parties() -> None:
         ),
     )
     if REPORT:
-        _write_report(time.monotonic() - began)
+        write_report(REPORT, time.monotonic() - began, STATS, examples=EXAMPLES, steps=12)
 
 
-def _write_report(seconds: float) -> None:
+def write_report(
+    path: str,
+    seconds: float,
+    stats: Counter[str],
+    *,
+    examples: int,
+    steps: int,
+    part: str = "",
+) -> None:
+    """Write what a run exercised to ``path``; a ``part`` (another file's machine) is merged
+    into the report the main run wrote, its counts prefixed with the part's name."""
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
     ).stdout.strip()
@@ -499,14 +509,26 @@ def _write_report(seconds: float) -> None:
         text=True,
         check=False,
     ).stdout.strip()
-    report = {
-        "examples": EXAMPLES,
-        "steps_per_example": 12,
-        "seconds": round(seconds, 1),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "commit": commit + (" (with uncommitted changes)" if dirty else ""),
-        "counts": dict(sorted(STATS.items())),
-    }
-    with open(REPORT, "w", encoding="utf-8") as out:
+    if part:
+        with open(path, encoding="utf-8") as previous:
+            report = json.load(previous)
+        report["seconds"] = round(report["seconds"] + seconds, 1)
+        report["parts"] = {
+            **report.get("parts", {}),
+            part: {"examples": examples, "steps_per_example": steps, "seconds": round(seconds, 1)},
+        }
+        counts = {k: v for k, v in report["counts"].items() if not k.startswith(f"{part}: ")}
+        counts.update({f"{part}: {k}": v for k, v in stats.items()})
+        report["counts"] = dict(sorted(counts.items()))
+    else:
+        report = {
+            "examples": examples,
+            "steps_per_example": steps,
+            "seconds": round(seconds, 1),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "commit": commit + (" (with uncommitted changes)" if dirty else ""),
+            "counts": dict(sorted(stats.items())),
+        }
+    with open(path, "w", encoding="utf-8") as out:
         json.dump(report, out, indent=2)
         out.write("\n")
