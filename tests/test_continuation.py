@@ -134,8 +134,11 @@ class World:
     fail_hand_off: bool = False
     #: The consumer stack's status as DescribeStacks shows it ("": unreadable).
     status: str = "UPDATE_COMPLETE"
+    #: The event of the last invocation (a continuation's carries its marker).
+    last_invoked: Request | None = None
 
     def invoke(self, request: Request) -> Outcome:
+        self.last_invoked = request
         deadline = self.clock.now + self.timeout
         remaining: Callable[[], float] = lambda: deadline - self.clock.now  # noqa: E731
         service = MembershipService(

@@ -340,3 +340,59 @@ def test_the_stack_status_reason_names_the_permission_and_the_fix() -> None:
         "OnDelete): allow cloudformation:DescribeStacks on this stack in the function's role, "
         "then retry the delete"
     )
+
+
+# -- crashes found by the stateful test (tests/test_stateful_overlap.py) ------------------
+
+
+def stale_world() -> World:
+    clock = Clock()
+    return World(clock, LostAnswerIR(clock, "stale", 20.0), MemoryStore(clock=clock), timeout=120.0)
+
+
+def test_a_retry_after_a_crash_just_past_an_applied_call_proves_it_by_the_repeat() -> None:
+    w = stale_world()
+    a = created(w)
+    b = declared(BASE + MORE[:3])  # one call: add 3 OUs
+    update = request("Update", b, a)
+    crash_after_calls(w, 1)  # applied; the sandbox dies before its progress is saved
+    crashed(w, update)
+    w.clock.sleep(1.0)  # reads are still stale when Lambda's retry runs
+    (answer,) = w.run(update).answers
+    assert answer.status == "SUCCESS"
+    assert w.sir.ous == set(BASE + MORE[:3])
+    assert [x.status for x in w.run(request("Update", a, b)).answers] == ["SUCCESS"]
+    assert w.sir.ous == set(BASE)
+
+
+def test_a_retry_that_runs_out_of_time_never_says_no_change_after_a_crash() -> None:
+    w = world("conflict", 400.0, timeout=120.0)  # every later call is refused for 400 s
+    a = created(w)
+    b = declared(BASE + MORE[:10], timeout=300)
+    update = request("Update", b, a)
+    crash_after_calls(w, 1)
+    crashed(w, update)
+    w.clock.sleep(60.0)
+    (answer,) = w.run(update).answers
+    assert answer.status == "FAILED"
+    assert "no change was applied" not in answer.reason.lower()
+    assert "unknown (it may have been applied)" in answer.reason or (
+        "UpdateMembership calls were applied" in answer.reason
+    )
+    assert [x.status for x in w.run(request("Update", a, b)).answers] == ["SUCCESS"]
+    assert w.sir.ous == set(BASE)
+
+
+def test_a_link_that_died_after_recording_its_answer_sends_it_again_without_a_call() -> None:
+    w = world("conflict", 20.0, timeout=45.0)
+    a = created(w)
+    chain = w.run(request("Update", declared(BASE + MORE[:20]), a))  # 4 calls: several links
+    (answer,) = chain.answers
+    assert answer.status == "SUCCESS"
+    last = w.last_invoked
+    assert last is not None
+    assert last.continuation is not None
+    sent = w.sir.sent
+    again = w.invoke(last)  # Lambda retries the link that recorded the answer
+    assert again == answer
+    assert w.sir.sent == sent

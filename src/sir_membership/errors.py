@@ -33,6 +33,20 @@ def calls_applied(applied: int, planned: int) -> str:
     return f"{applied} of {planned} UpdateMembership calls were applied"
 
 
+def calls_known(applied: int, planned: int, unknown: int) -> str:
+    """The outcome of a plan that stopped, never "no change" while a call may have applied."""
+    planned = max(planned, applied)
+    unsure = (
+        f"the outcome of {unknown} UpdateMembership call{'s' if unknown > 1 else ''} is unknown "
+        "(it may have been applied)"
+    )
+    if not unknown:
+        return calls_applied(applied, planned) or NO_CHANGE
+    if not applied:
+        return unsure
+    return f"{calls_applied(applied, planned)}, and {unsure}"
+
+
 def with_outcome(reason: str, outcome: str) -> str:
     """``reason`` (what failed: the fix) with ``outcome`` as a sentence of its own."""
     if not outcome:

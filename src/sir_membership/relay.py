@@ -18,12 +18,11 @@ from dataclasses import replace
 
 from .continuation import Continuation, HandedOff, Handoff, Outcome, Stopped, first
 from .errors import (
-    NO_CHANGE,
     ContinuationFailed,
     MembershipBusy,
     MembershipError,
     OutOfTime,
-    calls_applied,
+    calls_known,
     with_outcome,
 )
 from .request import Request
@@ -56,11 +55,14 @@ class Relay:
         """Whether this invocation continues a request an earlier one began."""
         return self.stored
 
-    def join(self) -> Stopped | None:
+    def join(self) -> Answer | Stopped | None:
         """Check a continuation against the table; ``Stopped`` if it must not go on.
 
         The event's marker is a claim: only the token the record holds may
-        continue the request, and only while it is unanswered.
+        continue the request, and only while it is unanswered. A link whose
+        request was answered gets that answer again, with no call: the link
+        that recorded it may have died before sending it (Lambda then retries
+        that very link), and CloudFormation ignores a repeated answer.
         """
         marker = self.request.continuation
         if marker is None:
@@ -70,8 +72,8 @@ class Relay:
             logger.warning("not the request's current continuation: nothing to do")
             return Stopped("not the request's current continuation")
         if stored.answer is not None:
-            logger.info("the request was already answered: nothing to do")
-            return Stopped("already answered")
+            logger.info("the request was already answered: sending that answer again")
+            return stored.answer
         self.record, self.stored = stored, True
         logger.info(
             "continuing the request",
@@ -149,10 +151,10 @@ class Relay:
                 f"The change could not finish within the resource's ServiceTimeout of "
                 f"{record.service_timeout} s over {record.invocations} invocation(s){refused}: "
                 "raise ServiceTimeout (up to 3600) and retry",
-                calls_applied(error.applied, error.planned) or NO_CHANGE,
+                calls_known(error.applied, error.planned, error.unknown),
             ),
             applied=error.applied,
-            planned=error.planned,
+            planned=max(error.planned, error.applied),
             unknown=error.unknown,
             cause=error.cause,
         )

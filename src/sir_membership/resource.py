@@ -69,6 +69,7 @@ from .restore import WORK_RESERVE, Restorer, read_settled
 from .service import MembershipService
 from .service_model import rules
 from .shell import Shell, stack_rolls_back
+from .unknown_outcome import with_unknown
 
 __all__ = ["Answer", "Request", "Shell", "answer_without_writes", "handle", "replay"]
 
@@ -115,6 +116,8 @@ class _Work:
         self.own: Entry | None = None
         #: The resource's declaration record as read under the leases.
         self.record: Record | None = None
+        #: Whether a crashed invocation of this request may have left a call in flight.
+        self.in_flight = False
 
     # -- steps 1 and 2 -------------------------------------------------------------
 
@@ -170,6 +173,11 @@ class _Work:
     def _continued_mode(self, own: Entry) -> Mode | Outcome:
         """Where an earlier invocation of this request left it."""
         if own.phase in ("applying", "applied"):
+            if own.phase == "applying" and self.request.continuation is None:
+                # The invocation that wrote it died (Lambda retries the event):
+                # a call of it may have been in flight. Unknown until proven.
+                own = replace(own, unknown=max(own.unknown, 1))
+                self.in_flight = True
             self.own = own
             return Forward(previous_applied=own.previous_applied)
         if own.phase in ("restoring", "restored"):
@@ -237,7 +245,7 @@ class _Work:
             elif held:  # the answer is settled; the leases lapse at this invocation's deadline
                 logger.warning("little time left: the lease is left to lapse")
 
-    def _begin(self) -> Stopped | None:
+    def _begin(self) -> Outcome | None:
         """Join the request's chain; count its time from its first delivery."""
         stopped = self.relay.join()
         if stopped is not None:
@@ -365,7 +373,12 @@ class _Work:
         already = own.applied if own is not None else 0
         try:
             applied = service.apply(
-                state, plan, journal.replanning(plan_for), journal.progress, already=already
+                state,
+                plan,
+                journal.replanning(plan_for),
+                journal.progress,
+                already=already,
+                in_flight=self.in_flight,
             )
             self._apply_tags(membership_id, tag_plan, applied.calls)
         except MembershipError as error:
@@ -469,12 +482,24 @@ def _delete_key(logical_id: str, membership_id: str) -> str:
 
 
 def _at_least(error: MembershipError, entry: Entry) -> MembershipError:
-    """``error`` counting at least the calls the journal already shows."""
+    """``error`` counting at least the calls the journal already shows, and saying so.
+
+    Its reason must not say "no change was applied" when the journal shows
+    a call that was, or may have been.
+    """
     if error.applied >= entry.applied and error.unknown >= entry.unknown:
         return error
+    nothing = with_outcome("", NO_CHANGE)
     counted = copy.copy(error)
-    counted.applied = max(error.applied, entry.applied)
-    counted.unknown = max(error.unknown, entry.unknown)
+    if entry.applied > error.applied:
+        planned = max(error.planned, entry.planned, entry.applied)
+        counted.args = (
+            with_outcome(error.reason.removesuffix(nothing), calls_applied(entry.applied, planned)),
+        )
+        counted.applied, counted.planned = entry.applied, planned
+    if entry.unknown > error.unknown:
+        counted = with_unknown(counted) if not error.unknown else counted
+        counted.unknown = max(entry.unknown, counted.unknown)
     return counted
 
 

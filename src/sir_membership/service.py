@@ -188,6 +188,7 @@ class MembershipService:
         progress: Callable[[int, MembershipState], None] | None = None,
         *,
         already: int = 0,
+        in_flight: bool = False,
     ) -> Applied:
         """Send ``plan``'s requests in order until none is left.
 
@@ -197,6 +198,9 @@ class MembershipService:
         count of applied calls and the state they leave after each one.
         ``already`` counts the calls earlier invocations applied for the same
         request: every count (progress, failures, ``Applied``) includes them.
+        ``in_flight`` says an earlier invocation died with a call that may
+        have been applied: the first call here may repeat it, and the
+        service's refusal of that repeat proves it was.
         """
         self._on_progress = progress
         pending = list(plan.requests)
@@ -204,7 +208,7 @@ class MembershipService:
         attempts = 0
         #: A call whose answer was lost and that no read has shown applied yet:
         #: a read soon after a call may be stale, so it is not proof either way.
-        unsure: UpdateRequest | None = None
+        unsure: UpdateRequest | None = pending[0] if in_flight and pending else None
         while pending:
             request = pending[0]
             planned = done + len(pending)
