@@ -12,6 +12,7 @@ and will run unchanged once the engine behind ``World.run`` changes.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -32,6 +33,7 @@ from test_continuation import (
 from test_stateful import MEMBERSHIP_ID, TEAMS
 
 from sir_membership.errors import StackStatusUnavailable
+from sir_membership.journal_codec import from_json, to_json
 from sir_membership.journal_store import holder_name
 
 
@@ -395,4 +397,22 @@ def test_a_link_that_died_after_recording_its_answer_sends_it_again_without_a_ca
     sent = w.sir.sent
     again = w.invoke(last)  # Lambda retries the link that recorded the answer
     assert again == answer
+    assert w.sir.sent == sent
+
+
+def test_a_retry_whose_change_is_already_being_rolled_back_still_answers_once() -> None:
+    w = world("none", 0.0, timeout=60.0)
+    a = created(w)
+    update = request("Update", declared(BASE + MORE[:3]), a)
+    crash_after_calls(w, 1)
+    crashed(w, update)  # the entry is this request's, phase applying
+    ((key, text),) = w.store.entries.items()
+    entry = from_json(text)
+    assert entry.request_id == update.request_id
+    w.store.entries[key] = to_json(replace(entry, phase="restoring"))  # its rollback began
+    sent = w.sir.sent
+    chain = w.run(update)  # Lambda's retry of the crashed invocation
+    (answer,) = chain.answers
+    assert answer.status == "FAILED"
+    assert answer.reason.startswith("The change was superseded by its rollback")
     assert w.sir.sent == sent

@@ -181,8 +181,16 @@ class _Work:
             self.own = own
             return Forward(previous_applied=own.previous_applied)
         if own.phase in ("restoring", "restored"):
-            logger.info("the change's rollback has begun: this request stops")
-            return Stopped("superseded by the rollback")
+            if self.request.continuation is not None:
+                logger.info("the change's rollback has begun: this continuation stops")
+                return Stopped("superseded by the rollback")
+            # A Lambda retry of the request itself: it still owes CloudFormation an answer.
+            logger.info("the change's rollback has begun: answering FAILED without a write")
+            return Answer.failed(
+                self.request.failed_physical_id(),
+                "The change was superseded by its rollback before it could answer: the "
+                "rollback restores what it changed from the change journal",
+            )
         failed_before = with_outcome(
             "the change failed in an earlier invocation", calls_applied(own.applied, own.planned)
         )
