@@ -9,15 +9,18 @@ does not wait on it.
 
 from __future__ import annotations
 
+import copy
 import logging
 
-from .errors import MembershipError
+from .errors import NO_CHANGE, MembershipError, calls_applied, with_outcome
+from .journal import Entry
 from .journal_writer import JournalWriter
 from .plan import Plan
 from .request import Request
 from .response import Answer
 from .shell import Shell
 from .timing import TIMING
+from .unknown_outcome import with_unknown
 
 logger = logging.getLogger(__name__)
 
@@ -64,3 +67,25 @@ def bookkeeping(shell: Shell, journal: JournalWriter) -> None:
         journal.save()
     except MembershipError as error:
         logger.warning("could not record the journal's final phase", extra={"reason": error.reason})
+
+
+def at_least(error: MembershipError, entry: Entry) -> MembershipError:
+    """``error`` counting at least the calls the journal already shows, and saying so.
+
+    Its reason must not say "no change was applied" when the journal shows
+    a call that was, or may have been.
+    """
+    if error.applied >= entry.applied and error.unknown >= entry.unknown:
+        return error
+    nothing = with_outcome("", NO_CHANGE)
+    counted = copy.copy(error)
+    if entry.applied > error.applied:
+        planned = max(error.planned, entry.planned, entry.applied)
+        counted.args = (
+            with_outcome(error.reason.removesuffix(nothing), calls_applied(entry.applied, planned)),
+        )
+        counted.applied, counted.planned = entry.applied, planned
+    if entry.unknown > error.unknown:
+        counted = with_unknown(counted) if not error.unknown else counted
+        counted.unknown = max(entry.unknown, counted.unknown)
+    return counted

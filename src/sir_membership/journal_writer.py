@@ -121,3 +121,9 @@ class JournalWriter:
             return plan
 
         return replan
+
+
+def delete_key(logical_id: str, membership_id: str) -> str:
+    """Where a Delete journals: apart, so the clean-up Delete of a replaced membership
+    does not overwrite the entry of the one that stays."""
+    return f"{logical_id}#delete#{membership_id}"

@@ -30,13 +30,12 @@ same answer back; only bugs escape as exceptions.
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Mapping
 from dataclasses import replace
 
 from . import tags
-from .answers import BOOKKEEPING_RESERVE, bookkeeping, failed, log_plan
+from .answers import BOOKKEEPING_RESERVE, at_least, bookkeeping, failed, log_plan
 from .continuation import Outcome, Stopped
 from .errors import (
     NO_CHANGE,
@@ -60,7 +59,7 @@ from .journal import (
     declaration_digest,
     touched_by,
 )
-from .journal_writer import JournalWriter
+from .journal_writer import JournalWriter, delete_key
 from .membership import MembershipState
 from .relay import Relay, replay
 from .request import Decision, Request, decide
@@ -69,7 +68,6 @@ from .restore import WORK_RESERVE, Restorer, read_settled
 from .service import MembershipService
 from .service_model import rules
 from .shell import Shell, stack_rolls_back
-from .unknown_outcome import with_unknown
 
 __all__ = ["Answer", "Request", "Shell", "answer_without_writes", "handle", "replay"]
 
@@ -164,7 +162,7 @@ class _Work:
         request = self.request
         if request.request_type == "Delete" and self.decision.membership_id:
             own_delete = self.shell.store.read(
-                request.stack_id, _delete_key(request.logical_id, self.decision.membership_id)
+                request.stack_id, delete_key(request.logical_id, self.decision.membership_id)
             )
             if own_delete is not None and own_delete.request_id == request.request_id:
                 return own_delete
@@ -175,8 +173,8 @@ class _Work:
         if own.phase in ("applying", "applied"):
             if own.phase == "applying" and self.request.continuation is None:
                 # The invocation that wrote it died (Lambda retries the event):
-                # a call of it may have been in flight. Unknown until proven.
-                own = replace(own, unknown=max(own.unknown, 1))
+                # a call of it may have been in flight. Unknown until proven (by
+                # a read, or by the service refusing its repeat: no wait here).
                 self.in_flight = True
             self.own = own
             return Forward(previous_applied=own.previous_applied)
@@ -327,7 +325,7 @@ class _Work:
         logical = (
             request.logical_id
             if request.request_type != "Delete"
-            else _delete_key(request.logical_id, membership_id)
+            else delete_key(request.logical_id, membership_id)
         )
         read = self._read_before_planning(mode, membership_id, logical)
         if not isinstance(read, MembershipState):
@@ -344,6 +342,7 @@ class _Work:
                 touched=own.touched.merged(touched),
                 planned=own.applied + len(plan.requests),
                 phase=phase,
+                unknown=max(own.unknown, int(self.in_flight)),
             )
         else:
             entry = Entry(
@@ -390,14 +389,14 @@ class _Work:
             )
             self._apply_tags(membership_id, tag_plan, applied.calls)
         except MembershipError as error:
-            error = _at_least(error, journal.entry)
+            error = at_least(error, journal.entry)
             journal.update(applied=error.applied, unknown=error.unknown)
             if self.relay.may_hand_off(error):
                 journal.try_save("progress")
                 try:
                     return self.relay.hand_off(error, mode.previous_applied)
                 except MembershipError as failed:
-                    error = _at_least(failed, journal.entry)
+                    error = at_least(failed, journal.entry)
             return self._forward_failed(journal, error)
         logger.info("applied", extra={"membershipId": membership_id, "calls": applied.calls})
         journal.update(phase="applied", applied=applied.calls)
@@ -416,8 +415,10 @@ class _Work:
             if self.relay.may_hand_off(error):  # out of time, or reads still stale
                 return self.relay.hand_off(error, mode.previous_applied)
             if own is not None:  # earlier links wrote: a failure part-way, undone or rolled back
+                if self.in_flight:
+                    own = replace(own, unknown=max(own.unknown, 1))
                 journal = JournalWriter(self.shell.store, request, own, self.shell.clock, logical)
-                return self._forward_failed(journal, _at_least(error, own))
+                return self._forward_failed(journal, at_least(error, own))
             if isinstance(error, OutOfTime):
                 raise self.relay.out_of_time(error) from None
             raise
@@ -482,33 +483,6 @@ class _Work:
             self.shell.store.write_record(request.stack_id, request.logical_id, record)
         except MembershipError as error:  # the next Update then removes no old OU: safe
             logger.warning("could not write the declaration record", extra={"reason": error.reason})
-
-
-def _delete_key(logical_id: str, membership_id: str) -> str:
-    """Where a Delete journals (see ``_Work._forward``)."""
-    return f"{logical_id}#delete#{membership_id}"
-
-
-def _at_least(error: MembershipError, entry: Entry) -> MembershipError:
-    """``error`` counting at least the calls the journal already shows, and saying so.
-
-    Its reason must not say "no change was applied" when the journal shows
-    a call that was, or may have been.
-    """
-    if error.applied >= entry.applied and error.unknown >= entry.unknown:
-        return error
-    nothing = with_outcome("", NO_CHANGE)
-    counted = copy.copy(error)
-    if entry.applied > error.applied:
-        planned = max(error.planned, entry.planned, entry.applied)
-        counted.args = (
-            with_outcome(error.reason.removesuffix(nothing), calls_applied(entry.applied, planned)),
-        )
-        counted.applied, counted.planned = entry.applied, planned
-    if entry.unknown > error.unknown:
-        counted = with_unknown(counted) if not error.unknown else counted
-        counted.unknown = max(entry.unknown, counted.unknown)
-    return counted
 
 
 def handle(request: Request, service: MembershipService, shell: Shell) -> Outcome:
