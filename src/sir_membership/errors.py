@@ -177,12 +177,19 @@ class OutOfTime(ServiceFailure):
         self.cause = cause
 
 
-class ContinuationFailed(MembershipError):
-    """The work could not be handed to a new invocation of the function."""
+class EngineUnavailable(MembershipError):
+    """The request's execution could not be started (Step Functions refused or failed).
+
+    Raised by the dispatcher before any write: nothing was changed.
+    """
 
 
-class StillInProgress(MembershipError):
-    """A duplicate delivery waited for the first one's answer until out of time."""
+class Superseded(MembershipError):
+    """A newer request of the same resource took its generation fence: this one stops.
+
+    Raised immediately before a write that would otherwise have been sent,
+    so a stale request never writes (``request_store.RequestStore.holds``).
+    """
 
 
 class ConfigurationError(MembershipError):

@@ -39,7 +39,6 @@ from fnmatch import fnmatchcase
 from typing import Any
 from urllib.parse import urlsplit
 
-from . import continuation
 from .errors import MalformedRequest, MembershipError, RequestNotAllowed
 from .response_bucket import ResponseBucket, reaches
 
@@ -61,9 +60,6 @@ CLOUDFORMATION_KEYS = (
     "PhysicalResourceId",
     "ResourceProperties",
     "OldResourceProperties",
-    # Not CloudFormation's: the function's own mark on the event it sends itself
-    # to continue a request (``continuation``); a forged one continues nothing.
-    continuation.MARKER,
 )
 
 _PARTITION = r"aws(?:-[a-z]+){0,3}"
@@ -296,9 +292,6 @@ def _field_problems(event: Mapping[str, Any], echo: Mapping[str, str]) -> list[s
     for key in ("ServiceToken", "ResourceType"):
         if key in event and not isinstance(event[key], str):
             problems.append(f"Malformed request: {key} must be a string, not {_kind(event[key])}")
-    marker = continuation.marker_problem(event.get(continuation.MARKER))
-    if marker is not None:
-        problems.append(marker)
     return problems
 
 

@@ -14,12 +14,9 @@ permission is needed. Item keys (attribute ``id``):
 * ``declared#<StackId>#<LogicalResourceId>``: the resource's declaration
   record (``journal.Record``: a digest and OU ids, nothing sensitive), with
   no TTL: what the resource last converged must outlive its entries.
-* ``request#<StackId>#<RequestId>``: when the request was first seen, so a
-  Lambda retry counts the ServiceTimeout from the first delivery.
-* ``handoff#<StackId>#<RequestId>``: a request carried across invocations
-  (``continuation.Handoff``): the token of the only invocation that may
-  continue it, replaced conditionally at each hand-off; kept a little longer
-  than CloudFormation's longest wait for an answer.
+* ``request#<StackId>#<RequestId>`` and ``fence#<StackId>#<LogicalResourceId>``:
+  the request's record and the resource's generation fence
+  (``request_store``); here only ``first_seen`` reads the record's time.
 
 Every failure here is a ``JournalUnavailable`` with a reason that names the
 table and the permission, raised before the first write.
@@ -35,8 +32,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from . import continuation
-from .continuation import Handoff
 from .errors import JournalUnavailable, MembershipBusy
 from .journal import Entry, Record
 from .journal_codec import from_json, record_from_json, record_to_json, to_json
@@ -49,7 +44,7 @@ logger = logging.getLogger(__name__)
 #: Long enough for a rollback that failed and is continued by hand days later.
 JOURNAL_TTL_SECONDS = 14 * 24 * 3600
 #: Longer than CloudFormation's longest wait (an hour) for the request's answer.
-HANDOFF_TTL_SECONDS = 2 * 3600
+REQUEST_TTL_SECONDS = 2 * 3600
 #: A lease item outlives its holder's deadline by this much (it lapses at the deadline).
 LEASE_TTL_SECONDS = 3600
 
@@ -118,15 +113,6 @@ class Store(Protocol):
 
     def first_seen(self, stack_id: str, request_id: str, now: float) -> float:
         """When the request was first seen: ``now`` on first sight, the stored time after."""
-
-    def read_handoff(self, stack_id: str, request_id: str) -> Handoff | None:
-        """The request's hand-off record, or None."""
-
-    def write_handoff(self, stack_id: str, handoff: Handoff, *, replacing: str | None) -> bool:
-        """Record ``handoff`` if the stored token is still ``replacing`` (None: no record).
-
-        False when another invocation has replaced it meanwhile.
-        """
 
 
 @dataclass(frozen=True)
@@ -214,41 +200,13 @@ class JournalStore:
                 ExpressionAttributeNames={"#f": "firstSeen", "#e": "expiration"},
                 ExpressionAttributeValues={
                     ":now": {"N": f"{now:.3f}"},
-                    ":exp": {"N": str(int(now) + HANDOFF_TTL_SECONDS)},
+                    ":exp": {"N": str(int(now) + REQUEST_TTL_SECONDS)},
                 },
                 ReturnValues="ALL_NEW",
             )
         except (ClientError, BotoCoreError) as error:
             raise self._fail("write to", error) from None
         return float(response["Attributes"]["firstSeen"]["N"])
-
-    # -- hand-off ------------------------------------------------------------------
-
-    def read_handoff(self, stack_id: str, request_id: str) -> Handoff | None:
-        """The request's hand-off record, or None (never handed off, or expired)."""
-        item = self._get(f"handoff#{stack_id}#{request_id}")
-        if not item or int(item["expiration"]["N"]) < self.clock():
-            return None
-        return continuation.from_json(item["handoff"]["S"])
-
-    def write_handoff(self, stack_id: str, handoff: Handoff, *, replacing: str | None) -> bool:
-        """Record ``handoff`` if the stored token is still ``replacing`` (None: no record)."""
-        condition: dict[str, Any] = (
-            {"ConditionExpression": "attribute_not_exists(id)"}
-            if replacing is None
-            else {
-                "ConditionExpression": "#t = :old",
-                "ExpressionAttributeNames": {"#t": "token"},
-                "ExpressionAttributeValues": {":old": {"S": replacing}},
-            }
-        )
-        item = {
-            "id": {"S": f"handoff#{stack_id}#{handoff.request_id}"},
-            "token": {"S": handoff.token},
-            "handoff": {"S": continuation.to_json(handoff)},
-            "expiration": {"N": str(int(self.clock()) + HANDOFF_TTL_SECONDS)},
-        }
-        return self._put_if(item, condition, "write to")
 
     def _put_if(self, item: dict[str, Any], condition: dict[str, Any], action: str) -> bool:
         """Put ``item`` if ``condition`` holds; False when it does not."""

@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from .continuation import Continuation
 from .errors import InvalidProperties
 from .membership import MembershipState
 from .plan import Plan, plan_changes, plan_delete
@@ -33,8 +32,6 @@ class Request:
     physical_id: str = ""
     properties: Mapping[str, Any] = field(default_factory=dict, repr=False)
     old_properties: Mapping[str, Any] | None = field(default=None, repr=False)
-    #: Set when the event is the function's own continuation of the request.
-    continuation: Continuation | None = None
 
     @classmethod
     def from_event(cls, event: Mapping[str, Any]) -> Request:
@@ -50,7 +47,6 @@ class Request:
             physical_id=str(event.get("PhysicalResourceId", "")),
             properties=event.get("ResourceProperties") or {},
             old_properties=event.get("OldResourceProperties"),
-            continuation=Continuation.from_event(event),
         )
 
     def failed_physical_id(self, *, unrestored: bool = False) -> str:

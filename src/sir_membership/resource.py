@@ -19,10 +19,12 @@ Every request that may write goes through the same steps:
 4. settle the answer (from here on the timer can only send this answer),
    then the bookkeeping: the entry's final phase and the lease's release.
 
-When the work does not fit in the invocation (the service refuses or delays
-calls, another request holds the lease), it is handed to a new invocation
-(``relay``) while the request's ServiceTimeout allows: that link re-reads the
-membership, carries on from the journal entry, and answers in its turn.
+When the work does not fit in this step (the service refuses or delays
+calls, another request holds the lease), the step returns ``Continue``
+while the request's ServiceTimeout allows (``steps``): the state machine
+waits, and the next step re-reads the membership, carries on from the
+journal entry, and answers in its turn. A step whose request lost its
+resource's fence to a newer one stops before its next write (``Stopped``).
 
 Domain failures become FAILED answers here, so a duplicate delivery gets the
 same answer back; only bugs escape as exceptions.
@@ -36,13 +38,13 @@ from dataclasses import replace
 
 from . import tags
 from .answers import BOOKKEEPING_RESERVE, at_least, bookkeeping, failed, log_plan
-from .continuation import Outcome, Stopped
 from .errors import (
     NO_CHANGE,
     JournalUnavailable,
     MembershipBusy,
     MembershipError,
     OutOfTime,
+    Superseded,
     calls_applied,
     with_outcome,
 )
@@ -61,17 +63,22 @@ from .journal import (
 )
 from .journal_writer import JournalWriter, delete_key
 from .membership import MembershipState
-from .relay import Relay, replay
+from .outcome import Outcome, Stopped
 from .request import Decision, Request, decide
 from .response import Answer
 from .restore import WORK_RESERVE, Restorer, read_settled
 from .service import MembershipService
 from .service_model import rules
 from .shell import Shell, stack_rolls_back
+from .steps import Steps
 
-__all__ = ["Answer", "Request", "Shell", "answer_without_writes", "handle", "replay"]
+__all__ = ["Answer", "Request", "Shell", "answer_without_writes", "handle"]
 
 logger = logging.getLogger(__name__)
+
+#: Under the engine, how long a step waits for a busy membership's lease
+#: before it lets a Wait state wait instead (no Lambda running meanwhile).
+LEASE_GLANCE = 2.0
 
 
 def _decide(request: Request) -> Decision | Answer:
@@ -107,10 +114,10 @@ class _Work:
         self.service = service
         self.shell = shell
         self.holder = f"{request.stack_id}#{request.logical_id}#{request.request_id}"
-        self.relay = Relay(request, shell)
-        self.restorer = Restorer(request, decision, service, shell, self.relay)
-        #: This request's own journal entry, written by an earlier invocation
-        #: (a continuation's earlier link, or the crashed one Lambda retries).
+        self.steps = Steps.of(request.properties, shell)
+        self.restorer = Restorer(request, decision, service, shell, self.steps)
+        #: This request's own journal entry, written by an earlier Work step
+        #: (one that asked to continue, or one that died and is retried).
         self.own: Entry | None = None
         #: The resource's declaration record as read under the leases.
         self.record: Record | None = None
@@ -125,7 +132,7 @@ class _Work:
         entry = store.read(request.stack_id, request.logical_id)
         self.record = store.read_record(request.stack_id, request.logical_id)
         own = self._own_entry(entry)
-        if own is not None:  # a retry or a later link: carry on from its own entry
+        if own is not None:  # a retry or a later step: carry on from its own entry
             return self._continued_mode(own)
         if request.request_type == "Delete" and self._rolls_back_create(entry):
             assert entry is not None
@@ -169,20 +176,19 @@ class _Work:
         return latest if latest is not None and latest.request_id == request.request_id else None
 
     def _continued_mode(self, own: Entry) -> Mode | Outcome:
-        """Where an earlier invocation of this request left it."""
+        """Where an earlier Work step of this request left it."""
+        shell = self.shell
         if own.phase in ("applying", "applied"):
-            if own.phase == "applying" and self.request.continuation is None:
-                # The invocation that wrote it died (Lambda retries the event):
-                # a call of it may have been in flight. Unknown until proven (by
-                # a read, or by the service refusing its repeat: no wait here).
+            if own.phase == "applying" and (shell.retried or shell.step == 0):
+                # The step that wrote it died (Step Functions retries it, or a
+                # new attempt begins): a call of it may have been in flight.
+                # Unknown until proven (by a read, or by the service refusing
+                # its repeat: no wait here).
                 self.in_flight = True
             self.own = own
             return Forward(previous_applied=own.previous_applied)
         if own.phase in ("restoring", "restored"):
-            if self.request.continuation is not None:
-                logger.info("the change's rollback has begun: this continuation stops")
-                return Stopped("superseded by the rollback")
-            # A Lambda retry of the request itself: it still owes CloudFormation an answer.
+            # The request still owes CloudFormation an answer, if it still waits for one.
             logger.info("the change's rollback has begun: answering FAILED without a write")
             return Answer.failed(
                 self.request.failed_physical_id(),
@@ -230,17 +236,15 @@ class _Work:
                     self._acquire(target)
                     held.append(target)
             except MembershipBusy as busy:
-                if not self.relay.may_hand_off(busy):
+                if not self.steps.may_continue(busy):
                     raise
-                return self.relay.hand_off(busy, None)  # nothing written: wait in a new one
+                return self.steps.continue_after(busy)  # nothing written: wait, then look again
             # Read under the leases: what the request before this one left.
             mode = self._read_mode()
             try:
                 outcome = self._carry(mode)
             except MembershipError as error:
                 outcome = failed(self.request, error)
-            if isinstance(outcome, Answer):
-                outcome = self.relay.finish(outcome)
             if isinstance(outcome, Answer):
                 self.shell.settle(outcome)  # before the release and the idempotency record
             return outcome
@@ -252,20 +256,16 @@ class _Work:
                 logger.warning("little time left: the lease is left to lapse")
 
     def _begin(self) -> Outcome | None:
-        """Join the request's chain; count its time from its first delivery."""
-        stopped = self.relay.join()
-        if stopped is not None:
-            return stopped
-        if not self.relay.continuing:  # a Lambda retry counts from the first delivery
-            request = self.request
-            try:
-                first = self.shell.store.first_seen(
-                    request.stack_id, request.request_id, self.shell.clock()
-                )
-            except JournalUnavailable as error:
-                raise error.outcome(NO_CHANGE) from None
-            self.relay.started_at(first)
-        self.service.cap(self.relay.time_left)
+        """Count the request's time from its first delivery."""
+        request = self.request
+        try:
+            first = self.shell.store.first_seen(
+                request.stack_id, request.request_id, self.shell.clock()
+            )
+        except JournalUnavailable as error:
+            raise error.outcome(NO_CHANGE) from None
+        self.steps.started_at(first)
+        self.service.cap(self.steps.time_left)
         return None
 
     def _read_mode(self) -> Mode | Outcome:
@@ -276,8 +276,11 @@ class _Work:
 
     def _acquire(self, target: str) -> None:
         now, remaining = self.shell.clock(), self.shell.remaining()
-        # Never wait past what the request's own ServiceTimeout leaves to work.
-        wait_until = now + min(remaining, self.relay.time_left()) - WORK_RESERVE
+        # Never wait past what the request's own ServiceTimeout leaves to work;
+        # under the engine, only briefly: a Wait state does the rest.
+        wait_until = now + min(remaining, self.steps.time_left()) - WORK_RESERVE
+        if self.shell.engine:
+            wait_until = min(wait_until, now + LEASE_GLANCE)
         try:
             self.shell.store.acquire(
                 target,
@@ -336,7 +339,7 @@ class _Work:
         tag_plan = self._tag_plan(state)  # read before any write
         phase: Phase = "applying" if plan.requests or tag_plan.calls else "applied"
         touched = touched_by(state, plan, tag_plan)
-        if own is not None:  # an earlier link's before-values come first
+        if own is not None:  # an earlier step's before-values come first
             entry = replace(
                 own,
                 touched=own.touched.merged(touched),
@@ -373,7 +376,7 @@ class _Work:
             if own is None:
                 raise error.outcome(NO_CHANGE) from None
             raise error.outcome(
-                f"{own.applied} UpdateMembership calls were applied by earlier invocations"
+                f"{own.applied} UpdateMembership calls were applied by earlier Work steps"
             ).noted("the stack's rollback restores them from the change journal") from None
         if not plan.requests and tag_plan.empty:
             return self._success(state, journal)
@@ -388,15 +391,16 @@ class _Work:
                 in_flight=self.in_flight,
             )
             self._apply_tags(membership_id, tag_plan, applied.calls)
+        except Superseded as error:
+            # The rollback (or a newer update) owns the journal entry now: write nothing.
+            logger.info("superseded by a newer request of the resource: stopping")
+            return Stopped(error.reason)
         except MembershipError as error:
             error = at_least(error, journal.entry)
             journal.update(applied=error.applied, unknown=error.unknown)
-            if self.relay.may_hand_off(error):
+            if self.steps.may_continue(error):
                 journal.try_save("progress")
-                try:
-                    return self.relay.hand_off(error, mode.previous_applied)
-                except MembershipError as failed:
-                    error = at_least(failed, journal.entry)
+                return self.steps.continue_after(error)
             return self._forward_failed(journal, error)
         logger.info("applied", extra={"membershipId": membership_id, "calls": applied.calls})
         journal.update(phase="applied", applied=applied.calls)
@@ -412,15 +416,15 @@ class _Work:
                 self.service, self.shell, membership_id, own, must_exist=self.decision.must_exist
             )
         except MembershipError as error:
-            if self.relay.may_hand_off(error):  # out of time, or reads still stale
-                return self.relay.hand_off(error, mode.previous_applied)
-            if own is not None:  # earlier links wrote: a failure part-way, undone or rolled back
+            if self.steps.may_continue(error):  # out of time, or reads still stale
+                return self.steps.continue_after(error)
+            if own is not None:  # earlier steps wrote: a failure part-way, undone or rolled back
                 if self.in_flight:
                     own = replace(own, unknown=max(own.unknown, 1))
                 journal = JournalWriter(self.shell.store, request, own, self.shell.clock, logical)
                 return self._forward_failed(journal, at_least(error, own))
             if isinstance(error, OutOfTime):
-                raise self.relay.out_of_time(error) from None
+                raise self.steps.out_of_time(error) from None
             raise
         if state is None:
             logger.info("membership no longer exists: nothing to do")
@@ -430,7 +434,7 @@ class _Work:
     def _forward_failed(self, journal: JournalWriter, error: MembershipError) -> Answer:
         journal.update(phase="failed")
         if isinstance(error, OutOfTime):
-            error = self.relay.out_of_time(error)
+            error = self.steps.out_of_time(error)
         if error.may_have_written and self.decision.undo_on_failure:
             return self.restorer.undo(journal, error)
         if error.may_have_written:

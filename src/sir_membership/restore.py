@@ -6,7 +6,7 @@ never from a declaration, and it has its own ways to end: a rollback that
 cannot finish keeps the entry for the next retry; an undo that cannot
 finish leaves the failed Create's ``unrestored`` id for the rollback Delete.
 
-``read_settled`` is shared with continuations of a forward change: both
+``read_settled`` is shared with later Work steps of a forward change: both
 read a membership soon after their own calls, when the service may not show
 them yet.
 """
@@ -17,16 +17,16 @@ import logging
 
 from . import tags
 from .answers import bookkeeping, failed, log_plan
-from .continuation import Outcome
-from .errors import MembershipError, OutOfTime
+from .errors import MembershipError, OutOfTime, Superseded
 from .journal import Entry, plan_rollback, plan_tag_rollback
 from .journal_writer import JournalWriter
 from .membership import MembershipState
-from .relay import Relay
+from .outcome import Outcome, Stopped
 from .request import Decision, Request
 from .response import Answer
 from .service import MembershipService
 from .shell import Shell
+from .steps import Steps
 from .timing import TIMING
 
 logger = logging.getLogger(__name__)
@@ -120,13 +120,13 @@ class Restorer:
         decision: Decision,
         service: MembershipService,
         shell: Shell,
-        relay: Relay,
+        steps: Steps,
     ) -> None:
         self.request = request
         self.decision = decision
         self.service = service
         self.shell = shell
-        self.relay = relay
+        self.steps = steps
 
     def restore(self, journal: JournalWriter) -> MembershipState | None:
         """Compare-and-restore the entry on its membership; its state after, or None if gone."""
@@ -186,7 +186,7 @@ class Restorer:
         """CloudFormation's rollback of ``entry``'s change: restore, then answer."""
         request = self.request
         journal = JournalWriter(self.shell.store, request, entry, self.shell.clock)
-        if entry.phase == "applying":  # its change may go on in another invocation: stop it
+        if entry.phase == "applying":  # its change may still be running: mark it
             journal.update(phase="restoring")
             try:
                 journal.save()
@@ -194,14 +194,15 @@ class Restorer:
                 raise error.noted("nothing was restored yet: retry the rollback") from None
         try:
             restored = self.restore(journal)
+        except Superseded as error:
+            logger.info("superseded by a newer request of the resource: stopping")
+            return Stopped(error.reason)
         except MembershipError as error:
-            if self.relay.may_hand_off(error):
-                try:
-                    return self.relay.hand_off(error, None)
-                except MembershipError as handing_failed:
-                    error = handing_failed
+            if self.steps.may_continue(error):
+                journal.try_save("progress")
+                return self.steps.continue_after(error)
             if isinstance(error, OutOfTime):
-                error = self.relay.out_of_time(error)
+                error = self.steps.out_of_time(error)
             noted = error.noted(
                 "the change journal keeps what to restore: retry the rollback "
                 "(continue the update rollback, or delete again)"

@@ -80,6 +80,10 @@ class RetryPolicy:
     call_timeout: float = TIMING.call_timeout
     #: Time kept at the end of the invocation to answer CloudFormation.
     answer_reserve: float = TIMING.answer_reserve
+    #: A wait longer than this is not slept here: ``OutOfTime`` carries it to
+    #: the state machine, which waits with no Lambda running (the Work task
+    #: sets it; a command-line read sleeps as long as it must).
+    longest_sleep: float = math.inf
 
 
 @dataclass(frozen=True)
@@ -123,8 +127,12 @@ class MembershipService:
         jitter: Callable[[float, float], float] = random.uniform,
         account_id: str = "",
         region: str = "",
+        before_write: Callable[[], None] | None = None,
     ) -> None:
         self._client = client
+        #: Raises ``Superseded`` when the request no longer holds its
+        #: resource's fence: checked immediately before every write.
+        self._before_write = before_write
         self._invocation_left = remaining
         self._request_left: Callable[[], float] | None = None
         self._policy = policy or RetryPolicy()
@@ -264,7 +272,12 @@ class MembershipService:
         if self._on_progress is not None:
             self._on_progress(done, state)
 
+    def _fenced(self) -> None:
+        if self._before_write is not None:
+            self._before_write()
+
     def _update(self, request: UpdateRequest) -> None:
+        self._fenced()
         self.calls += 1
         self.writes_started += 1
         self._client.update_membership(**request.to_api())
@@ -288,6 +301,7 @@ class MembershipService:
         for call in plan.calls:
 
             def send(c: TagCall = call) -> None:
+                self._fenced()
                 self.calls += 1
                 if c.operation == "TagResource":
                     self._client.tag_resource(**c.to_api())
@@ -339,6 +353,17 @@ class MembershipService:
             self._ensure_retry_after(operation, retry, applied, planned)
             delay = max(delay, retry.retry_after)
         self._ensure_time(operation, delay, applied, planned, retry.cause)
+        if delay > policy.longest_sleep:
+            raise OutOfTime(
+                with_outcome(
+                    f"{operation} was refused ({retry.cause}): waiting {delay:.0f} s",
+                    calls_applied(applied, planned),
+                ),
+                applied=applied,
+                planned=planned,
+                wait=delay,
+                cause=retry.cause,
+            )
         self._sleep(delay)
 
     def _ensure_retry_after(

@@ -1,18 +1,16 @@
 """What carrying out a request needs from the imperative shell, besides the service.
 
 Kept apart from ``resource`` so the shell's pieces (the table, the clock,
-the way to start the next invocation) are one value that tests replace as a
-whole: a memory store, a simulated clock, a hand-off that only records.
+which Work step of the request's execution this is) are one value that tests
+replace as a whole: a memory store, a simulated clock.
 """
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .continuation import Continuation
 from .errors import StackStatusUnavailable
 from .journal_store import Store
 from .response import Answer
@@ -43,13 +41,9 @@ def _unknown_status(_stack_id: str) -> str:
     )
 
 
-def _new_token() -> str:
-    return secrets.token_hex(16)
-
-
 @dataclass(frozen=True)
 class Shell:
-    """The table, the clocks and the hand-off of one invocation."""
+    """The table, the clocks and the place in the execution of one Work step."""
 
     store: Store
     #: Seconds this invocation has left.
@@ -58,10 +52,14 @@ class Shell:
     settle: Callable[[Answer], None] = lambda _answer: None
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.time
-    #: Starts the next invocation of the function with the request's event and
-    #: this marker (raises ``ContinuationFailed``); None: work must fit in one.
-    hand_off: Callable[[Continuation], None] | None = None
-    token: Callable[[], str] = _new_token
+    #: Whether a state machine runs the next step after a wait (the Work
+    #: task); False: the work must fit in this invocation.
+    engine: bool = False
+    #: The Work step's number in the execution (0: the first).
+    step: int = 0
+    #: Whether this step began before and died (Step Functions retries it):
+    #: a call of it may have been in flight.
+    retried: bool = False
     stale_read_grace: float = STALE_READ_GRACE
     #: The consumer stack's status (``cloudformation:DescribeStacks``); raises
     #: ``StackStatusUnavailable`` when it cannot be read.

@@ -2,7 +2,7 @@
 
 Why: what still fits in an invocation is decided from a few fixed times (how
 long one call may take, what is kept to answer, when a hand-off is worth
-it). Production uses the defaults below; the template never changes them.
+it, how long a step may sleep). Production uses the defaults below; the template never changes them.
 The end-to-end tests may shorten them through the function's environment,
 ``SIR_TIMING_<FIELD>`` in seconds (``SIR_TIMING_SERVICE_READ_TIMEOUT=2``), so
 a scenario about a timeout plays the same decisions without waiting a real
@@ -31,12 +31,15 @@ class Timing:
     timer_reserve: float = 3.0
     #: Below this left, bookkeeping after the last write is skipped (answers).
     bookkeeping_reserve: float = 8.0
-    #: A new invocation needs at least this long to be worth starting (continuation).
+    #: A next Work step needs at least this long before the deadline to be worth waiting for.
     continue_min: float = 30.0
-    #: The last answer is sent this long before the ServiceTimeout (continuation).
+    #: The answer is sent this long before the ServiceTimeout (steps).
     answer_margin: float = 10.0
-    #: Kept to work after waiting for the service's Retry-After (relay).
-    wait_reserve: float = 30.0
+    #: Between looks at a membership another request is changing (a Wait state).
+    busy_poll: float = 5.0
+    #: A wait the service asks for longer than this ends the Work step: the
+    #: state machine waits instead, with no Lambda running (service.RetryPolicy).
+    longest_sleep: float = 5.0
     #: Kept to make a call after waiting for the lease or for reads (restore).
     work_reserve: float = 20.0
     #: The security-ir client's timeouts; one call takes at most their sum.

@@ -10,8 +10,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from ..continuation import service_timeout
 from ..plan import UpdateRequest
+from ..steps import service_timeout
 from ..tags import TagCall, TagPlan
 from .base import EXIT_CHANGES, EXIT_ERROR, EXIT_OK
 from .steps import ResourcePreview, Step
