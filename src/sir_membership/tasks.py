@@ -54,7 +54,8 @@ JOURNAL = JournalStore(_TABLE, TABLE_NAME)
 _SECURITY_IR: list[Any] = []
 
 
-def _security_ir() -> Any:
+def security_ir() -> Any:
+    """The security-ir client of this sandbox, made on first use (Work steps only)."""
     if not _SECURITY_IR:
         client = boto3.client(
             "security-ir",
@@ -81,7 +82,7 @@ def work(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     logger.set_correlation_id(keys.request_id)
     logger.append_keys(LogicalResourceId=keys.logical_id, step=step)
     remaining = _remaining(context)
-    client = _security_ir()
+    client = security_ir()
 
     def service(before_write: Any) -> MembershipService:
         return MembershipService(
