@@ -62,8 +62,10 @@ class InlineEngine:
     before_task: Callable[[str, Execution], None] | None = None
 
     def execution_arn(self, keys: RequestKeys) -> str:
-        return self.state_machine_arn.replace(":stateMachine:", ":execution:") + ":" + (
-            keys.execution_name
+        return (
+            self.state_machine_arn.replace(":stateMachine:", ":execution:")
+            + ":"
+            + (keys.execution_name)
         )
 
     def start(self, keys: RequestKeys) -> bool:

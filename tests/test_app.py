@@ -29,14 +29,16 @@ from conftest import (
     SECRET_NAMES,
     SECRET_TITLES,
     function_table,
+    inline_engine,
     get_membership,
     ou,
     props,
 )
+from engine_local import InlineEngine
 from moto import mock_aws
 from receiver import Receiver
 
-from sir_membership import app, resource
+from sir_membership import app, resource, tasks
 from sir_membership.journal_store import JournalStore
 from sir_membership.response import contract_problems
 
@@ -78,8 +80,15 @@ def dynamodb(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 
 @pytest.fixture
-def sir(dynamodb: Any) -> Iterator[Stubber]:
-    with Stubber(app.SECURITY_IR) as stub:
+def engine(monkeypatch: pytest.MonkeyPatch, dynamodb: Any) -> InlineEngine:
+    """The provider's executions, run in process as soon as the dispatcher starts them."""
+    engine: InlineEngine = inline_engine(monkeypatch, context)
+    return engine
+
+
+@pytest.fixture
+def sir(engine: InlineEngine) -> Iterator[Stubber]:
+    with Stubber(tasks.security_ir()) as stub:
         yield stub
         stub.assert_no_pending_responses()
 
