@@ -111,8 +111,10 @@ class InlineEngine:
                     execution,
                     lambda: tasks.work({"request": request, "step": step}, self.context()),
                 )
-            except Exception as error:  # noqa: BLE001 - the definition's Catch: States.ALL
-                failure = {"Error": type(error).__name__, "Cause": "see the Work function's logs"}
+            except Exception as error:
+                # As Lambda reports a function error to the Catch.
+                cause = {"errorMessage": str(error), "errorType": type(error).__name__}
+                failure = {"Error": type(error).__name__, "Cause": json.dumps(cause)}
                 self._task(
                     "AnswerFailure",
                     execution,
