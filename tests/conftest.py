@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -109,7 +111,23 @@ def function_table(monkeypatch: pytest.MonkeyPatch, name: str) -> Any:
     monkeypatch.setattr(tasks, "TABLE_NAME", name)
     monkeypatch.setattr(tasks, "REQUESTS", RequestStore(client, name))
     monkeypatch.setattr(tasks, "JOURNAL", JournalStore(client, name))
+    inline_engine(monkeypatch, lambda: TaskContext(time.monotonic() + 120.0))
     return client
+
+
+@dataclass
+class TaskContext:
+    """The Lambda context of a task the in-process engine runs (its deadline is real)."""
+
+    deadline: float
+    aws_request_id: str = "task-request-1"
+    function_name: str = "sir-membership-work"
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:sir-membership-work"
+    function_version: str = "$LATEST"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int((self.deadline - time.monotonic()) * 1000)
 
 
 def inline_engine(monkeypatch: pytest.MonkeyPatch, context: Any, **options: Any) -> Any:

@@ -109,7 +109,9 @@ class InlineEngine:
                 result = self._task(
                     "Work",
                     execution,
-                    lambda: tasks.work({"request": request, "step": step}, self.context()),
+                    lambda step=step: tasks.work(
+                        {"request": request, "step": step}, self.context()
+                    ),
                 )
             except Exception as error:
                 # As Lambda reports a function error to the Catch.
@@ -118,7 +120,9 @@ class InlineEngine:
                 self._task(
                     "AnswerFailure",
                     execution,
-                    lambda: tasks.answer({"request": request, "failure": failure}, self.context()),
+                    lambda failure=failure: tasks.answer(  # type: ignore[misc]
+                        {"request": request, "failure": failure}, self.context()
+                    ),
                 )
                 execution.status = "SUCCEEDED"
                 break

@@ -108,7 +108,12 @@ def work(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
 
     with _sanitized("Work"):
         return run_step(
-            keys, step, REQUESTS, service, shell, lambda kind: logger.append_keys(RequestType=kind)
+            keys,
+            step,
+            REQUESTS,
+            service,
+            shell,
+            tag=lambda kind: logger.append_keys(RequestType=kind),
         ).to_payload()
 
 

@@ -69,6 +69,7 @@ def run_step(
     store: RequestStore,
     service: Callable[[Callable[[], None]], MembershipService],
     shell: Callable[[int, bool], Shell],
+    *,
     tag: Callable[[str], None] = lambda _request_type: None,
 ) -> StepResult:
     """Carry the request on for one step (``service`` and ``shell`` are made for it).
