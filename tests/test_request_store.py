@@ -1,4 +1,7 @@
-"""``RequestStore`` on DynamoDB (moto): request records, generation fences and answer claims.
+"""``RequestStore`` on DynamoDB (moto) and its in-memory twin: records, fences and claims.
+
+The in-memory twin (``memory_store.MemoryRequestStore``, used by the simulated-clock
+tests) runs every test here too, so the two keep the same semantics.
 
 What the engine's promises rest on: a duplicate delivery registers nothing
 new; a new request of a resource takes its fence from the older one (and
@@ -9,11 +12,13 @@ Work call out; an answer is claimed once, and everyone after gets that one.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from memory_store import MemoryRequestStore
 from moto import mock_aws
 
 from sir_membership.request_record import RequestKeys, answer_from_json, answer_to_json
@@ -39,7 +44,7 @@ def _event(request_id: str, url: str = URL, logical: str = "Membership") -> dict
 
 
 @contextlib.contextmanager
-def _store(clock: list[float] | None = None) -> Iterator[RequestStore]:
+def _dynamodb(clock: list[float] | None = None) -> Iterator[RequestStore]:
     with mock_aws():
         import boto3  # noqa: PLC0415
 
@@ -54,8 +59,23 @@ def _store(clock: list[float] | None = None) -> Iterator[RequestStore]:
         yield RequestStore(client, "t", clock=lambda: now[0])
 
 
-def test_the_first_delivery_records_the_event_and_takes_the_fence() -> None:
-    with _store() as store:
+@contextlib.contextmanager
+def _memory(clock: list[float] | None = None) -> Iterator[MemoryRequestStore]:
+    now = clock or [1_000.0]
+    yield MemoryRequestStore(clock=lambda: now[0], table_name="t")
+
+
+Store = Callable[..., contextlib.AbstractContextManager[Any]]
+
+
+@pytest.fixture(params=["dynamodb", "memory"])
+def open_store(request: pytest.FixtureRequest) -> Store:
+    """The DynamoDB store on moto, and the tests' in-memory twin: the same promises."""
+    return _dynamodb if request.param == "dynamodb" else _memory
+
+
+def test_the_first_delivery_records_the_event_and_takes_the_fence(open_store: Store) -> None:
+    with open_store() as store:
         registered = store.register(_event("r1"))
         assert registered.new
         assert registered.superseded is None
@@ -68,9 +88,9 @@ def test_the_first_delivery_records_the_event_and_takes_the_fence() -> None:
         assert (record.outcome, record.answer, record.work_step) == (None, None, 0)
 
 
-def test_a_duplicate_delivery_registers_nothing_new() -> None:
+def test_a_duplicate_delivery_registers_nothing_new(open_store: Store) -> None:
     clock = [1_000.0]
-    with _store(clock) as store:
+    with open_store(clock) as store:
         first = store.register(_event("r1"))
         clock[0] = 1_050.0
         again = store.register(_event("r1"))
@@ -80,8 +100,10 @@ def test_a_duplicate_delivery_registers_nothing_new() -> None:
         assert store.holds(first.keys)
 
 
-def test_a_newer_request_of_the_resource_takes_the_fence_and_names_the_older() -> None:
-    with _store() as store:
+def test_a_newer_request_of_the_resource_takes_the_fence_and_names_the_older(
+    open_store: Store,
+) -> None:
+    with open_store() as store:
         forward = store.register(_event("forward")).keys
         rollback = store.register(_event("rollback"))
         assert rollback.superseded == forward
@@ -93,8 +115,8 @@ def test_a_newer_request_of_the_resource_takes_the_fence_and_names_the_older() -
         assert store.holds(rollback.keys)
 
 
-def test_other_resources_have_fences_of_their_own() -> None:
-    with _store() as store:
+def test_other_resources_have_fences_of_their_own(open_store: Store) -> None:
+    with open_store() as store:
         one = store.register(_event("r1")).keys
         other = store.register(_event("r2", logical="Coverage"))
         assert other.superseded is None
@@ -102,8 +124,8 @@ def test_other_resources_have_fences_of_their_own() -> None:
         assert store.holds(other.keys)
 
 
-def test_a_closed_fence_keeps_the_request_out_and_is_taken_by_the_next() -> None:
-    with _store() as store:
+def test_a_closed_fence_keeps_the_request_out_and_is_taken_by_the_next(open_store: Store) -> None:
+    with open_store() as store:
         keys = store.register(_event("r1")).keys
         store.close_fence(keys)
         assert not store.holds(keys)
@@ -114,8 +136,8 @@ def test_a_closed_fence_keeps_the_request_out_and_is_taken_by_the_next() -> None
         assert not store.closed_by(keys)
 
 
-def test_a_step_is_begun_once_and_its_retry_knows() -> None:
-    with _store() as store:
+def test_a_step_is_begun_once_and_its_retry_knows(open_store: Store) -> None:
+    with open_store() as store:
         keys = store.register(_event("r1")).keys
         assert store.begin_step(keys, 1) is False
         assert store.begin_step(keys, 1) is True  # Step Functions retried a step that died
@@ -125,8 +147,8 @@ def test_a_step_is_begun_once_and_its_retry_knows() -> None:
         assert record.work_step == 2
 
 
-def test_the_first_claim_decides_and_later_ones_get_it() -> None:
-    with _store() as store:
+def test_the_first_claim_decides_and_later_ones_get_it(open_store: Store) -> None:
+    with open_store() as store:
         keys = store.register(_event("r1")).keys
         success = Answer.success("m-abcdef0123", {"MembershipId": "m-abcdef0123"})
         assert store.claim(keys, success) == success
@@ -136,8 +158,10 @@ def test_the_first_claim_decides_and_later_ones_get_it() -> None:
         assert again.answer == success  # a duplicate after the answer sends it again
 
 
-def test_a_deployment_retry_with_a_new_url_after_the_answer_is_a_new_attempt() -> None:
-    with _store() as store:
+def test_a_deployment_retry_with_a_new_url_after_the_answer_is_a_new_attempt(
+    open_store: Store,
+) -> None:
+    with open_store() as store:
         first = store.register(_event("r1")).keys
         store.record_outcome(first, Answer.failed("m-abcdef0123", "refused"))
         store.claim(first, Answer.failed("m-abcdef0123", "refused"))
@@ -158,8 +182,8 @@ def test_a_deployment_retry_with_a_new_url_after_the_answer_is_a_new_attempt() -
         assert store.claim(retry.keys, Answer.success("m-abcdef0123", {})).status == "SUCCESS"
 
 
-def test_a_second_url_while_unanswered_keeps_the_first() -> None:
-    with _store() as store:
+def test_a_second_url_while_unanswered_keeps_the_first(open_store: Store) -> None:
+    with open_store() as store:
         keys = store.register(_event("r1")).keys
         again = store.register(_event("r1", RETRY_URL))
         assert not again.new
