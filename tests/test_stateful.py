@@ -47,7 +47,6 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 from memory_store import MemoryStore
-from sir_membership.continuation import Continuation, HandedOff
 from sirlocal.emulator import ServiceError, apply_update, new_membership, service_model, validate
 
 from sir_membership.journal import team_digest
