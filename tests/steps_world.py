@@ -277,6 +277,8 @@ class World:
     failing_puts: int = 0
     #: Raised by StartExecution instead of starting.
     start_error: MembershipError | None = None
+    #: The next this many StartExecution calls crash the dispatcher's sandbox first.
+    crashing_starts: int = 0
     #: The execution whose Work step is running (for a test's hooks).
     running: Execution | None = None
     #: Work invocations, in all executions.
@@ -318,6 +320,9 @@ class World:
     # -- Step Functions, as the dispatcher uses it (``engine.Engine``) ---------------
 
     def start(self, keys: RequestKeys) -> bool:
+        if self.crashing_starts > 0:
+            self.crashing_starts -= 1
+            raise Crash("the dispatcher's sandbox died before StartExecution")
         if self.start_error is not None:
             raise self.start_error
         name = keys.execution_name

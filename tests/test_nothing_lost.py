@@ -1,12 +1,20 @@
 """Issue 16, "Nothing lost, for real": one scenario per numbered case of the review.
 
-Each test plays CloudFormation's events for one stack operation (and its
-Lambda retries, its rollback) and asserts only what a user can see: the
-answers CloudFormation gets and the membership's state afterwards. Each
+Each test plays CloudFormation's events for one stack operation (and the
+retries of its steps, its rollback) and asserts only what a user can see:
+the answers CloudFormation gets and the membership's state afterwards. Each
 failed on d06dc78 (the review's reproductions, ``shared/review/2026-12-04``)
-and passes now. They run in process on a simulated clock (``World``, the
-emulator's own rules behind a propagation model), so they take milliseconds
-and will run unchanged once the engine behind ``World.run`` changes.
+and passes now. They run in process on a simulated clock through the
+dispatcher and the state machine as its definition plays it
+(``steps_world``), with the emulator's own rules behind a propagation model,
+so they take milliseconds.
+
+Where the home-made chain had "Lambda retries the crashed invocation", the
+engine has two ways a step dies: of a Lambda service error (Step Functions
+retries the step, which finds itself begun: ``LambdaServiceError``) or of a
+function error (the Catch answers FAILED with what the journal shows:
+``Crash``). A crash of the dispatcher before it started the execution is
+retried by Lambda (the dispatcher's event is asynchronous).
 """
 
 from __future__ import annotations
@@ -17,17 +25,20 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from memory_store import MemoryStore
 from sirlocal.emulator import ServiceError, apply_update
-from test_continuation import (
+from steps_world import (
     BASE,
     MORE,
+    Chain,
     Clock,
+    Crash,
+    LambdaServiceError,
     PropagatingIR,
     World,
     created,
     declared,
     request,
+    with_service,
     world,
 )
 from test_stateful import MEMBERSHIP_ID, TEAMS
@@ -48,77 +59,100 @@ def with_team(props: dict[str, Any], team: list[dict[str, str]]) -> dict[str, An
     return {**props, "IncidentResponseTeam": declared_team}
 
 
-def crash_after_calls(w: World, calls: int) -> Any:
-    """Arm a sandbox crash right after ``calls`` more UpdateMembership calls are applied."""
+def fail_after_calls(w: World, calls: int, error: BaseException) -> None:
+    """Arm ``error`` right after ``calls`` more UpdateMembership calls are applied."""
     original = w.sir.update_membership
     left = [calls]
 
-    def crashing(**params: Any) -> dict[str, Any]:
+    def failing(**params: Any) -> dict[str, Any]:
         result = original(**params)
         left[0] -= 1
         if left[0] == 0:
-            w.sir.update_membership = original  # type: ignore[method-assign]
-            raise KeyboardInterrupt  # the sandbox dies (OOM, runtime crash)
+            w.sir.update_membership = original
+            raise error
         return result
 
-    w.sir.update_membership = crashing  # type: ignore[method-assign]
+    w.sir.update_membership = failing
 
 
-def crashed(w: World, req: Any) -> None:
-    with pytest.raises(KeyboardInterrupt):
-        w.invoke(req)
+def retried_after_a_service_error(w: World, req: Any, calls: int = 1) -> Chain:
+    """``req``'s first Work step applies ``calls`` calls, then its Invoke fails on Lambda's
+    side: Step Functions retries the step, which carries the request to its answer."""
+    fail_after_calls(w, calls, LambdaServiceError())
+    chain = w.run(req)
+    assert chain.execution is not None
+    assert chain.execution.history[:2] == ["Work", "Work"], "the step was retried"
+    return chain
 
 
-# -- 1. a Lambda retry of a crashed request (R9, (e)) ----------------------------------
+# -- 1. a retried step of a request that died part-way (R9, (e)) ---------------------
 
 
-def test_1_the_retry_of_a_crashed_update_removes_what_the_update_drops() -> None:
-    w = world("none", 0.0, timeout=120.0)
+def test_1_the_retry_of_a_step_that_died_removes_what_the_update_drops() -> None:
+    w = world("none", 0.0)
     a = declared(BASE + MORE[:10])
     assert [x.status for x in w.run(request("Create", a)).answers] == ["SUCCESS"]
     b = declared(BASE)  # drops the 10 OUs: 2 calls of 5 removals
-    update = request("Update", b, a)
-    crash_after_calls(w, 1)
-    crashed(w, update)
-    w.clock.sleep(150.0)  # Lambda retries the same event (same RequestId)
-    retry = w.run(update)
+    retry = retried_after_a_service_error(w, request("Update", b, a))
     assert [x.status for x in retry.answers] == ["SUCCESS"]
     assert w.sir.ous == set(BASE)
 
 
-def test_1_the_rollback_after_the_retry_restores_what_the_crashed_invocation_changed() -> None:
-    w = world("none", 0.0, timeout=120.0)
+def test_1_the_rollback_after_the_retry_restores_what_the_step_that_died_changed() -> None:
+    w = world("none", 0.0)
     a = declared(BASE + MORE[:10])
     assert [x.status for x in w.run(request("Create", a)).answers] == ["SUCCESS"]
     team_before = emails(w)
     b = with_team(declared(BASE), TEAMS[2])
-    update = request("Update", b, a)
-    crash_after_calls(w, 1)  # the first call carries the team and 5 removals
-    crashed(w, update)
-    w.clock.sleep(150.0)
-    assert [x.status for x in w.run(update).answers] == ["SUCCESS"]
+    # The first call carries the team and 5 removals; then the step dies.
+    retry = retried_after_a_service_error(w, request("Update", b, a))
+    assert [x.status for x in retry.answers] == ["SUCCESS"]
     back = w.run(request("Update", a, b))  # another resource failed: CloudFormation rolls back
     assert [x.status for x in back.answers] == ["SUCCESS"]
     assert emails(w) == team_before
     assert w.sir.ous == set(BASE + MORE[:10])
 
 
-def test_1_the_retry_counts_service_timeout_from_the_first_delivery() -> None:
-    w = world("conflict", 20.0, timeout=120.0)
+def test_1_a_step_that_crashed_is_answered_failed_and_its_rollback_restores_everything() -> None:
+    w = world("none", 0.0)
+    a = declared(BASE + MORE[:10])
+    assert [x.status for x in w.run(request("Create", a)).answers] == ["SUCCESS"]
+    team_before = emails(w)
+    b = with_team(declared(BASE), TEAMS[2])
+    fail_after_calls(w, 1, Crash())  # the sandbox dies: a function error, caught
+    update = request("Update", b, a)
+    (answer,) = w.run(update).answers
+    assert answer.status == "FAILED"
+    # Its progress was never saved: the call in flight is unknown, never "not applied".
+    assert answer.reason == (
+        "The change's Work step failed (Runtime.ExitError); see the Work function's logs for "
+        f"RequestId {update.request_id}. The outcome of 1 UpdateMembership call is unknown "
+        "(it may have been applied); the stack's rollback restores them from the change journal"
+    )
+    back = w.run(request("Update", a, b))
+    assert [x.status for x in back.answers] == ["SUCCESS"]
+    assert emails(w) == team_before
+    assert w.sir.ous == set(BASE + MORE[:10])
+
+
+def test_1_a_dispatcher_retried_late_counts_service_timeout_from_the_first_delivery() -> None:
+    """(e): the dispatcher's first delivery recorded the request, then its sandbox died before
+    StartExecution; Lambda delivers the event again at its maximum age (240 s)."""
+    w = world("conflict", 20.0)
     a = created(w)
     b = declared(BASE + MORE[:40], timeout=300)  # 8 calls x 20 s; ServiceTimeout 300 s
     update = request("Update", b, a)
     sent_at = w.clock.now
-    crash_after_calls(w, 1)
-    crashed(w, update)
-    w.clock.sleep(240.0 - (w.clock.now - sent_at))  # the retry, at the event's max age
+    w.crashing_starts = 1
+    with pytest.raises(Crash):
+        w.deliver(update)
+    w.clock.sleep(240.0 - (w.clock.now - sent_at))  # Lambda's retry, at the event's max age
     chain = w.run(update)
     (answer,) = chain.answers
     assert chain.answered_at[0] - sent_at <= 300 - 10
     assert answer.status == "FAILED"
     assert "ServiceTimeout of 300 s" in answer.reason
-    # The crashed call's progress was never recorded: the count starts from the entry.
-    assert re.search(r"\d+ of \d+ UpdateMembership calls were applied", answer.reason)
+    assert re.search(r"[1-9]\d* of 8 UpdateMembership calls were applied", answer.reason)
     # What was applied is rolled back by CloudFormation's rollback Update.
     assert [x.status for x in w.run(request("Update", a, b)).answers] == ["SUCCESS"]
     assert w.sir.ous == set(BASE)
@@ -163,7 +197,7 @@ class LostAnswerIR(PropagatingIR):
 
 def test_2_an_applied_call_whose_answer_was_lost_is_never_not_applied() -> None:
     clock = Clock()
-    w = World(clock, LostAnswerIR(clock, "stale", 20.0), MemoryStore(clock=clock), timeout=120.0)
+    w = with_service(clock, LostAnswerIR(clock, "stale", 20.0))
     a = created(w)
     b = declared(BASE + MORE[:3])  # one call: add 3 OUs
     w.sir.lose_next = True  # type: ignore[attr-defined]
@@ -180,7 +214,7 @@ def test_2_an_applied_call_whose_answer_was_lost_is_never_not_applied() -> None:
 def test_2_an_unknown_outcome_that_cannot_be_proven_is_reported_unknown_and_rolled_back() -> None:
     clock = Clock()
     sir = LostAnswerIR(clock, "stale", 20.0)
-    w = World(clock, sir, MemoryStore(clock=clock), timeout=120.0)
+    w = with_service(clock, sir)
     a = created(w)
     b = declared(BASE + MORE[:3])
     sir.lose_next = True
@@ -215,7 +249,7 @@ def test_2_an_unknown_outcome_that_cannot_be_proven_is_reported_unknown_and_roll
 
 @pytest.mark.parametrize("on_delete", ["Retain", "RemoveOrganizationalUnits"])
 def test_3_the_rollback_of_a_succeeded_create_restores_the_membership(on_delete: str) -> None:
-    w = world("none", 0.0, timeout=60.0)
+    w = world("none", 0.0)
     ous_before, team_before = set(w.sir.ous), emails(w)  # BASE: there before the stack
     new = {**with_team(declared(BASE + MORE[:2]), TEAMS[2]), "OnDelete": on_delete}
     w.status = "CREATE_IN_PROGRESS"
@@ -228,7 +262,7 @@ def test_3_the_rollback_of_a_succeeded_create_restores_the_membership(on_delete:
 
 
 def test_3_a_resource_created_by_a_failed_update_is_restored_in_the_clean_up() -> None:
-    w = world("none", 0.0, timeout=60.0)
+    w = world("none", 0.0)
     ous_before = set(w.sir.ous)
     new = {**declared(BASE + MORE[:2]), "OnDelete": "RemoveOrganizationalUnits"}
     w.status = "UPDATE_IN_PROGRESS"  # the resource is added to an existing stack
@@ -239,7 +273,7 @@ def test_3_a_resource_created_by_a_failed_update_is_restored_in_the_clean_up() -
 
 
 def test_3_removing_the_resource_follows_on_delete() -> None:
-    w = world("none", 0.0, timeout=60.0)
+    w = world("none", 0.0)
     new = {**declared(BASE + MORE[:2]), "OnDelete": "RemoveOrganizationalUnits"}
     assert [x.status for x in w.run(request("Create", new)).answers] == ["SUCCESS"]
     w.status = "DELETE_IN_PROGRESS"  # the user deletes the stack
@@ -248,7 +282,7 @@ def test_3_removing_the_resource_follows_on_delete() -> None:
 
 
 def test_3_a_delete_that_cannot_read_the_stack_status_fails_without_a_call() -> None:
-    w = world("none", 0.0, timeout=60.0)
+    w = world("none", 0.0)
     new = {**declared(BASE + MORE[:2]), "OnDelete": "RemoveOrganizationalUnits"}
     assert [x.status for x in w.run(request("Create", new)).answers] == ["SUCCESS"]
     w.status = ""  # DescribeStacks denied
@@ -264,7 +298,7 @@ def test_3_a_delete_that_cannot_read_the_stack_status_fails_without_a_call() -> 
 
 
 def test_4_a_rollback_without_a_journal_entry_never_removes_an_ou_it_did_not_converge() -> None:
-    w = world("none", 0.0, timeout=60.0)
+    w = world("none", 0.0)
     a = declared(BASE)  # already associated: the Create makes no call
     assert [x.status for x in w.run(request("Create", a)).answers] == ["SUCCESS"]
     assert w.sir.accepted == 0
@@ -301,7 +335,7 @@ OTHER = "arn:aws:cloudformation:us-east-1:123456789012:stack/security-ir-other/1
 def test_5_a_busy_membership_fails_within_service_timeout_naming_the_holder(
     service_timeout: int, held_for: float
 ) -> None:
-    w = world("none", 0.0, timeout=300.0)
+    w = world("none", 0.0)
     old = created(w)
     w.store.leases[MEMBERSHIP_ID] = (f"{OTHER}#Coverage#req-1", w.clock.now + held_for)
     chain = w.run(request("Update", declared(BASE + MORE[:5], timeout=service_timeout), old))
@@ -349,69 +383,85 @@ def test_the_stack_status_reason_names_the_permission_and_the_fix() -> None:
 
 def stale_world() -> World:
     clock = Clock()
-    return World(clock, LostAnswerIR(clock, "stale", 20.0), MemoryStore(clock=clock), timeout=120.0)
+    return with_service(clock, LostAnswerIR(clock, "stale", 20.0))
 
 
-def test_a_retry_after_a_crash_just_past_an_applied_call_proves_it_by_the_repeat() -> None:
+def test_a_retry_after_a_step_died_just_past_an_applied_call_proves_it_by_the_repeat() -> None:
     w = stale_world()
     a = created(w)
     b = declared(BASE + MORE[:3])  # one call: add 3 OUs
-    update = request("Update", b, a)
-    crash_after_calls(w, 1)  # applied; the sandbox dies before its progress is saved
-    crashed(w, update)
-    w.clock.sleep(1.0)  # reads are still stale when Lambda's retry runs
-    (answer,) = w.run(update).answers
+    # Applied; the Invoke then fails, and Step Functions retries 2 s later: reads are stale.
+    (answer,) = retried_after_a_service_error(w, request("Update", b, a)).answers
     assert answer.status == "SUCCESS"
     assert w.sir.ous == set(BASE + MORE[:3])
     assert [x.status for x in w.run(request("Update", a, b)).answers] == ["SUCCESS"]
     assert w.sir.ous == set(BASE)
 
 
-def test_a_retry_that_runs_out_of_time_never_says_no_change_after_a_crash() -> None:
-    w = world("conflict", 400.0, timeout=120.0)  # every later call is refused for 400 s
+def test_a_retry_that_runs_out_of_time_never_says_no_change_after_a_step_died() -> None:
+    w = world("conflict", 400.0)  # every later call is refused for 400 s
     a = created(w)
     b = declared(BASE + MORE[:10], timeout=300)
-    update = request("Update", b, a)
-    crash_after_calls(w, 1)
-    crashed(w, update)
-    w.clock.sleep(60.0)
-    (answer,) = w.run(update).answers
+    (answer,) = retried_after_a_service_error(w, request("Update", b, a)).answers
     assert answer.status == "FAILED"
     assert "no change was applied" not in answer.reason.lower()
-    assert "unknown (it may have been applied)" in answer.reason or (
-        "UpdateMembership calls were applied" in answer.reason
-    )
+    assert "unknown (it may have been applied)" in answer.reason
     assert [x.status for x in w.run(request("Update", a, b)).answers] == ["SUCCESS"]
     assert w.sir.ous == set(BASE)
 
 
-def test_a_link_that_died_after_recording_its_answer_sends_it_again_without_a_call() -> None:
-    w = world("conflict", 20.0, timeout=45.0)
+def test_a_step_that_died_after_recording_its_answer_sends_it_again_without_a_call() -> None:
+    w = world("conflict", 20.0)
     a = created(w)
-    chain = w.run(request("Update", declared(BASE + MORE[:20]), a))  # 4 calls: several links
+    died = [False]
+
+    def after_the_record(name: str) -> None:
+        if name == "after the outcome's record" and not died[0]:
+            died[0] = True
+            raise LambdaServiceError
+
+    w.requests.point = after_the_record
+    chain = w.run(request("Update", declared(BASE + MORE[:20]), a))  # 4 calls: several steps
+    assert died[0]
     (answer,) = chain.answers
     assert answer.status == "SUCCESS"
-    last = w.last_invoked
-    assert last is not None
-    assert last.continuation is not None
-    sent = w.sir.sent
-    again = w.invoke(last)  # Lambda retries the link that recorded the answer
-    assert again == answer
-    assert w.sir.sent == sent
+    assert chain.execution is not None
+    assert chain.execution.history[-4:] == ["Work", "Work", "Answer", "Done"], "retried"
+    assert w.sir.accepted == 4, "the retried step made no call"
+
+
+def test_an_answer_task_that_died_after_its_claim_sends_the_same_answer() -> None:
+    w = world("none", 0.0)
+    a = created(w)
+    died = [False]
+
+    def after_the_claim(name: str) -> None:
+        if name == "after the answer's claim" and not died[0]:
+            died[0] = True
+            raise Crash
+
+    w.requests.point = after_the_claim
+    chain = w.run(request("Update", declared(BASE + MORE[:5]), a))
+    assert died[0]
+    assert [x.status for x in chain.answers] == ["SUCCESS"]
+    assert chain.execution is not None
+    assert chain.execution.history[-3:] == ["Answer", "Answer", "Done"]
 
 
 def test_a_retry_whose_change_is_already_being_rolled_back_still_answers_once() -> None:
-    w = world("none", 0.0, timeout=60.0)
+    w = world("none", 0.0)
     a = created(w)
-    update = request("Update", declared(BASE + MORE[:3]), a)
-    crash_after_calls(w, 1)
-    crashed(w, update)  # the entry is this request's, phase applying
+    fail_after_calls(w, 1, LambdaServiceError())
+    chain = w.deliver(request("Update", declared(BASE + MORE[:10]), a))
+    assert chain.execution is not None
+    w.advance(chain.execution)  # applied one call, then died: retried in 2 s
     ((key, text),) = w.store.entries.items()
     entry = from_json(text)
-    assert entry.request_id == update.request_id
+    assert entry.request_id == chain.request.request_id
+    assert entry.phase == "applying"
     w.store.entries[key] = to_json(replace(entry, phase="restoring"))  # its rollback began
     sent = w.sir.sent
-    chain = w.run(update)  # Lambda's retry of the crashed invocation
+    w.finish(chain.execution)
     (answer,) = chain.answers
     assert answer.status == "FAILED"
     assert answer.reason.startswith("The change was superseded by its rollback")

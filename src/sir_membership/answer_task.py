@@ -73,7 +73,12 @@ def failure_answer(record: RequestRecord, what: str, entry: Entry | None) -> Ans
     """
     own = entry if entry is not None and entry.request_id == record.keys.request_id else None
     wrote = own is not None and not own.wrote_nothing and own.phase in ("applying", "failed")
-    outcome = calls_known(own.applied, own.planned, own.unknown) if own else NO_CHANGE
+    outcome = NO_CHANGE
+    if own is not None:
+        # A step that died mid-change may have had a call in flight, which its
+        # entry could not count yet: unknown, never "not applied".
+        in_flight = own.phase == "applying" and own.applied < own.planned
+        outcome = calls_known(own.applied, own.planned, max(own.unknown, int(in_flight)))
     reason = with_outcome(what, outcome)
     if wrote:
         reason += "; the stack's rollback restores them from the change journal"

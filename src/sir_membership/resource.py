@@ -179,11 +179,12 @@ class _Work:
         """Where an earlier Work step of this request left it."""
         shell = self.shell
         if own.phase in ("applying", "applied"):
-            if own.phase == "applying" and (shell.retried or shell.step == 0):
+            if own.phase == "applying" and (shell.retried or shell.step == 0 or own.unknown):
                 # The step that wrote it died (Step Functions retries it, or a
-                # new attempt begins): a call of it may have been in flight.
-                # Unknown until proven (by a read, or by the service refusing
-                # its repeat: no wait here).
+                # new attempt begins), or an earlier step left a call of
+                # unknown outcome: a call may have been applied. Unknown until
+                # proven (by a read, or by the service refusing its repeat: no
+                # wait here).
                 self.in_flight = True
             self.own = own
             return Forward(previous_applied=own.previous_applied)
