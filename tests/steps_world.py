@@ -268,6 +268,10 @@ class World:
     requests: MemoryRequestStore
     #: The Work function's timeout: each Work step has this long.
     timeout: float = WORK_TIMEOUT
+    #: The service client's retry policy, as the Work task builds it.
+    policy: RetryPolicy = POLICY
+    #: Hears each Work step's answer as soon as it is known (``Shell.settle``).
+    settle: Callable[[Answer], None] = lambda _answer: None
     #: The consumer stack's status as DescribeStacks shows it ("": unreadable).
     status: str = "UPDATE_COMPLETE"
     executions: dict[str, Execution] = field(default_factory=dict)
@@ -376,7 +380,7 @@ class World:
             return MembershipService(
                 self.sir,
                 remaining,
-                policy=POLICY,
+                policy=self.policy,
                 sleep=self.clock.sleep,
                 jitter=lambda _low, high: high,
                 before_write=before_write,
@@ -386,6 +390,7 @@ class World:
             return Shell(
                 self.store,
                 remaining,
+                settle=self.settle,
                 sleep=self.clock.sleep,
                 clock=self.clock,
                 engine=True,

@@ -1,4 +1,4 @@
-"""``JournalStore`` on DynamoDB (moto): records, first sight, leases and hand-offs.
+"""``JournalStore`` on DynamoDB (moto): records, first sight and leases.
 
 The resource's own tests keep the journal in memory (``memory_store``); here
 the DynamoDB implementation is the point: the items it writes, its
@@ -16,12 +16,11 @@ from botocore.exceptions import ClientError, ReadTimeoutError
 from hypothesis import given
 from hypothesis import strategies as st
 from moto import mock_aws
-from sir_membership.continuation import Handoff
 
 from sir_membership.errors import JournalUnavailable, MembershipBusy
 from sir_membership.journal import Record
 from sir_membership.journal_store import JournalStore, busy, holder_name
-from sir_membership.resource import Answer
+from sir_membership.request_store import RequestStore
 
 REGION, ACCOUNT = "us-east-1", "123456789012"
 STACK = f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/security-ir/5b6f1c20-3e4d-11ef-9a1b-0e7c3f2a9d41"
@@ -154,6 +153,21 @@ def test_first_seen_keeps_the_first_time() -> None:
         assert int(item["expiration"]["N"]) == 1000 + 2 * 3600, "expires from the first sight"
 
 
+def test_a_work_step_counts_from_the_dispatchers_first_sight() -> None:
+    """One item: the request's record (``RequestStore.register``) holds its first sight."""
+    with _table() as client:
+        event = {
+            "RequestType": "Update",
+            "StackId": STACK,
+            "RequestId": "r1",
+            "LogicalResourceId": "Membership",
+            "ResponseURL": "https://cloudformation-custom-resource-response-useast1.s3.amazonaws.com/x",
+        }
+        RequestStore(client, "t", clock=lambda: 1000.25).register(event)
+        store = JournalStore(client, "t")
+        assert store.first_seen(STACK, "r1", 1240.0) == 1000.25
+
+
 # -- the lease -----------------------------------------------------------------------------
 
 
@@ -278,23 +292,3 @@ def test_holder_name_is_the_stack_name_and_logical_id_and_nothing_else(
     arn = f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/{stack}/{request_id}"
     holder = f"{arn}#{logical}#{request_id}"
     assert holder_name(holder) == f"stack {stack} resource {logical}"
-
-
-# -- hand-off --------------------------------------------------------------------------------
-
-
-def test_the_dynamodb_hand_off_record_is_replaced_only_by_the_token_it_holds() -> None:
-    with _table() as client:
-        store = JournalStore(client, "t", clock=lambda: 1000.0)
-        first = Handoff("r", "a" * 32, 990.0, 600, 2, True, 1005.0)
-        assert store.read_handoff(STACK, "r") is None
-        assert store.write_handoff(STACK, first, replacing=None)
-        assert not store.write_handoff(STACK, first, replacing=None), "one chain per request"
-        second = Handoff("r", "b" * 32, 990.0, 600, 3, True)
-        assert not store.write_handoff(STACK, second, replacing="c" * 32), "a stale token"
-        assert store.write_handoff(STACK, second, replacing="a" * 32)
-        assert store.read_handoff(STACK, "r") == second
-        answered = Handoff("r", "b" * 32, 990.0, 600, 3, True, answer=Answer.success("m", {}))
-        assert store.write_handoff(STACK, answered, replacing="b" * 32)
-        assert store.read_handoff(STACK, "r") == answered
-        assert store.read_handoff(STACK, "other") is None

@@ -1,24 +1,21 @@
-"""``resource.handle`` in process: unknown outcomes, the lease, and the settled answer.
+"""A request's Work steps: unknown outcomes, the lease, the fence and the settled answer.
 
-The security-ir side is the stateful test's fake (the emulator's own rules);
-the journal is kept in memory (the DynamoDB implementation is tested on moto
-in ``test_journal_store``).
+Each request goes in through the dispatcher and is carried by its execution's
+Work steps (``steps_world``, on a simulated clock); the security-ir side is
+the stateful test's fake (the emulator's own rules, faults per call), the
+table its in-memory twins.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-import uuid
 from typing import Any
 
-from memory_store import MemoryStore
 from sirlocal.emulator import new_membership
+from steps_world import Clock, World, request, with_service
 from test_stateful import MEMBERSHIP_ID, POOL, STACK, TEAMS, FakeSecurityIR, Faults
 
-from sir_membership.request import Request
-from sir_membership.resource import Answer, Shell, handle
-from sir_membership.service import MembershipService, RetryPolicy
+from sir_membership.resource import Answer
+from sir_membership.service import RetryPolicy
 
 FAST = RetryPolicy(
     base_delay=0.0, max_delay=0.0, max_attempts=3, call_timeout=1.0, answer_reserve=1.0
@@ -37,28 +34,30 @@ def fake() -> FakeSecurityIR:
     )
 
 
-def declared(ous: list[str]) -> dict[str, Any]:
-    return {"ServiceToken": "t", "MembershipId": MEMBERSHIP_ID, "OrganizationalUnits": ous}
+def a_world(**options: Any) -> World:
+    return with_service(Clock(), fake(), policy=FAST, **options)
+
+
+def declared(ous: list[str], timeout: int | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"ServiceToken": "t", "MembershipId": MEMBERSHIP_ID}
+    out["OrganizationalUnits"] = ous
+    if timeout is not None:
+        out["ServiceTimeout"] = str(timeout)
+    return out
 
 
 def send(
-    sir: FakeSecurityIR,
-    store: Any,
+    w: World,
     kind: str,
     new: dict[str, Any],
     old: dict[str, Any] | None = None,
-    physical: str = "",
+    physical: str | None = None,
     faults: Faults | None = None,
-    settle: Any = None,
-    seconds: float = 300.0,
 ) -> Answer:
-    sir.start(faults or Faults())
-    deadline = time.monotonic() + seconds
-    remaining = lambda: deadline - time.monotonic()  # noqa: E731
-    service = MembershipService(sir, remaining, policy=FAST, sleep=lambda _s: None)  # type: ignore[arg-type]
-    request = Request(kind, STACK, str(uuid.uuid4()), "Membership", physical, new, old)  # type: ignore[arg-type]
-    shell = Shell(store, remaining, settle=settle or (lambda _a: None))
-    return handle(request, service, shell)
+    """The request's one answer, after its execution ended."""
+    w.sir.start(faults or Faults())
+    (answer,) = w.run(request(kind, new, old, physical=physical)).answers
+    return answer
 
 
 def ous_of(sir: FakeSecurityIR) -> set[str]:
@@ -67,84 +66,98 @@ def ous_of(sir: FakeSecurityIR) -> set[str]:
 
 def test_an_unknown_outcome_is_never_reported_as_not_applied_and_the_rollback_resolves_it() -> None:
     """Case 5: the first call times out (it was applied) and no read works afterwards."""
-    sir, store = fake(), MemoryStore()
+    w = a_world()
     new = declared(POOL[:9])
-    failed = send(sir, store, "Create", new, faults=Faults(updates={1: "timeout-applied"}))
+    failed = send(w, "Create", new, faults=Faults(updates={1: "timeout-applied"}))
     assert failed.status == "FAILED"
     assert ". The outcome of 1 UpdateMembership call is unknown (it may have been applied)" in (
         failed.reason
     )
     assert "no change was applied" not in failed.reason.lower()
     assert failed.physical_resource_id.startswith("Membership-unrestored-")
-    assert ous_of(sir) == set(POOL[:7]), "the first batch was applied"
+    assert ous_of(w.sir) == set(POOL[:7]), "the first batch was applied"
     # CloudFormation's rollback Delete of that id restores from the journal.
-    rollback = send(sir, store, "Delete", new, physical=failed.physical_resource_id)
+    rollback = send(w, "Delete", new, physical=failed.physical_resource_id)
     assert rollback.status == "SUCCESS"
-    assert ous_of(sir) == set(POOL[:2])
+    assert ous_of(w.sir) == set(POOL[:2])
 
 
 def test_a_clean_failed_create_keeps_the_id_its_delete_answers_without_the_table() -> None:
-    sir, store = fake(), MemoryStore()
-    failed = send(sir, store, "Create", declared(POOL[:9]), faults=Faults(updates={1: "deny"}))
+    w = a_world()
+    failed = send(w, "Create", declared(POOL[:9]), faults=Faults(updates={1: "deny"}))
     assert failed.physical_resource_id.startswith("Membership-failed-")
     assert failed.reason.endswith("in the function's role. No change was applied")
+    w.requests.down = w.store.down = True  # the rollback Delete needs no table
+    assert send(w, "Delete", declared(POOL[:9]), physical=failed.physical_resource_id) == (
+        Answer.success(failed.physical_resource_id, {})
+    )
 
 
-def test_a_second_writer_waits_for_the_lease_then_plans_against_what_the_first_left() -> None:
-    """Case 6: the rollback arrives while the forward Update is still running."""
-    sir, store = fake(), MemoryStore()
-    old, new = declared(POOL[:2]), declared(POOL[:12])
-    send(sir, store, "Create", old)
-    release = threading.Event()
-    original = sir.update_membership
+def test_a_rollback_that_arrives_between_a_check_and_its_call_restores_what_that_call_did() -> None:
+    """Case 6: the rollback arrives while a Work step of the forward Update is under way.
 
-    def slow(**params: Any) -> dict[str, Any]:
-        release.wait(5)
+    The window the fence cannot close: the forward step checked the fence,
+    then the rollback took it, then the forward's call landed. The rollback
+    waits for the membership's lease, the forward's next write is fenced
+    out, and compare-and-restore puts back what that one call did.
+    """
+    w = a_world()
+    old, new = declared(POOL[:2]), declared(POOL[:12])  # 2 calls
+    send(w, "Create", old)
+    w.sir.start(Faults())
+    original = w.sir.update_membership
+    rollback: list[Any] = []
+
+    def rollback_arrives(**params: Any) -> dict[str, Any]:
+        if not rollback:  # after the fence check of the forward's first call
+            chain = w.deliver(request("Update", old, new))
+            assert chain.execution is not None
+            w.advance(chain.execution)  # its first step finds the membership's lease taken
+            assert chain.execution.results[-1].next == "wait"
+            rollback.append(chain)
         return original(**params)
 
-    sir.update_membership = slow  # type: ignore[method-assign]
-    answers: dict[str, Answer] = {}
-    forward = threading.Thread(
-        target=lambda: answers.update(forward=send(sir, store, "Update", new, old, MEMBERSHIP_ID))
-    )
-    forward.start()
-    time.sleep(0.2)  # the forward holds the lease, mid-plan
-    assert MEMBERSHIP_ID in store.leases
-    threading.Timer(0.3, release.set).start()
-    rollback = send(sir, store, "Update", old, new, MEMBERSHIP_ID)
-    forward.join(10)
-    assert answers["forward"].status == "SUCCESS"
-    assert rollback.status == "SUCCESS"
-    assert ous_of(sir) == set(POOL[:2]), "exactly as before the forward Update"
+    w.sir.update_membership = rollback_arrives  # type: ignore[method-assign]
+    forward = w.run(request("Update", new, old))
+    w.sir.update_membership = original  # type: ignore[method-assign]
+    assert forward.execution is not None
+    assert forward.execution.status == "ABORTED"
+    assert forward.answers == [], "superseded: CloudFormation no longer waits for it"
+    assert w.sir.sent == 1, "the forward's second call was fenced out"
+    (back,) = rollback
+    w.finish(back.execution)
+    assert [a.status for a in back.answers] == ["SUCCESS"]
+    assert ous_of(w.sir) == set(POOL[:2]), "exactly as before the forward Update"
 
 
 def test_a_writer_that_cannot_get_the_lease_in_time_says_so_and_writes_nothing() -> None:
-    sir, store = fake(), MemoryStore()
-    store.leases[MEMBERSHIP_ID] = ("someone-else", time.time() + 3600)
-    started = time.monotonic()
-    answer = send(sir, store, "Create", declared(POOL[:5]), seconds=21.5)
-    assert 1.0 <= time.monotonic() - started < 3.0, "it waited within its own deadline"
+    w = a_world()
+    w.store.leases[MEMBERSHIP_ID] = ("someone-else", w.clock.now + 3600)
+    chain = w.run(request("Create", declared(POOL[:5], timeout=120)))
+    (answer,) = chain.answers
+    assert chain.answered_at[0] - chain.started <= 120 - 10, "within its own deadline"
+    assert len(chain.steps) > 2, "it waited in Wait states, not in one step"
     assert answer.status == "FAILED"
     assert answer.reason.startswith(
         f"Membership {MEMBERSHIP_ID} is being changed by another request"
     )
-    assert sir.sent == 0
+    assert w.sir.sent == 0
 
 
 def test_a_lapsed_lease_does_not_block() -> None:
-    sir, store = fake(), MemoryStore()
-    store.leases[MEMBERSHIP_ID] = ("killed-invocation", time.time() - 1)
-    assert send(sir, store, "Create", declared(POOL[:5])).status == "SUCCESS"
-    assert store.leases == {}
+    w = a_world()
+    w.store.leases[MEMBERSHIP_ID] = ("killed-invocation", w.clock.now - 1)
+    assert send(w, "Create", declared(POOL[:5])).status == "SUCCESS"
+    assert w.store.leases == {}
 
 
 def test_the_answer_is_settled_before_the_bookkeeping() -> None:
-    """Case 8: what the timer would send if bookkeeping outlived the invocation."""
-    sir, store = fake(), MemoryStore()
+    """Case 8: what a step that died right after its last call leaves behind."""
     settled: list[Answer] = []
     writes_when_settled: list[int] = []
-
     phases: list[str] = []
+    w = a_world()
+    store = w.store
 
     def settle(answer: Answer) -> None:
         settled.append(answer)
@@ -152,7 +165,8 @@ def test_the_answer_is_settled_before_the_bookkeeping() -> None:
         entry = store.read(STACK, "Membership")
         phases.append(entry.phase if entry else "")
 
-    answer = send(sir, store, "Create", declared(POOL[:5]), settle=settle)
+    w.settle = settle
+    answer = send(w, "Create", declared(POOL[:5]))
     assert settled
     assert all(a == answer for a in settled)
     assert answer.status == "SUCCESS"
@@ -160,19 +174,18 @@ def test_the_answer_is_settled_before_the_bookkeeping() -> None:
     # declaration record and the lease's release are left after the answer.
     assert phases[0] == "applied"
     assert store.writes == writes_when_settled[0] + 1
-    assert (STACK, "Membership") in store.records
+    assert len(store.records) == 1
     assert MEMBERSHIP_ID not in store.leases
 
 
 def test_the_rollback_of_a_replacement_waits_for_the_membership_the_forward_writes() -> None:
     """A cancelled Update to a new MembershipId: its rollback leases both memberships."""
-    sir, store = fake(), MemoryStore()
+    w = a_world()
     other = "m-otherother01"
-    store.leases[other] = ("the-forward-update", time.time() + 3600)
+    w.store.leases[other] = ("the-forward-update", w.clock.now + 3600)
     old_declaration = {**declared(POOL[:2]), "MembershipId": other}
-    answer = send(
-        sir, store, "Update", declared(POOL[:2]), old_declaration, MEMBERSHIP_ID, seconds=21.5
-    )
+    chain = w.run(request("Update", declared(POOL[:2], timeout=60), old_declaration))
+    (answer,) = chain.answers
     assert answer.status == "FAILED"
     assert answer.reason.startswith(f"Membership {other} is being changed by another request")
-    assert (sir.reads, sir.sent) == (0, 0)
+    assert (w.sir.reads, w.sir.sent) == (0, 0)
