@@ -33,7 +33,7 @@ same answer back; only bugs escape as exceptions.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 from . import tags
@@ -64,6 +64,7 @@ from .journal import (
 from .journal_writer import JournalWriter, delete_key
 from .membership import MembershipState
 from .outcome import Outcome, Stopped
+from .plan import Plan
 from .request import Decision, Request, decide
 from .response import Answer
 from .restore import WORK_RESERVE, Restorer, read_settled
@@ -244,6 +245,8 @@ class _Work:
             mode = self._read_mode()
             try:
                 outcome = self._carry(mode)
+            except Superseded:
+                raise
             except MembershipError as error:
                 outcome = failed(self.request, error)
             if isinstance(outcome, Answer):
@@ -331,13 +334,10 @@ class _Work:
             if request.request_type != "Delete"
             else delete_key(request.logical_id, membership_id)
         )
-        read = self._read_before_planning(mode, membership_id, logical)
-        if not isinstance(read, MembershipState):
-            return read
-        state = read
-        plan = plan_for(state)
-        log_plan("planned", plan)
-        tag_plan = self._tag_plan(state)  # read before any write
+        prepared = self._prepare(membership_id, logical, plan_for)
+        if not isinstance(prepared, tuple):
+            return prepared
+        state, plan, tag_plan = prepared
         phase: Phase = "applying" if plan.requests or tag_plan.calls else "applied"
         touched = touched_by(state, plan, tag_plan)
         if own is not None:  # an earlier step's before-values come first
@@ -376,9 +376,7 @@ class _Work:
         except MembershipError as error:
             if own is None:
                 raise error.outcome(NO_CHANGE) from None
-            raise error.outcome(
-                f"{own.applied} UpdateMembership calls were applied by earlier Work steps"
-            ).noted("the stack's rollback restores them from the change journal") from None
+            return self._before_calls_failed(error, logical)
         if not plan.requests and tag_plan.empty:
             return self._success(state, journal)
         already = own.applied if own is not None else 0
@@ -397,40 +395,58 @@ class _Work:
             logger.info("superseded by a newer request of the resource: stopping")
             return Stopped(error.reason)
         except MembershipError as error:
-            error = at_least(error, journal.entry)
-            journal.update(applied=error.applied, unknown=error.unknown)
-            if self.steps.may_continue(error):
-                journal.try_save("progress")
-                return self.steps.continue_after(error)
-            return self._forward_failed(journal, error)
+            return self._stopped_part_way(journal, error)
         logger.info("applied", extra={"membershipId": membership_id, "calls": applied.calls})
         journal.update(phase="applied", applied=applied.calls)
         return self._success(applied.state, journal)
 
-    def _read_before_planning(
-        self, mode: Forward, membership_id: str, logical: str
-    ) -> MembershipState | Outcome:
-        """The state to plan from, or the outcome when there is none to plan from."""
-        request, own = self.request, self.own
+    def _prepare(
+        self, membership_id: str, logical: str, plan_for: Callable[[MembershipState], Plan]
+    ) -> tuple[MembershipState, Plan, tags.TagPlan] | Outcome:
+        """The state to plan from and the plans, or the outcome when there are none."""
         try:
             state = read_settled(
-                self.service, self.shell, membership_id, own, must_exist=self.decision.must_exist
+                self.service,
+                self.shell,
+                membership_id,
+                self.own,
+                must_exist=self.decision.must_exist,
             )
+            if state is None:
+                logger.info("membership no longer exists: nothing to do")
+                return Answer.success(self.request.physical_id, {})
+            plan = plan_for(state)
+            log_plan("planned", plan)
+            return state, plan, self._tag_plan(state)  # the tags are read before any write
         except MembershipError as error:
-            if self.steps.may_continue(error):  # out of time, or reads still stale
-                return self.steps.continue_after(error)
-            if own is not None:  # earlier steps wrote: a failure part-way, undone or rolled back
-                if self.in_flight:
-                    own = replace(own, unknown=max(own.unknown, 1))
-                journal = JournalWriter(self.shell.store, request, own, self.shell.clock, logical)
-                return self._forward_failed(journal, at_least(error, own))
-            if isinstance(error, OutOfTime):
-                raise self.steps.out_of_time(error) from None
-            raise
-        if state is None:
-            logger.info("membership no longer exists: nothing to do")
-            return Answer.success(request.physical_id, {})
-        return state
+            return self._before_calls_failed(error, logical)
+
+    def _stopped_part_way(self, journal: JournalWriter, error: MembershipError) -> Outcome:
+        """This step's calls stopped: wait for the next step, or fail with what was applied."""
+        error = at_least(error, journal.entry)
+        journal.update(applied=error.applied, unknown=error.unknown)
+        if self.steps.may_continue(error):
+            journal.try_save("progress")
+            return self.steps.continue_after(error)
+        return self._forward_failed(journal, error)
+
+    def _before_calls_failed(self, error: MembershipError, logical: str) -> Outcome:
+        """A failure before this step's first call (a read, the plan, the journal).
+
+        Waited out by the next step while it only means "not now"; otherwise,
+        when earlier steps wrote, a failure part-way (undone, or left to the
+        rollback), never an answer that says nothing was written.
+        """
+        if isinstance(error, Superseded):  # the journal write was fenced out: stop
+            raise error
+        if self.steps.may_continue(error):  # out of time, reads still stale, throttled
+            return self.steps.continue_after(error)
+        own = self.own
+        if own is None:
+            raise self.steps.out_of_time(error) if isinstance(error, OutOfTime) else error
+        own = replace(own, unknown=max(own.unknown, int(self.in_flight)))
+        journal = JournalWriter(self.shell.store, self.request, own, self.shell.clock, logical)
+        return self._forward_failed(journal, at_least(error, own))
 
     def _forward_failed(self, journal: JournalWriter, error: MembershipError) -> Answer:
         journal.update(phase="failed")
@@ -500,5 +516,7 @@ def handle(request: Request, service: MembershipService, shell: Shell) -> Outcom
         return decided
     try:
         return _Work(request, decided, service, shell).run()
+    except Superseded as error:  # a newer request (or its own answer) holds the fence now
+        return Stopped(error.reason)
     except MembershipError as error:
         return failed(request, error)
