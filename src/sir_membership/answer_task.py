@@ -8,9 +8,10 @@ whichever comes first decides, and any later one can only send the same
 answer again. CloudFormation ignores a repeated answer; it must never get
 two different ones.
 
-A failed or timed-out step's answer first closes the request's fence: a
-Lambda that is still running (neither a task timeout nor a stop kills it)
-finds it closed before its next write and writes nothing.
+Every answer first closes the request's fence: a Work Lambda that is still
+running (neither a task timeout nor a stop kills it, and a step whose Invoke
+failed while it ran is retried beside it) finds it closed before its next
+write, to the service or to the journal, and writes nothing.
 """
 
 from __future__ import annotations
@@ -97,10 +98,12 @@ def answer_request(
     if record is None or record.keys.attempt != keys.attempt:
         logger.warning("the request's record is gone or belongs to a newer attempt")
         return None
+    # Once answered, the request writes no more: a Work invocation that still
+    # runs (a task timeout, or an Invoke that failed while it ran) is fenced out.
+    store.close_fence(keys)
     if record.outcome is not None:
         chosen = record.outcome
     else:
-        store.close_fence(keys)
         what = (
             f"The change's Work step failed ({_error_name(failure)}); see the Work function's "
             f"logs for RequestId {keys.request_id}"

@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 
 #: Longer than CloudFormation's longest wait (an hour) for the request's answer.
 REQUEST_TTL_SECONDS = 2 * 3600
-#: What a request that answered FAILED leaves as the fence's holder: nobody may write.
+#: What a request that answered leaves as the fence's holder: nobody may write.
 CLOSED = "#closed"
 
 
@@ -221,7 +221,7 @@ class RequestStore:
         return self.fence_holder(keys) == keys.holder
 
     def closed_by(self, keys: RequestKeys) -> bool:
-        """Whether ``keys`` closed its resource's fence (it failed; nobody newer came)."""
+        """Whether ``keys`` closed its resource's fence (it answered; nobody newer came)."""
         return self.fence_holder(keys) == keys.holder + CLOSED
 
     def close_fence(self, keys: RequestKeys) -> None:

@@ -11,12 +11,15 @@ next state's name and the seconds to wait do.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from . import resource
 from .errors import MalformedRequest, Superseded
+from .journal import Entry, Record
+from .journal_store import Store
 from .outcome import Continue, Stopped
 from .request_record import RequestKeys
 from .request_store import RequestStore
@@ -63,6 +66,50 @@ def fence_check(store: RequestStore, keys: RequestKeys) -> Callable[[], None]:
     return check
 
 
+@dataclass(frozen=True)
+class FencedStore:
+    """The journal's storage as a Work step sees it: its writes check the fence first.
+
+    A step whose request lost the fence (a newer request of the resource, or
+    its own answer, took it) must not overwrite the journal entry the newer
+    one restores from, nor the entry the answer was given for.
+    """
+
+    store: Store
+    check: Callable[[], None]
+
+    def read(self, stack_id: str, logical_id: str) -> Entry | None:
+        return self.store.read(stack_id, logical_id)
+
+    def write(self, stack_id: str, logical_id: str, entry: Entry) -> None:
+        self.check()
+        self.store.write(stack_id, logical_id, entry)
+
+    def acquire(
+        self,
+        membership_id: str,
+        holder: str,
+        until: float,
+        *,
+        wait_until: float,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.store.acquire(membership_id, holder, until, wait_until=wait_until, sleep=sleep)
+
+    def release(self, membership_id: str, holder: str) -> None:
+        self.store.release(membership_id, holder)
+
+    def read_record(self, stack_id: str, logical_id: str) -> Record | None:
+        return self.store.read_record(stack_id, logical_id)
+
+    def write_record(self, stack_id: str, logical_id: str, record: Record | None) -> None:
+        self.check()
+        self.store.write_record(stack_id, logical_id, record)
+
+    def first_seen(self, stack_id: str, request_id: str, now: float) -> float:
+        return self.store.first_seen(stack_id, request_id, now)
+
+
 def run_step(
     keys: RequestKeys,
     step: int,
@@ -92,7 +139,10 @@ def run_step(
     if retried:
         logger.warning("this step began before and died: a call of it may have been in flight")
     request = resource.Request.from_event(record.event)
-    outcome = resource.handle(request, service(fence_check(store, keys)), shell(step, retried))
+    check = fence_check(store, keys)
+    carrying = shell(step, retried)
+    carrying = replace(carrying, store=FencedStore(carrying.store, check))
+    outcome = resource.handle(request, service(check), carrying)
     if isinstance(outcome, Answer):
         store.record_outcome(keys, outcome)
         return StepResult(following, "answer")
