@@ -226,8 +226,9 @@ class Execution:
     history: list[str] = field(default_factory=list)
     #: What each Work step that returned said.
     results: list[StepResult] = field(default_factory=list)
-    #: The Work task in flight was given up (its timeout fired): its result is ignored.
-    abandoned: bool = False
+    #: The Work invocation whose result the state machine waits for (0: none in flight);
+    #: one it gave up on (a task timeout, an Invoke error while it ran) goes on unheard.
+    awaited: int = 0
 
 
 @dataclass
@@ -283,6 +284,9 @@ class World:
     start_error: MembershipError | None = None
     #: The next this many StartExecution calls crash the dispatcher's sandbox first.
     crashing_starts: int = 0
+    #: The next this many Work results are lost after the function returned (the Invoke
+    #: fails with Lambda.ServiceException): Step Functions retries those steps.
+    lost_results: int = 0
     #: The execution whose Work step is running (for a test's hooks).
     running: Execution | None = None
     #: Work invocations, in all executions.
@@ -401,25 +405,35 @@ class World:
 
         self.clock.now += 0.5  # a cold start
         outer, self.running = self.running, execution
+        invocation = execution.awaited = self.work_invocations
         try:
             result = run_step(execution.keys, execution.step, self.requests, service, shell)
+            if self.lost_results > 0 and execution.awaited == invocation:
+                self.lost_results -= 1
+                raise LambdaServiceError("the function returned; its result was lost")
+        except AssertionError:
+            raise  # a fake's check failed: the test's finding, not the function's error
         except LambdaServiceError:
-            self._retry_or_catch(execution, WORK_RETRIES, "Lambda.ServiceException")
+            if execution.awaited == invocation:
+                self._retry_or_catch(execution, WORK_RETRIES, "Lambda.ServiceException")
             return
         except Crash:
-            self._caught(execution, "Runtime.ExitError", "Runtime.ExitError")
+            if execution.awaited == invocation:
+                self._caught(execution, "Runtime.ExitError", "Runtime.ExitError")
             return
         except Exception as error:  # the Catch (States.ALL), as tasks.work names it
-            self._caught(execution, "TaskFailed", type(error).__name__)
+            if execution.awaited == invocation:
+                self._caught(execution, "TaskFailed", type(error).__name__)
             return
         finally:
             self.running = outer
+        if execution.awaited != invocation or execution.status != "RUNNING":
+            return  # the state machine has moved on (a task timeout, a retry, a stop)
         if self.clock.now > deadline:  # Lambda ended it at its timeout: the result never came
             self.killed += 1
             self._caught(execution, "Sandbox.Timedout", "Sandbox.Timedout")
             return
-        if execution.abandoned or execution.status != "RUNNING":
-            return  # the state machine has moved on (a task timeout, a stop)
+        execution.awaited = 0
         execution.results.append(result)
         execution.retries, execution.step = 0, result.step
         if result.next == "wait":
@@ -433,20 +447,32 @@ class World:
 
     def _caught(self, execution: Execution, error: str, message: str) -> None:
         """The definition's Catch on Work: AnswerFailure, with the error as Lambda names it."""
-        if execution.abandoned or execution.status != "RUNNING":
+        if execution.status != "RUNNING":
             return
         cause = json.dumps({"errorMessage": message, "errorType": error})
         execution.failure = {"Error": error, "Cause": cause}
+        execution.awaited = 0
         execution.state, execution.retries, execution.at = "AnswerFailure", 0, self.clock.now
 
     def time_out_task(self, execution: Execution) -> None:
-        """The Work task's TimeoutSeconds fires while its Lambda still runs: Catch now.
+        """The Work task's TimeoutSeconds fires while its Lambda still runs: Catch, and go on.
 
-        Called from a test's hook inside the step; the step goes on (nothing
-        kills a running Lambda) and its result is ignored.
+        Called from a test's hook inside the step, the execution then runs to
+        its end; the step goes on afterwards (nothing kills a running Lambda),
+        and its result is ignored.
         """
         self._caught(execution, "States.Timeout", "States.Timeout")
-        execution.abandoned = True
+        self.finish(execution)
+
+    def retry_while_running(self, execution: Execution) -> None:
+        """The Work task's Invoke fails (Lambda.SdkClientException) while its Lambda still runs.
+
+        Called from a test's hook inside the step: Step Functions retries the
+        step, and the execution runs to its end; the first invocation goes
+        on afterwards, and its result is ignored.
+        """
+        self._retry_or_catch(execution, WORK_RETRIES, "Lambda.SdkClientException")
+        execution.awaited = 0
         self.finish(execution)
 
     def _retry_or_catch(
@@ -466,6 +492,8 @@ class World:
         failure = execution.failure if execution.state == "AnswerFailure" else None
         try:
             answer_request(execution.keys, failure, self.requests, self._journal, self._send)
+        except AssertionError:
+            raise
         except (Exception, Crash, LambdaServiceError):  # Retry: States.ALL
             self._retry_or_catch(execution, ANSWER_RETRIES, "States.TaskFailed")
             return

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import steps_world
 from sirlocal.emulator import new_membership
 from steps_world import Clock, World, request, with_service
 from test_stateful import MEMBERSHIP_ID, POOL, STACK, TEAMS, FakeSecurityIR, Faults
@@ -189,3 +190,36 @@ def test_the_rollback_of_a_replacement_waits_for_the_membership_the_forward_writ
     assert answer.status == "FAILED"
     assert answer.reason.startswith(f"Membership {other} is being changed by another request")
     assert (w.sir.reads, w.sir.sent) == (0, 0)
+
+
+def test_a_step_that_loses_the_fence_before_its_journal_write_stops_without_an_answer() -> None:
+    """The rollback takes the fence while a later step of the forward reads: no journal
+    write, no call and no answer from the forward; the rollback restores what it applied."""
+    w = steps_world.world("conflict", 20.0)
+    old = steps_world.created(w)
+    new = steps_world.declared(steps_world.BASE + steps_world.MORE[:10])  # 2 calls
+    forward = w.deliver(request("Update", new, old))
+    assert forward.execution is not None
+    w.advance(forward.execution)
+    assert forward.execution.results[-1].next == "wait"
+    entry = w.store.read(STACK, "Membership")
+    original = w.sir.get_membership
+    back: list[Any] = []
+
+    def rollback_arrives(**params: Any) -> dict[str, Any]:
+        if not back:
+            back.append(w.deliver(request("Update", old, new)))
+            assert forward.execution is not None
+            forward.execution.status = "RUNNING"  # its Stop has not reached this step
+        return original(**params)
+
+    w.sir.get_membership = rollback_arrives
+    w.advance(forward.execution)
+    w.sir.get_membership = original
+    assert forward.execution.results[-1].next == "stop"
+    assert w.store.read(STACK, "Membership") == entry, "the journal entry is as it was"
+    assert w.sir.accepted == 1, "none after the fence changed hands"
+    w.finish(back[0].execution)
+    assert [a.status for a in back[0].answers] == ["SUCCESS"]
+    assert forward.answers == []
+    assert w.sir.ous == set(steps_world.BASE)
