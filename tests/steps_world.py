@@ -43,9 +43,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import ClientError
+from fake_security_ir import MEMBERSHIP_ID, STACK, TEAMS, FakeSecurityIR
 from memory_store import MemoryRequestStore, MemoryStore
 from sirlocal.emulator import new_membership
-from test_stateful import MEMBERSHIP_ID, STACK, TEAMS, FakeSecurityIR
 
 from sir_membership import resource
 from sir_membership.answer_task import STATUS_CHANGE, answer_request, safety_net

@@ -1,13 +1,15 @@
 """Sequences of stack operations, faults and third-party changes (hypothesis stateful).
 
-A ``RuleBasedStateMachine`` plays one custom resource through ``resource.handle``
-the way CloudFormation would (a failed Create is rolled back with a Delete of
-the answered id; a failed Update, or a succeeded one whose stack failed later,
-with an Update whose old and new declarations are swapped; a rollback that
-fails is continued), in process, against the emulator's own state rules
-(``sirlocal.emulator.apply_update``, validated against botocore's model) with
-faults injected per call, and a journal kept in memory. Between operations a
-third party changes the name, the team, Triage or associates its own OUs.
+A ``RuleBasedStateMachine`` plays one custom resource the way CloudFormation
+would (a failed Create is rolled back with a Delete of the answered id; a
+failed Update, or a succeeded one whose stack failed later, with an Update
+whose old and new declarations are swapped; a rollback that fails is
+continued), each request through the dispatcher and the Work steps of its
+execution (``steps_world``, a simulated clock), against the emulator's own
+state rules (``sirlocal.emulator.apply_update``, validated against botocore's
+model) with faults injected per call, and the table kept in memory. A short
+Work budget makes a request take several steps. Between operations a third
+party changes the name, the team, Triage or associates its own OUs.
 
 Invariants after every step:
 
@@ -16,7 +18,7 @@ Invariants after every step:
   stack's OUs are exactly as before;
 * an OU the third party associated is never removed;
 * each request gets exactly one answer, and a request that fails before its
-  first write (invalid, journal down, reads failing) sends no UpdateMembership;
+  first write (invalid, a journal blip, reads failing) sends no UpdateMembership;
 * every UpdateMembership sent is valid for the model and the service's rules.
 
 ``SIR_STATEFUL_EXAMPLES`` raises the example budget (``make stateful``).
@@ -32,10 +34,19 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
 from typing import Any
 
-from botocore.exceptions import ClientError, ReadTimeoutError
+from fake_security_ir import (
+    MEMBERSHIP_ID,
+    NAMES,
+    PEOPLE,
+    POOL,
+    STACK,
+    TEAMS,
+    THEIRS,
+    FakeSecurityIR,
+    Faults,
+)
 from hypothesis import HealthCheck, assume, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -46,102 +57,31 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-from memory_store import MemoryStore
-from sirlocal.emulator import ServiceError, apply_update, new_membership, service_model, validate
+from sirlocal.emulator import new_membership
+from steps_world import Clock, with_service
 
 from sir_membership.journal import team_digest
 from sir_membership.membership import state_from_api
 from sir_membership.request import Request
-from sir_membership.resource import Answer, Shell, handle
-from sir_membership.service import MembershipService, RetryPolicy
+from sir_membership.service import RetryPolicy
+from sir_membership.timing import TIMING
 
-MEMBERSHIP_ID = "m-stateful0001"
-STACK = "arn:aws:cloudformation:us-east-1:123456789012:stack/s/1"
-POOL = [f"ou-st01-{i:08d}" for i in range(12)]  # what the stack may declare
-THEIRS = [f"ou-f0re-{i:08d}" for i in range(4)]  # only ever associated by the third party
-NAMES = ("Zero Membership", "One Membership", "Two Membership", "Their Membership")
-PEOPLE = [
-    {"name": f"Person {c}", "jobTitle": f"Title {c}", "email": f"{c.lower()}@example.com"}
-    for c in "ABCDE"
-]
-TEAMS = (PEOPLE[0:2], PEOPLE[1:3], PEOPLE[2:5])
+__all__ = ["MEMBERSHIP_ID", "NAMES", "PEOPLE", "POOL", "STACK", "TEAMS", "FakeSecurityIR", "Faults"]
+
+#: No backoff; a call may take its whole 15 s; a wait longer than 5 s is a Wait state.
 FAST = RetryPolicy(
-    base_delay=0.0, max_delay=0.0, max_attempts=3, call_timeout=1.0, answer_reserve=1.0
+    base_delay=0.0,
+    max_delay=0.0,
+    max_attempts=3,
+    call_timeout=15.0,
+    answer_reserve=1.0,
+    longest_sleep=TIMING.longest_sleep,
 )
 EXAMPLES = int(os.environ.get("SIR_STATEFUL_EXAMPLES", "60"))
 #: Where ``make stateful`` writes what this run exercised (docs/reliability.md quotes it).
 REPORT = os.environ.get("SIR_STATEFUL_REPORT", "")
 #: What the run exercised, counted across all examples (for the report only).
 STATS: Counter[str] = Counter()
-
-
-def _client_error(code: str, status: int, operation: str) -> ClientError:
-    return ClientError(
-        {
-            "Error": {"Code": code, "Message": "injected"},
-            "ResponseMetadata": {"HTTPStatusCode": status},
-        },
-        operation,
-    )
-
-
-@dataclass
-class Faults:
-    """What goes wrong during one request."""
-
-    #: UpdateMembership number (1-based, within the request) -> what happens to it.
-    updates: dict[int, str] = field(default_factory=dict)
-    #: From this read on (1-based, within the request), GetMembership is denied.
-    reads_fail_from: int | None = None
-    journal_down: bool = False
-    #: Seconds each invocation has, counted down 15 s per UpdateMembership sent; a
-    #: request that needs more continues in a new invocation (the same budget).
-    budget: float = 10_000.0
-
-
-class FakeSecurityIR:
-    """GetMembership / UpdateMembership on one membership, by the emulator's rules."""
-
-    def __init__(self, membership: dict[str, Any]) -> None:
-        self.membership = membership
-        self.faults = Faults()
-        self.reads = 0
-        self.sent = 0
-        self.update_shape = service_model().operation_model("UpdateMembership").input_shape
-
-    def start(self, faults: Faults) -> None:
-        self.faults, self.reads, self.sent = faults, 0, 0
-
-    def get_membership(self, membershipId: str) -> dict[str, Any]:
-        assert membershipId == MEMBERSHIP_ID
-        self.reads += 1
-        start = self.faults.reads_fail_from
-        if start is not None and self.reads >= start:
-            raise _client_error("AccessDeniedException", 403, "GetMembership")
-        return copy.deepcopy(self.membership)
-
-    def update_membership(self, **params: Any) -> dict[str, Any]:
-        assert validate(self.update_shape, params) == [], "a request the model rejects"
-        self.sent += 1
-        fault = self.faults.updates.get(self.sent)
-        if fault == "deny":
-            raise _client_error("AccessDeniedException", 403, "UpdateMembership")
-        if fault == "throttle":
-            raise _client_error("ThrottlingException", 400, "UpdateMembership")
-        if fault == "5xx-lost":
-            raise _client_error("InternalServerException", 500, "UpdateMembership")
-        try:
-            updated, _ = apply_update(self.membership, params)
-        except ServiceError as error:  # the planner broke a service rule: a bug
-            raise AssertionError(f"the service would reject this call: {error.code}") from None
-        self.membership = updated
-        if fault == "5xx-applied":
-            raise _client_error("InternalServerException", 500, "UpdateMembership")
-        if fault == "timeout-applied":
-            # Applied, but the answer never came, and no read works afterwards.
-            self.faults.reads_fail_from = self.reads + 1
-            raise ReadTimeoutError(endpoint_url="https://security-ir.emulated")
-        return {}
 
 
 def declaration(draw: Callable[[Any], Any]) -> dict[str, Any]:
@@ -162,6 +102,18 @@ def declaration(draw: Callable[[Any], Any]) -> dict[str, Any]:
     return out
 
 
+class TimedIR(FakeSecurityIR):
+    """The fake on the simulated clock: each UpdateMembership takes 15 s."""
+
+    def __init__(self, membership: dict[str, Any], clock: Clock) -> None:
+        super().__init__(membership)
+        self.clock = clock
+
+    def update_membership(self, **params: Any) -> dict[str, Any]:
+        self.clock.now += 15.0
+        return super().update_membership(**params)
+
+
 declarations = st.composite(declaration)()
 faults = st.builds(
     Faults,
@@ -172,7 +124,7 @@ faults = st.builds(
     ),
     reads_fail_from=st.none() | st.integers(1, 3),
     journal_down=st.sampled_from([False, False, False, True]),
-    budget=st.sampled_from([10_000.0, 10_000.0, 40.0, 15.0]),
+    budget=st.sampled_from([300.0, 300.0, 40.0, 20.0]),
 )
 no_faults = st.just(Faults())
 
@@ -196,13 +148,11 @@ class StackOfOneResource(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        #: Simulated time: each request starts an hour after the last one, and
-        #: each UpdateMembership it sends takes 15 s (as ``remaining`` counts),
-        #: and each sleep (a backoff, a wait for the lease or for reads) its length.
-        self.started = 0.0
-        self.slept = 0.0
-        self.store = MemoryStore(clock=self.clock)
-        self.fake = FakeSecurityIR(
+        #: Simulated time: each request starts an hour after the last one, each
+        #: UpdateMembership it sends takes 15 s, and each sleep (a backoff, a wait
+        #: for the lease or for reads) its length; a Wait state its seconds.
+        clock = Clock()
+        self.fake = TimedIR(
             new_membership(
                 {
                     "membershipId": MEMBERSHIP_ID,
@@ -210,8 +160,12 @@ class StackOfOneResource(RuleBasedStateMachine):
                     "incidentResponseTeam": TEAMS[0],
                     "membershipAccountsConfigurations": {"organizationalUnits": POOL[:3]},
                 }
-            )
+            ),
+            clock,
         )
+        self.world = with_service(clock, self.fake, policy=FAST)
+        self.world.stack_status = lambda _stack: self.stack_status  # type: ignore[method-assign]
+        self.store = self.world.store
         self.deployed: dict[str, Any] | None = None
         #: (new, old) of the last Update that succeeded: its exact reversal is its rollback.
         self.last_update: tuple[dict[str, Any], dict[str, Any]] | None = None
@@ -232,10 +186,12 @@ class StackOfOneResource(RuleBasedStateMachine):
         physical: str = "",
         faults: Faults | None = None,
     ) -> Any:
+        """One request through the dispatcher and its execution; its one answer."""
         faults = faults or Faults()
         self.fake.start(faults)
-        self.store.down = faults.journal_down
-        self.started += 3600.0
+        w = self.world
+        w.clock.now += 3600.0
+        w.timeout = faults.budget
         request = Request(
             kind,  # type: ignore[arg-type]
             STACK,
@@ -245,20 +201,18 @@ class StackOfOneResource(RuleBasedStateMachine):
             new,
             old,
         )
-        outcome = self.invoke(request, faults.budget)
-        links = 1
-        while isinstance(outcome, HandedOff):  # out of this invocation's time: a new one goes on
-            STATS["invocations that handed the request off"] += 1
-            links += 1
-            assert links <= 200, "a chain of invocations that never ends"
-            outcome = self.invoke(
-                replace(request, continuation=Continuation(outcome.token, outcome.invocation)),
-                faults.budget,
-            )
-        assert isinstance(outcome, Answer), outcome
-        answer = outcome
-        if links > 1:
-            STATS["requests carried over several invocations"] += 1
+        chain = w.deliver(request)
+        if chain.execution is not None:
+            w.store.down = faults.journal_down  # a blip through the request's first Work step
+            w.advance(chain.execution)
+            w.store.down = False
+            w.finish(chain.execution)
+            steps = len(chain.steps)
+            if steps > 1:
+                STATS["requests carried over several Work steps"] += 1
+            STATS["Work steps, in all"] += steps
+        assert len(chain.answers) == 1, chain.answers
+        answer = chain.answers[0]
         STATS[f"{kind} answered {answer.status}"] += 1
         if "unknown" in answer.reason:
             STATS["answers with an unknown outcome"] += 1
@@ -266,7 +220,6 @@ class StackOfOneResource(RuleBasedStateMachine):
             STATS["failed Creates answered -unrestored- (restored by their Delete)"] += 1
         if faults.journal_down:
             STATS["requests with the journal's table down"] += 1
-        self.store.down = False
         self.requests += 1
         self.answers += 1
         if answer.status == "FAILED" and self.fake.sent == 0:
@@ -274,27 +227,6 @@ class StackOfOneResource(RuleBasedStateMachine):
                 "failed without a write, yet changed"
             )
         return answer
-
-    def clock(self) -> float:
-        return self.started + 15.0 * self.fake.sent + self.slept
-
-    def sleep(self, seconds: float) -> None:
-        self.slept += max(seconds, 0.0)
-
-    def invoke(self, request: Request, budget: float) -> Any:
-        """One invocation with ``budget`` simulated seconds; its hand-off is returned, not run."""
-        start = self.clock()
-        remaining = lambda: budget - (self.clock() - start)  # noqa: E731
-        service = MembershipService(self.fake, remaining, policy=FAST, sleep=self.sleep)  # type: ignore[arg-type]
-        shell = Shell(
-            self.store,
-            remaining,
-            sleep=self.sleep,
-            clock=self.clock,
-            hand_off=lambda _m: None,
-            stack_status=lambda _stack: self.stack_status,
-        )
-        return handle(request, service, shell)
 
     @property
     def state(self) -> dict[str, Any]:
@@ -467,10 +399,15 @@ class StackOfOneResource(RuleBasedStateMachine):
         assert self.answers == self.requests
 
     @invariant()
+    def no_work_step_outlives_its_function(self) -> None:
+        """The code's own time accounting ends every step before Lambda would kill it."""
+        assert self.world.killed == 0
+
+    @invariant()
     def no_live_lease_left_behind(self) -> None:
-        """A lease is released, or (when time ran short) already lapsed."""
-        now = self.clock()
-        assert all(until <= now for _holder, until in self.store.leases.values())
+        """A lease is released, or (when a step's time ran short) lapses with that step."""
+        now, longest = self.world.clock.now, max(self.world.timeout, 0.0)
+        assert all(until <= now + longest for _holder, until in self.store.leases.values())
 
 
 def test_stack_operations_faults_and_third_parties() -> None:
