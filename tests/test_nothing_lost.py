@@ -466,3 +466,36 @@ def test_a_retry_whose_change_is_already_being_rolled_back_still_answers_once() 
     assert answer.status == "FAILED"
     assert answer.reason.startswith("The change was superseded by its rollback")
     assert w.sir.sent == sent
+
+
+def test_a_rollback_whose_step_crashed_never_says_no_change_and_its_continuation_converges() -> (
+    None
+):
+    w = world("none", 0.0)
+    a = created(w)
+    b = declared(BASE + MORE[:15])  # 3 calls
+    assert [x.status for x in w.run(request("Update", b, a)).answers] == ["SUCCESS"]
+    fail_after_calls(w, 1, Crash())  # the rollback restores 5 OUs, then its sandbox dies
+    (answer,) = w.run(request("Update", a, b)).answers
+    assert answer.status == "FAILED"
+    assert "no change was applied" not in answer.reason.lower()
+    assert answer.reason.endswith(
+        "Some of its restoring calls may have been applied; the change journal keeps what to "
+        "restore: retry the rollback (continue the update rollback, or delete again)"
+    ), answer.reason
+    # The operator continues the rollback: CloudFormation sends it again (a new RequestId).
+    assert [x.status for x in w.run(request("Update", a, b)).answers] == ["SUCCESS"]
+    assert w.sir.ous == set(BASE)
+
+
+def test_a_delete_whose_step_crashed_counts_from_its_own_entry() -> None:
+    w = world("none", 0.0)
+    new = {**declared(BASE + MORE[:10]), "OnDelete": "RemoveOrganizationalUnits"}
+    assert [x.status for x in w.run(request("Create", new)).answers] == ["SUCCESS"]
+    w.status = "DELETE_IN_PROGRESS"
+    fail_after_calls(w, 1, Crash())
+    (answer,) = w.run(request("Delete", new)).answers
+    assert answer.status == "FAILED"
+    assert "The outcome of 1 UpdateMembership call is unknown" in answer.reason, answer.reason
+    assert [x.status for x in w.run(request("Delete", new)).answers] == ["SUCCESS"]
+    assert not w.sir.ous & set(BASE + MORE[:10])

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import NO_CHANGE, calls_known, with_outcome
-from .journal import Entry
+from .journal import Entry, declaration_digest
+from .journal_writer import delete_key
 from .request import failed_physical_id
 from .request_record import RequestKeys, RequestRecord
 from .request_store import RequestStore
@@ -66,12 +67,47 @@ def _error_name(failure: Mapping[str, Any] | None) -> str:
     return name if name and name.replace(".", "").replace("_", "").isalnum() else "unknown error"
 
 
+def _restores(record: RequestRecord, entry: Entry | None) -> bool:
+    """Whether the request is a rollback restoring ``entry`` (another request's change).
+
+    Its calls are counted nowhere (they restore under that entry), so
+    whether it wrote is unknown: never "no change was applied".
+    """
+    if entry is None or entry.request_id == record.keys.request_id:
+        return False
+    event = record.event
+    if event.get("RequestType") == "Update":
+        old = declaration_digest(event.get("OldResourceProperties"))
+        return (old, declaration_digest(event.get("ResourceProperties"))) == (entry.new, entry.old)
+    return event.get("RequestType") == "Delete" and entry.request_type == "Create"
+
+
+def journal_entry(
+    record: RequestRecord, journal: Callable[[str, str], Entry | None]
+) -> Entry | None:
+    """The entry the request's answer is given from: a Delete's own, else the resource's."""
+    keys, physical = record.keys, str(record.event.get("PhysicalResourceId") or "")
+    if record.event.get("RequestType") == "Delete" and physical:
+        own = journal(keys.stack_id, delete_key(keys.logical_id, physical))
+        if own is not None and own.request_id == keys.request_id:
+            return own
+    return journal(keys.stack_id, keys.logical_id)
+
+
 def failure_answer(record: RequestRecord, what: str, entry: Entry | None) -> Answer:
     """FAILED, with what the request's journal entry says was applied.
 
     The entry counts only if it is this request's; a change that may have
-    written is answered so that the stack's rollback restores it.
+    written is answered so that the stack's rollback restores it, and a
+    rollback that may have restored some of it says it may have.
     """
+    if _restores(record, entry):
+        reason = with_outcome(what, "some of its restoring calls may have been applied")
+        return Answer.failed(
+            failed_physical_id(record.event),
+            f"{reason}; the change journal keeps what to restore: retry the rollback "
+            "(continue the update rollback, or delete again)",
+        )
     own = entry if entry is not None and entry.request_id == record.keys.request_id else None
     wrote = own is not None and not own.wrote_nothing and own.phase in ("applying", "failed")
     outcome = NO_CHANGE
@@ -108,7 +144,7 @@ def answer_request(
             f"The change's Work step failed ({_error_name(failure)}); see the Work function's "
             f"logs for RequestId {keys.request_id}"
         )
-        chosen = failure_answer(record, what, journal(keys.stack_id, keys.logical_id))
+        chosen = failure_answer(record, what, journal_entry(record, journal))
     claimed = store.claim(keys, chosen)
     if not send(record.event, claimed):
         raise AnswerUndelivered("the answer could not be delivered to the ResponseURL")
@@ -151,7 +187,7 @@ def safety_net(
     chosen = record.answer
     if chosen is None:
         store.close_fence(keys)
-        chosen = failure_answer(record, what, journal(keys.stack_id, keys.logical_id))
+        chosen = failure_answer(record, what, journal_entry(record, journal))
     claimed = store.claim(keys, chosen)
     send(record.event, claimed)
     logger.warning("the safety net answered", extra={"status": claimed.status})
