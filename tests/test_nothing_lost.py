@@ -41,7 +41,7 @@ from steps_world import (
     with_service,
     world,
 )
-from test_stateful import MEMBERSHIP_ID, TEAMS
+from test_stateful import MEMBERSHIP_ID, STACK, TEAMS
 
 from sir_membership.errors import StackStatusUnavailable
 from sir_membership.journal_codec import from_json, to_json
@@ -499,3 +499,34 @@ def test_a_delete_whose_step_crashed_counts_from_its_own_entry() -> None:
     assert "The outcome of 1 UpdateMembership call is unknown" in answer.reason, answer.reason
     assert [x.status for x in w.run(request("Delete", new)).answers] == ["SUCCESS"]
     assert not w.sir.ous & set(BASE + MORE[:10])
+
+
+def test_a_create_whose_step_died_after_its_last_call_is_restored_by_its_rollback() -> None:
+    w = world("none", 0.0)
+    before = set(w.sir.ous)
+    new = declared(BASE + MORE[:5])  # one call, whose progress records the final phase
+    died = [False]
+
+    def after_the_last_progress(name: str) -> None:
+        entry = w.store.read(STACK, "Membership")
+        if not died[0] and entry is not None and entry.phase == "applied":
+            died[0] = True
+            raise Crash  # before the step could record its answer
+
+    original = w.store.write
+
+    def write(*args: Any) -> None:
+        original(*args)
+        after_the_last_progress("after the journal write")
+
+    w.store.write = write  # type: ignore[method-assign]
+    (answer,) = w.run(request("Create", new)).answers
+    w.store.write = original  # type: ignore[method-assign]
+    assert died[0]
+    assert answer.status == "FAILED"
+    assert "-unrestored-" in answer.physical_resource_id, answer
+    assert "1 of 1 UpdateMembership calls were applied" in answer.reason
+    w.status = "ROLLBACK_IN_PROGRESS"
+    delete = w.run(request("Delete", new, physical=answer.physical_resource_id))
+    assert [x.status for x in delete.answers] == ["SUCCESS"]
+    assert w.sir.ous == before

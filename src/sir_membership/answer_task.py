@@ -109,7 +109,10 @@ def failure_answer(record: RequestRecord, what: str, entry: Entry | None) -> Ans
             "(continue the update rollback, or delete again)",
         )
     own = entry if entry is not None and entry.request_id == record.keys.request_id else None
-    wrote = own is not None and not own.wrote_nothing and own.phase in ("applying", "failed")
+    # "applied": the step died after its last call, before its answer was recorded.
+    wrote = (
+        own is not None and not own.wrote_nothing and own.phase in ("applying", "failed", "applied")
+    )
     outcome = NO_CHANGE
     if own is not None:
         # A step that died mid-change may have had a call in flight, which its
