@@ -1,15 +1,25 @@
-"""The world of ``test_stateful_overlap``: a service and a table that crash on cue.
+"""The world of ``test_stateful_overlap``: a service and a table that fail on cue.
 
 Kept apart from the state machine so each file keeps one job: here the fakes
 (two memberships behind the emulator's rules, stale reads, lost answers, tags,
-a table) and the crash points; there the stacks' stories and the invariants.
+a table) and the fault points; there the stacks' stories and the invariants.
 
 Every I/O the function does goes through one hook, ``Points``, before and
 after it: each journal/table write (``MemoryStore``'s write, write_record,
-first_seen, acquire, release, write_handoff), each service call (Get/Update
-Membership, the tag calls), and the settling of the answer. Armed with a
-number, the hook raises ``Crash`` at that point: the sandbox dies there
-(no answer, no clean-up, no ``finally`` worth the name), as Lambda's would.
+first_seen, acquire, release; the request store's writes), each service call
+(Get/Update Membership, the tag calls), and the settling of the answer.
+Armed with a number and a kind, the hook acts at that point as the engine
+would see it: the sandbox dies there (``crash``: a function error, caught
+into a FAILED answer; or, in an Answer task, retried); the Invoke fails on
+Lambda's side (``service``: Step Functions retries the step, which finds
+itself begun); the task times out while the function runs on (``timeout``);
+the Invoke fails while the function runs on and Step Functions retries it
+beside it (``invoke-error``); or CloudFormation's rollback of the request
+arrives and takes the fence (``cancel``).
+
+Both fakes also check, at the start of every write, that the request making
+it still holds its resource's generation fence (``guard``): a write may land
+after the fence changed hands only if it had already passed its check.
 """
 
 from __future__ import annotations
@@ -23,57 +33,51 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 from memory_store import MemoryStore
-from sir_membership.continuation import Handoff
 from sirlocal.emulator import ServiceError, apply_update, new_membership, service_model, validate
+from steps_world import Clock, Crash, LambdaServiceError
 
 from sir_membership.journal import Entry, Record, Touched, declaration_digest
 from sir_membership.journal_codec import from_json
 from sir_membership.journal_store import busy
 
+__all__ = ["Clock", "Crash", "CrashingStore", "OverlapIR", "Points", "Running"]
+
 #: What the run exercised, counted across all examples (for the report only).
 STATS: Counter[str] = Counter()
-
-
-class Crash(BaseException):
-    """The sandbox dies at this point (out of memory, a runtime crash): nothing after runs."""
-
-
-class Clock:
-    """Simulated time: sleeping advances it; each service call takes 0.1 s."""
-
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += max(seconds, 0.0)
+#: What a fault point can do (see the module's docstring).
+KINDS = ("crash", "service", "timeout", "invoke-error", "cancel")
 
 
 @dataclass
 class Points:
-    """Counts the I/O points of one invocation; raises ``Crash`` at the armed one."""
+    """Counts the I/O points of one task invocation; acts at the armed one."""
 
-    #: The point (1-based, within the invocation) to crash at; None: no crash.
+    #: The point (1-based, within the invocation) to act at; None: nothing.
     armed: int | None = None
-    #: Crash only at a point where this holds (e.g. the request's lease is live).
-    only_if: Callable[[], bool] = lambda: True
+    kind: str = "crash"
     seen: int = 0
-    #: Where the last crash happened (for the report).
+    #: Where the last fault happened (for the report).
     crashed_at: str = ""
+    #: What the kinds other than ``crash`` and ``service`` do (set by the harness).
+    actions: dict[str, Callable[[], None]] = field(default_factory=dict)
+    #: Hears what happened at a fired point (for the failing example's story).
+    told: Callable[[str], None] = lambda _what: None
 
-    def arm(self, at: int | None, only_if: Callable[[], bool] = lambda: True) -> None:
-        self.armed, self.only_if, self.seen, self.crashed_at = at, only_if, 0, ""
+    def arm(self, at: int | None, kind: str = "crash") -> None:
+        self.armed, self.kind, self.seen, self.crashed_at = at, kind, 0, ""
 
     def __call__(self, name: str) -> None:
         self.seen += 1
-        armed = self.armed is not None and self.seen >= self.armed
-        if armed and self.only_if():
-            self.armed = None
-            self.crashed_at = name
-            STATS[f"crashes {name}"] += 1
+        if self.armed is None or self.seen < self.armed:
+            return
+        kind, self.armed, self.crashed_at = self.kind, None, name
+        STATS[f"{kind} {name}"] += 1
+        self.told(f"  {kind} {name}")
+        if kind == "crash" or kind not in self.actions:
             raise Crash(name)
+        if kind == "service":
+            raise LambdaServiceError(name)
+        self.actions[kind]()
 
 
 @dataclass
@@ -81,13 +85,17 @@ class CrashingStore(MemoryStore):
     """``MemoryStore`` with a crash point before and after each of its writes."""
 
     point: Callable[[str], None] = lambda _name: None
+    #: Raises if the request making a write no longer holds its fence.
+    guard: Callable[[str], None] = lambda _what: None
 
     def write(self, stack_id: str, logical_id: str, entry: Entry) -> None:
+        self.guard("a journal write")
         self.point("before the journal write")
         super().write(stack_id, logical_id, entry)
         self.point("after the journal write")
 
     def write_record(self, stack_id: str, logical_id: str, record: Record | None) -> None:
+        self.guard("a declaration record's write")
         self.point("before the declaration record's write")
         super().write_record(stack_id, logical_id, record)
         self.point("after the declaration record's write")
@@ -125,12 +133,6 @@ class CrashingStore(MemoryStore):
         self.point("before the lease is released")
         super().release(membership_id, holder)
         self.point("after the lease is released")
-
-    def write_handoff(self, stack_id: str, handoff: Handoff, *, replacing: str | None) -> bool:
-        self.point("before the hand-off record's write")
-        kept = super().write_handoff(stack_id, handoff, replacing=replacing)
-        self.point("after the hand-off record's write")
-        return kept
 
 
 @dataclass(frozen=True)
@@ -172,12 +174,15 @@ class OverlapIR:
     clock: Clock
     store: CrashingStore
     point: Callable[[str], None]
+    #: The request whose Work step is making the calls (None: none is).
+    running_of: Callable[[], Running | None] = lambda: None
+    #: Raises if the request making a write no longer holds its fence.
+    guard: Callable[[str], None] = lambda _what: None
     stale: float = 0.0
     memberships: dict[str, dict[str, Any]] = field(default_factory=dict)
     tags: dict[str, dict[str, str]] = field(default_factory=dict)
     #: Per membership: (shown until, the OU configuration shown meanwhile).
     shown: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
-    running: Running | None = None
     #: What the harness did so far (for messages).
     history: list[str] = field(default_factory=list)
     #: Per RequestId: its n-th UpdateMembership (1-based, across invocations) -> fault.
@@ -202,7 +207,12 @@ class OverlapIR:
         self.point("after GetMembership")
         return shown
 
+    @property
+    def running(self) -> Running | None:
+        return self.running_of()
+
     def update_membership(self, **params: Any) -> dict[str, Any]:
+        self.guard("an UpdateMembership")
         self.point("before UpdateMembership")
         self.clock.now += 0.1
         shape = service_model().operation_model("UpdateMembership").input_shape
@@ -303,6 +313,7 @@ class OverlapIR:
         return {"tags": tags}
 
     def tag_resource(self, resourceArn: str, tags: dict[str, str]) -> dict[str, Any]:
+        self.guard("a TagResource")
         self.point("before TagResource")
         self.clock.now += 0.1
         self._check_tags_journaled(resourceArn, set(tags))
@@ -311,6 +322,7 @@ class OverlapIR:
         return {}
 
     def untag_resource(self, resourceArn: str, tagKeys: list[str]) -> dict[str, Any]:
+        self.guard("an UntagResource")
         self.point("before UntagResource")
         self.clock.now += 0.1
         self._check_tags_journaled(resourceArn, set(tagKeys))

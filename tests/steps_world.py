@@ -295,6 +295,9 @@ class World:
     killed: int = 0
     #: States a single execution may go through before the harness calls it endless.
     limit: int = 5000
+    #: Told before each task runs (its execution and state) and after (state ""): a
+    #: test's fault points.
+    on_task: Callable[[Execution, str], None] = lambda _execution, _state: None
 
     # -- the dispatcher (``app.handler``'s ``_answer``) --------------------------------
 
@@ -370,10 +373,14 @@ class World:
             self._end(execution, "TIMED_OUT")
             return
         execution.history.append(execution.state)
-        if execution.state == "Work":
-            self._work(execution)
-        else:
-            self._answer(execution)
+        self.on_task(execution, execution.state)
+        try:
+            if execution.state == "Work":
+                self._work(execution)
+            else:
+                self._answer(execution)
+        finally:
+            self.on_task(execution, "")
 
     def _work(self, execution: Execution) -> None:
         self.work_invocations += 1
