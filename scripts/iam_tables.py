@@ -228,15 +228,23 @@ def security_tables(template: Mapping[str, Any]) -> str:
 
 
 def readme_table(template: Mapping[str, Any]) -> str:
-    """One row per statement: its actions, resource and when (README's IAM section)."""
-    rows: dict[tuple[str, str, str, str, str], list[str]] = {}
+    """One row per statement: its actions, resource and when (README's IAM section).
+
+    Statements that grant the same actions on the same resource under the same
+    condition (the table, the table's key) share one row naming every role.
+    """
+    statements: dict[tuple[str, str, str, str, str], list[str]] = {}
     for g in grants(template):
-        rows.setdefault((g.role, g.sid, g.resource, g.condition, g.when), []).append(g.action)
+        statements.setdefault((g.role, g.sid, g.resource, g.condition, g.when), []).append(g.action)
+    rows: dict[tuple[tuple[str, ...], str, str, str], list[str]] = {}
+    for (role, _, resource, condition, when), actions in statements.items():
+        rows.setdefault((tuple(actions), resource, condition, when), []).append(role)
     lines = ["| Role | Actions | Resource | Granted |", "|---|---|---|---|"]
-    for (role, _, resource, condition, when), actions in rows.items():
+    for (actions, resource, condition, when), roles in rows.items():
         where = resource + (f" ({condition})" if condition else "")
         listed = ", ".join(f"`{a}`" for a in actions)
-        lines.append(f"| `{role}` | {listed} | {_cell(where)} | {when} |")
+        named = ", ".join(f"`{r}`" for r in roles)
+        lines.append(f"| {named} | {listed} | {_cell(where)} | {when} |")
     return "\n".join(lines)
 
 
