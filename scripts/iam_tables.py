@@ -81,8 +81,25 @@ class Grant:
     sid: str
 
 
-def render_value(value: Any) -> str:
-    """An intrinsic as a reader would say it (``Fn::GetAtt [T, Arn]`` is "T's ARN")."""
+#: Resource types whose ``Ref`` is their ARN (a ``Ref`` to any other resource says "its Ref").
+REF_IS_ARN = frozenset(
+    {"AWS::Serverless::StateMachine", "AWS::StepFunctions::StateMachine", "AWS::SNS::Topic"}
+)
+
+
+def _render_ref(name: str, resources: Mapping[str, Any]) -> str:
+    if name not in resources:
+        return f"the `{name}` parameter's value"
+    kind = (resources[name] or {}).get("Type")
+    return f"`{name}` (its {'ARN' if kind in REF_IS_ARN else 'Ref'})"
+
+
+def render_value(value: Any, resources: Mapping[str, Any] | None = None) -> str:
+    """An intrinsic as a reader would say it (``Fn::GetAtt [T, Arn]`` is "T's ARN").
+
+    ``resources`` (the template's) tells a ``Ref`` to a resource from a ``Ref``
+    to a parameter; without it every ``Ref`` reads as a parameter's value.
+    """
     if isinstance(value, str):
         return f"`{value}`"
     if isinstance(value, Mapping) and len(value) == 1:
@@ -93,9 +110,9 @@ def render_value(value: Any) -> str:
             name, attribute = _as_list(inner)[:2]
             return f"`{name}` (its {attribute})"
         if key == "Ref":
-            return f"the `{inner}` parameter's value"
+            return _render_ref(inner, resources or {})
     if isinstance(value, list):
-        return ", ".join(render_value(v) for v in value)
+        return ", ".join(render_value(v, resources) for v in value)
     return f"`{value}`"
 
 
@@ -154,7 +171,7 @@ def grants(template: Mapping[str, Any]) -> list[Grant]:
                         Grant(
                             role=role,
                             action=str(action),
-                            resource=render_value(statement.get("Resource")),
+                            resource=render_value(statement.get("Resource"), resources),
                             condition=_render_condition(statement.get("Condition")),
                             when=_describe_condition(when, conditions) if when else "always",
                             why=" ".join(str(reasons.get(action, NO_REASON)).split()),
@@ -211,15 +228,23 @@ def security_tables(template: Mapping[str, Any]) -> str:
 
 
 def readme_table(template: Mapping[str, Any]) -> str:
-    """One row per statement: its actions, resource and when (README's IAM section)."""
-    rows: dict[tuple[str, str, str, str, str], list[str]] = {}
+    """One row per statement: its actions, resource and when (README's IAM section).
+
+    Statements that grant the same actions on the same resource under the same
+    condition (the table, the table's key) share one row naming every role.
+    """
+    statements: dict[tuple[str, str, str, str, str], list[str]] = {}
     for g in grants(template):
-        rows.setdefault((g.role, g.sid, g.resource, g.condition, g.when), []).append(g.action)
+        statements.setdefault((g.role, g.sid, g.resource, g.condition, g.when), []).append(g.action)
+    rows: dict[tuple[tuple[str, ...], str, str, str], list[str]] = {}
+    for (role, _, resource, condition, when), actions in statements.items():
+        rows.setdefault((tuple(actions), resource, condition, when), []).append(role)
     lines = ["| Role | Actions | Resource | Granted |", "|---|---|---|---|"]
-    for (role, _, resource, condition, when), actions in rows.items():
+    for (actions, resource, condition, when), roles in rows.items():
         where = resource + (f" ({condition})" if condition else "")
         listed = ", ".join(f"`{a}`" for a in actions)
-        lines.append(f"| `{role}` | {listed} | {_cell(where)} | {when} |")
+        named = ", ".join(f"`{r}`" for r in roles)
+        lines.append(f"| {named} | {listed} | {_cell(where)} | {when} |")
     return "\n".join(lines)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -86,15 +88,16 @@ def valid_props() -> dict[str, Any]:
 
 
 def function_table(monkeypatch: pytest.MonkeyPatch, name: str) -> Any:
-    """Inside ``mock_aws``: create the idempotency table and point the function at it.
+    """Inside ``mock_aws``: create the function's table and point every part of it there.
 
-    Every part of the function that keeps state there (the idempotency layer,
-    the change journal and the leases) is redirected, so tests see one table.
+    The dispatcher's request records and fences, the tasks' records, the
+    change journal and the leases: tests see one table, as the functions do.
     """
     import boto3  # noqa: PLC0415 - after the environment above is set
 
-    from sir_membership import app  # noqa: PLC0415
+    from sir_membership import app, tasks  # noqa: PLC0415
     from sir_membership.journal_store import JournalStore  # noqa: PLC0415
+    from sir_membership.request_store import RequestStore  # noqa: PLC0415
 
     client = boto3.client("dynamodb", region_name="us-east-1")
     client.create_table(
@@ -103,8 +106,36 @@ def function_table(monkeypatch: pytest.MonkeyPatch, name: str) -> Any:
         AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
         BillingMode="PAY_PER_REQUEST",
     )
-    monkeypatch.setattr(app.PERSISTENCE, "client", client)
-    monkeypatch.setattr(app.PERSISTENCE, "table_name", name)
     monkeypatch.setattr(app, "TABLE_NAME", name)
-    monkeypatch.setattr(app, "JOURNAL", JournalStore(client, name))
+    monkeypatch.setattr(app, "REQUESTS", RequestStore(client, name))
+    monkeypatch.setattr(tasks, "TABLE_NAME", name)
+    monkeypatch.setattr(tasks, "REQUESTS", RequestStore(client, name))
+    monkeypatch.setattr(tasks, "JOURNAL", JournalStore(client, name))
+    inline_engine(monkeypatch, lambda: TaskContext(time.monotonic() + 120.0))
     return client
+
+
+@dataclass
+class TaskContext:
+    """The Lambda context of a task the in-process engine runs (its deadline is real)."""
+
+    deadline: float
+    aws_request_id: str = "task-request-1"
+    function_name: str = "sir-membership-work"
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:sir-membership-work"
+    function_version: str = "$LATEST"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int((self.deadline - time.monotonic()) * 1000)
+
+
+def inline_engine(monkeypatch: pytest.MonkeyPatch, context: Any, **options: Any) -> Any:
+    """Run the provider's executions in process (``engine_local``) for the dispatcher."""
+    from engine_local import InlineEngine  # noqa: PLC0415
+
+    from sir_membership import app  # noqa: PLC0415
+
+    engine = InlineEngine(context, **options)
+    monkeypatch.setattr(app, "ENGINE", engine)
+    return engine

@@ -13,8 +13,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sir_membership import continuation
-from sir_membership.continuation import Handoff
 from sir_membership.errors import JournalUnavailable
 from sir_membership.journal import Entry, Record
 from sir_membership.journal_codec import from_json, to_json
@@ -25,7 +23,6 @@ from sir_membership.journal_store import busy
 class MemoryStore:
     entries: dict[tuple[str, str], str] = field(default_factory=dict)
     leases: dict[str, tuple[str, float]] = field(default_factory=dict)
-    handoffs: dict[tuple[str, str], str] = field(default_factory=dict)
     records: dict[tuple[str, str], Record] = field(default_factory=dict)
     seen: dict[tuple[str, str], float] = field(default_factory=dict)
     clock: Callable[[], float] = time.time
@@ -90,20 +87,3 @@ class MemoryStore:
         self._check()
         self.writes += 1
         return self.seen.setdefault((stack_id, request_id), now)
-
-    def read_handoff(self, stack_id: str, request_id: str) -> Handoff | None:
-        self._check()
-        text = self.handoffs.get((stack_id, request_id))
-        return None if text is None else continuation.from_json(text)
-
-    def write_handoff(self, stack_id: str, handoff: Handoff, *, replacing: str | None) -> bool:
-        self._check()
-        with self.lock:
-            key = (stack_id, handoff.request_id)
-            stored = self.handoffs.get(key)
-            current = None if stored is None else continuation.from_json(stored).token
-            if current != replacing:
-                return False
-            self.writes += 1
-            self.handoffs[key] = continuation.to_json(handoff)
-            return True

@@ -23,9 +23,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 from memory_store import MemoryStore
+from sir_membership.continuation import Handoff
 from sirlocal.emulator import ServiceError, apply_update, new_membership, service_model, validate
 
-from sir_membership.continuation import Handoff
 from sir_membership.journal import Entry, Record, Touched, declaration_digest
 from sir_membership.journal_codec import from_json
 from sir_membership.journal_store import busy

@@ -11,16 +11,15 @@ import copy
 import io
 import json
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
-from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyPersistenceLayerError
 from botocore.stub import Stubber
 from conftest import (
     MEMBERSHIP_ID,
@@ -30,14 +29,19 @@ from conftest import (
     SECRET_TITLES,
     function_table,
     get_membership,
+    inline_engine,
     ou,
     props,
 )
+from engine_local import InlineEngine
 from moto import mock_aws
 from receiver import Receiver
 
-from sir_membership import app, resource
+from sir_membership import app, resource, tasks
+from sir_membership.errors import EngineUnavailable, JournalUnavailable
 from sir_membership.journal_store import JournalStore
+from sir_membership.request_record import RequestKeys
+from sir_membership.request_store import RequestStore
 from sir_membership.response import contract_problems
 
 EVENTS = Path(__file__).parent.parent / "events"
@@ -78,8 +82,15 @@ def dynamodb(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 
 @pytest.fixture
-def sir(dynamodb: Any) -> Iterator[Stubber]:
-    with Stubber(app.SECURITY_IR) as stub:
+def engine(monkeypatch: pytest.MonkeyPatch, dynamodb: Any) -> InlineEngine:
+    """The provider's executions, run in process as soon as the dispatcher starts them."""
+    engine: InlineEngine = inline_engine(monkeypatch, context)
+    return engine
+
+
+@pytest.fixture
+def sir(engine: InlineEngine) -> Iterator[Stubber]:
+    with Stubber(tasks.security_ir()) as stub:
         yield stub
         stub.assert_no_pending_responses()
 
@@ -97,6 +108,11 @@ def answer(receiver: Receiver, sent: dict[str, Any]) -> dict[str, Any]:
     body = receiver.bodies[0]
     assert contract_problems(sent, body) == []
     return body
+
+
+def KEYS_OF(sent: dict[str, Any]) -> RequestKeys:
+    """The request keys of a sent event (its first attempt)."""
+    return RequestKeys.of_event(sent)
 
 
 def update_call(**accounts: list[str]) -> dict[str, Any]:
@@ -295,7 +311,7 @@ def test_requests_that_cannot_write_do_not_need_the_table(
     sir: Stubber, cfn: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A rollback Delete after a failed Create, or invalid input, answers without DynamoDB."""
-    monkeypatch.setattr(app.PERSISTENCE, "table_name", "no-such-table")
+    monkeypatch.setattr(app, "REQUESTS", replace(app.REQUESTS, table_name="no-such-table"))
     monkeypatch.setattr(app, "TABLE_NAME", "no-such-table")
     delete = event("Delete", cfn, ResourceProperties=props(), PhysicalResourceId="X-failed-1")
     app.handler(delete, context())
@@ -444,7 +460,7 @@ def api_team3() -> list[dict[str, Any]]:
 def test_an_unreadable_journal_fails_the_update_before_any_write(
     sir: Stubber, cfn: Receiver, dynamodb: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(app, "JOURNAL", JournalStore(dynamodb, "no-such-table"))
+    monkeypatch.setattr(tasks, "JOURNAL", JournalStore(dynamodb, "no-such-table"))
     sent = event(
         "Update",
         cfn,
@@ -522,71 +538,159 @@ def test_duplicate_failure_is_answered_the_same(sir: Stubber, cfn: Receiver) -> 
     assert cfn.bodies[0]["Status"] == "FAILED"
 
 
-def test_duplicate_in_progress_waits_for_the_first_answer(
-    dynamodb: Any, cfn: Receiver, monkeypatch: pytest.MonkeyPatch
+def test_duplicates_at_once_join_one_execution_and_get_one_answer(
+    sir: Stubber, cfn: Receiver, engine: InlineEngine
 ) -> None:
-    """Two deliveries at once: the second waits for the first's stored answer."""
-    sent = event("Create", cfn, ResourceProperties=props())
-    release = threading.Event()
-    calls: list[str] = []
-
-    def slow_handle(request: resource.Request, service: Any, *_: Any) -> Any:
-        calls.append(request.request_id)
-        release.wait(5)
-        return resource.Answer.success(MEMBERSHIP_ID, {"MembershipId": MEMBERSHIP_ID})
-
-    monkeypatch.setattr(resource, "handle", slow_handle)
-    results: list[resource.Answer] = []
-
-    # The first delivery, running in "another container": it holds the in-progress record.
-    def first_delivery() -> None:
-        ctx = context()
-        app.IDEMPOTENCY.register_lambda_context(ctx)
-        results.append(app._answer(copy.deepcopy(sent), ctx, app._Invocation(sent, ctx)))
-
-    first = threading.Thread(target=first_delivery)
-    first.start()
-    waited = time.monotonic() + 10
-    while not calls and time.monotonic() < waited:
-        time.sleep(0.01)
-    threading.Timer(0.5, release.set).start()
-    app.handler(copy.deepcopy(sent), context())  # the duplicate waits, then answers
-    first.join(10)
-    assert calls == [sent["RequestId"]], "the work ran once"
+    """Two deliveries before the execution ran: one execution, one write, one answer."""
+    engine.run_now = False
+    sent = event("Create", cfn, ResourceProperties=props(OrganizationalUnits=[ou(1), ou(2), ou(3)]))
+    sir.add_response("get_membership", get_membership())
+    sir.add_response("update_membership", {}, update_call(organizationalUnitsToAdd=[ou(3)]))
+    app.handler(copy.deepcopy(sent), context())
+    app.handler(copy.deepcopy(sent), context())
+    assert cfn.bodies == [], "the dispatcher answers nothing it dispatched"
+    engine.run_pending()
+    assert list(engine.executions) == [KEYS_OF(sent).execution_name]
     body = answer(cfn, sent)
     assert body["Status"] == "SUCCESS"
-    assert body["Data"] == dict(results[0].data) == {"MembershipId": MEMBERSHIP_ID}
+    app.handler(copy.deepcopy(sent), context())  # after the answer: the same answer again
+    assert cfn.bodies[1] == body
 
 
-def test_out_of_time_is_answered_before_the_deadline(sir: Stubber, cfn: Receiver) -> None:
-    sent = event("Create", cfn, ResourceProperties=props())
-    app.handler(sent, context(seconds=12))
+def test_a_rollback_supersedes_the_running_update_before_its_next_write(
+    sir: Stubber, cfn: Receiver, engine: InlineEngine
+) -> None:
+    """The rollback takes the fence; the update's execution is stopped and writes nothing more."""
+    engine.run_now = False
+    forward = event(
+        "Update",
+        cfn,
+        ResourceProperties=props(OrganizationalUnits=[ou(1), ou(2), ou(3)]),
+        OldResourceProperties=props(),
+    )
+    rollback = event(
+        "Update",
+        cfn,
+        ResourceProperties=props(),
+        OldResourceProperties=forward["ResourceProperties"],
+    )
+    app.handler(copy.deepcopy(forward), context())
+    app.handler(copy.deepcopy(rollback), context())  # CloudFormation gave up on the forward one
+    forward_run = engine.executions[KEYS_OF(forward).execution_name]
+    assert forward_run.status == "ABORTED"
+    sir.add_response("get_membership", get_membership())  # the rollback reads; nothing to do
+    engine.run_pending()
+    assert forward_run.history == []  # stopped before its first step
+    body = answer(cfn, rollback)
+    assert body["Status"] == "SUCCESS"
+
+
+def test_a_superseded_step_stops_before_the_write(
+    sir: Stubber, cfn: Receiver, engine: InlineEngine, dynamodb: Any
+) -> None:
+    """A Work step already running when a newer request takes the fence sends no write."""
+    sent = event(
+        "Update",
+        cfn,
+        ResourceProperties=props(OrganizationalUnits=[ou(1), ou(2), ou(3)]),
+        OldResourceProperties=props(),
+    )
+    newer = RequestKeys(sent["StackId"], "Membership", "newer-request")
+
+    def take_fence_on_read(*_: Any, **__: Any) -> None:
+        dynamodb.put_item(
+            TableName=TABLE,
+            Item={
+                "id": {"S": f"fence#{sent['StackId']}#Membership"},
+                "holder": {"S": newer.holder},
+                "generation": {"N": "2"},
+            },
+        )
+
+    sir.add_response("get_membership", get_membership())
+    original = tasks.security_ir().get_membership
+
+    def read_then_lose_the_fence(**kwargs: Any) -> Any:
+        result = original(**kwargs)
+        take_fence_on_read()
+        return result
+
+    with mock.patch.object(tasks.security_ir(), "get_membership", read_then_lose_the_fence):
+        app.handler(sent, context())
+    assert cfn.bodies == []  # superseded: CloudFormation has moved on to the newer request
+    run = engine.executions[KEYS_OF(sent).execution_name]
+    assert run.history == ["Work", "Superseded"]
+
+
+def test_out_of_time_is_answered_before_the_deadline(
+    sir: Stubber, cfn: Receiver, engine: InlineEngine
+) -> None:
+    """A step with no time for a call, and none left for another step, answers FAILED in time."""
+    engine.context = lambda: context(seconds=12)
+    sent = event("Create", cfn, ResourceProperties=props(ServiceTimeout="40"))
+    app.handler(sent, context())
     body = answer(cfn, sent)
     assert body["Status"] == "FAILED"
-    assert body["Reason"].startswith("ran out of time before GetMembership could be sent")
+    assert body["Reason"] == (
+        "The change could not finish within the resource's ServiceTimeout of 40 s over 1 Work "
+        "step(s): raise ServiceTimeout (up to 3600) and retry. No change was applied"
+    )
+    run = engine.executions[KEYS_OF(sent).execution_name]
+    assert run.history == ["Work", "Answer"]
 
 
-def test_timer_answers_once_when_the_work_hangs(
+def test_timer_answers_once_when_the_dispatch_hangs(
     dynamodb: Any, cfn: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sent = event("Create", cfn, ResourceProperties=props())
 
-    def hang(request: resource.Request, service: Any, *_: Any) -> Any:
+    def hang(*_: Any) -> Any:
         time.sleep(1.0)
-        return resource.Answer.success(MEMBERSHIP_ID, {})
+        raise AssertionError("the timer answered first")
 
-    monkeypatch.setattr(resource, "handle", hang)
-    cfn.hang_seconds = 1.5  # the timer's PUT is still in flight when the work returns
+    monkeypatch.setattr(app, "dispatch", hang)
+    cfn.hang_seconds = 1.5  # the timer's PUT is still in flight when the dispatch returns
     ctx = context(seconds=app.TIMER_RESERVE + 0.5)
     app.handler(sent, ctx)
     body = answer(cfn, sent)  # delivered before handler returned; the main thread's is dropped
     assert body["Status"] == "FAILED"
-    assert body["Reason"].startswith("The function ran out of time")
+    assert body["Reason"].startswith("The function ran out of time before it could start")
     assert body["PhysicalResourceId"] == f"Membership-failed-{sent['RequestId']}"
 
 
+def test_once_the_execution_may_have_started_the_timer_stays_silent(
+    dynamodb: Any, cfn: Receiver, monkeypatch: pytest.MonkeyPatch, engine: InlineEngine
+) -> None:
+    sent = event("Create", cfn, ResourceProperties=props())
+
+    def slow_start(keys: RequestKeys) -> bool:
+        time.sleep(1.0)
+        return True
+
+    monkeypatch.setattr(engine, "start", slow_start)
+    app.handler(sent, context(seconds=app.TIMER_RESERVE + 0.5))
+    time.sleep(0.2)
+    assert cfn.bodies == []  # the execution answers, never the dispatcher's timer
+
+
+def test_a_failed_start_is_answered_failed_once_and_the_fence_closed(
+    dynamodb: Any, cfn: Receiver, engine: InlineEngine
+) -> None:
+    engine.start_error = EngineUnavailable(
+        "Could not start the change's execution (AccessDeniedException): allow "
+        "states:StartExecution on the provider's state machine in the function's role. "
+        "Nothing was changed"
+    )
+    sent = event("Create", cfn, ResourceProperties=props())
+    app.handler(copy.deepcopy(sent), context())
+    body = answer(cfn, sent)
+    assert body["Status"] == "FAILED"
+    assert body["Reason"] == engine.start_error.reason
+    assert not app.REQUESTS.holds(KEYS_OF(sent))  # a start that went through unseen cannot write
+
+
 def test_unexpected_errors_answer_without_their_text(
-    dynamodb: Any, cfn: Receiver, monkeypatch: pytest.MonkeyPatch
+    dynamodb: Any, cfn: Receiver, monkeypatch: pytest.MonkeyPatch, engine: InlineEngine
 ) -> None:
     def boom(request: resource.Request, service: Any, *_: Any) -> Any:
         raise RuntimeError(SECRET_EMAILS[0])
@@ -595,31 +699,50 @@ def test_unexpected_errors_answer_without_their_text(
     sent = event("Create", cfn, ResourceProperties=props())
     app.handler(sent, context())
     body = answer(cfn, sent)
-    assert (
-        body["Reason"]
-        == f"Internal error (RuntimeError); see the function's logs for RequestId {sent['RequestId']}"
+    assert body["Reason"] == (
+        f"The change's Work step failed (RuntimeError); see the Work function's logs for "
+        f"RequestId {sent['RequestId']}. No change was applied"
+    )
+    run = engine.executions[KEYS_OF(sent).execution_name]
+    assert run.history == ["Work", "AnswerFailure"]
+
+    def dispatcher_bug(*_: Any) -> Any:
+        raise RuntimeError(SECRET_EMAILS[0])
+
+    monkeypatch.setattr(app, "dispatch", dispatcher_bug)
+    again = event("Create", cfn, ResourceProperties=props())
+    app.handler(again, context())
+    assert cfn.bodies[1]["Reason"] == (
+        f"Internal error (RuntimeError); see the function's logs for RequestId {again['RequestId']}"
     )
 
 
 def test_missing_table_configuration(
     sir: Stubber, cfn: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(app, "TABLE_NAME", "")
+    monkeypatch.setattr(app, "REQUESTS", replace(app.REQUESTS, table_name=""))
     sent = event("Create", cfn, ResourceProperties=props())
     app.handler(sent, context())
-    assert answer(cfn, sent)["Reason"] == "IDEMPOTENCY_TABLE_NAME is not set on the function"
+    assert answer(cfn, sent)["Reason"] == (
+        "IDEMPOTENCY_TABLE_NAME is not set on the function: deploy the provider's template "
+        "as published. Nothing was changed"
+    )
 
 
 def test_unreachable_idempotency_table(
     sir: Stubber, cfn: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(app.PERSISTENCE, "table_name", "no-such-table")
+    monkeypatch.setattr(app, "REQUESTS", replace(app.REQUESTS, table_name="no-such-table"))
     monkeypatch.setattr(app, "TABLE_NAME", "no-such-table")
     sent = event("Create", cfn, ResourceProperties=props())
     app.handler(sent, context())
     body = answer(cfn, sent)
     assert body["Status"] == "FAILED"
-    assert body["Reason"].startswith("idempotency table no-such-table is unreachable")
+    assert body["Reason"] == (
+        "could not write the request record in table no-such-table "
+        "(ResourceNotFoundException): check the table exists and the role allows "
+        "dynamodb:GetItem/PutItem/UpdateItem on it"
+    )
 
 
 def test_logs_carry_correlation_but_no_sensitive_value(
@@ -737,24 +860,39 @@ def test_the_root_logger_level_is_left_alone() -> None:
     assert logging.root.level == logging.WARNING
 
 
-def test_work_done_but_record_not_saved_still_sends_the_real_answer(
+def test_work_done_but_outcome_not_recorded_is_answered_failed_for_the_rollback(
     sir: Stubber, cfn: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken_save(*args: Any, **kwargs: Any) -> None:
-        raise IdempotencyPersistenceLayerError("table gone")
+    """The Answer task cannot know the outcome: FAILED, counting the calls, so the rollback runs."""
 
-    monkeypatch.setattr(app.PERSISTENCE, "_update_record", broken_save)
-    sent = event("Create", cfn, ResourceProperties=props(OrganizationalUnits=[ou(1), ou(2), ou(3)]))
+    class Broken(RequestStore):
+        def record_outcome(self, keys: RequestKeys, answer: Any) -> None:
+            raise JournalUnavailable("could not write the request record in table t (Boom)")
+
+    monkeypatch.setattr(tasks, "REQUESTS", Broken(tasks.REQUESTS.client, TABLE))
+    sent = event(
+        "Update",
+        cfn,
+        ResourceProperties=props(OrganizationalUnits=[ou(1), ou(2), ou(3)]),
+        OldResourceProperties=props(),
+    )
     sir.add_response("get_membership", get_membership())
     sir.add_response("update_membership", {}, update_call(organizationalUnitsToAdd=[ou(3)]))
     app.handler(sent, context())
     body = answer(cfn, sent)
-    assert body["Status"] == "SUCCESS"
+    assert body["Status"] == "FAILED"
     assert body["PhysicalResourceId"] == MEMBERSHIP_ID
+    assert body["Reason"] == (
+        "The change's Work step failed (JournalUnavailable); see the Work function's logs for "
+        f"RequestId {sent['RequestId']}. 1 of 1 UpdateMembership calls were applied"
+    )
 
 
 def test_bugs_and_bad_urls_leave_no_sensitive_text_in_logs(
-    dynamodb: Any, cfn: Receiver, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    engine: InlineEngine,
+    cfn: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level("DEBUG")
 
@@ -770,7 +908,7 @@ def test_bugs_and_bad_urls_leave_no_sensitive_text_in_logs(
     del missing["ResponseURL"]
     app.handler(missing, context())
     text = caplog.text + json.dumps([r.__dict__ for r in caplog.records], default=str)
-    assert "unexpected error" in text
+    assert "the Work task failed" in text
     assert SECRET_EMAILS[0] not in text
     assert "TOPSECRETSIG" not in text
     assert len(cfn.bodies) == 1

@@ -29,7 +29,7 @@ from changeset_execution import Sent, execute_change_set, lambda_function, throu
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sir_membership import app, cli
+from sir_membership import cli, tasks
 from sir_membership.membership import MembershipState
 from sir_membership.preview import (
     Observed,
@@ -647,7 +647,7 @@ def test_plan_without_a_region_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path
 
 
 def test_reads_use_the_functions_client_configuration() -> None:
-    mine, theirs = cli.FUNCTION_CONFIG, app.SECURITY_IR.meta.config
+    mine, theirs = cli.FUNCTION_CONFIG, tasks.security_ir().meta.config
     for name in ("connect_timeout", "read_timeout", "retries", "user_agent_extra"):
         assert getattr(mine, name) == getattr(theirs, name)
     assert cli._security_ir(REGION).meta.config.read_timeout == 10

@@ -22,11 +22,11 @@ from botocore.exceptions import ClientError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from memory_store import MemoryStore
+from sir_membership.continuation import Continuation, HandedOff, Outcome, Stopped
 from sirlocal.emulator import new_membership
 from test_stateful import MEMBERSHIP_ID, STACK, TEAMS, FakeSecurityIR
 
 from sir_membership import continuation
-from sir_membership.continuation import Continuation, HandedOff, Outcome, Stopped
 from sir_membership.errors import ContinuationFailed, StackStatusUnavailable
 from sir_membership.request import Request
 from sir_membership.resource import Answer, Shell, handle, replay

@@ -52,7 +52,7 @@ from moto import mock_aws
 from receiver import Receiver
 from test_app import context
 
-from sir_membership import app, guard
+from sir_membership import app, guard, tasks
 from sir_membership.response import MAX_BODY_BYTES
 
 #: 2,000 events in `make test`; FUZZ_EXAMPLES changes it (e.g. a longer run by hand).
@@ -119,7 +119,7 @@ def rig(monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
     monkeypatch.setenv("ALLOWED_STACK_NAMES", ALLOWED_STACKS)
     monkeypatch.setenv("RESPONSE_URL_PATTERNS", "http://127.0.0.1:*")
     fake = SecurityIR()
-    events = app.SECURITY_IR.meta.events
+    events = tasks.security_ir().meta.events
     events.register("before-parameter-build.security-ir", fake.record, unique_id="fuzz-record")
     events.register("before-call.security-ir", fake.answer, unique_id="fuzz-answer")
     buffer = io.StringIO()

@@ -2,8 +2,7 @@
 
 scripts/iam_tables.py renders them; these tests fail while a document
 differs from what the template says, and show that a statement added to the
-template (as the lead's ``cloudformation:DescribeStacks`` will be) appears in
-the tables without touching the script.
+template appears in the tables without touching the script.
 """
 
 from __future__ import annotations
@@ -49,6 +48,27 @@ def test_every_action_of_every_role_is_listed_with_its_reason(template: dict[str
     assert {g.when for g in key} == {"only when `KmsKeyArn` is set"}
     assert all("kms:ViaService" in g.condition for g in key)
     assert "Permissions boundary: the `PermissionsBoundaryArn` policy, when" in tables
+    # A role per function and the state machine's, each with its own table.
+    roles = ["FunctionRole", "WorkFunctionRole", "AnswerFunctionRole", "StateMachineRole"]
+    assert [g.role for g in grants if g.action == "logs:PutLogEvents"] == roles[:3]
+    for role in roles:
+        assert f"### `{role}`: " in tables
+    assert tables.count("Permissions boundary: the `PermissionsBoundaryArn` policy") == 4
+    # Each role that reads or writes the table gets the key, only with KmsKeyArn.
+    assert sorted(g.role for g in key if g.action == "kms:Decrypt") == sorted(roles[:3])
+
+
+def test_a_ref_reads_as_a_parameters_value_or_the_resources_arn(template: dict[str, Any]) -> None:
+    """The dispatcher's StartExecution names the state machine by Ref: its ARN, not a parameter."""
+    (start,) = [g for g in iam_tables.grants(template) if g.action == "states:StartExecution"]
+    assert start.resource == "`MembershipStateMachine` (its ARN)"
+    resources = template["Resources"]
+    assert iam_tables.render_value({"Ref": "KmsKeyArn"}, resources) == (
+        "the `KmsKeyArn` parameter's value"
+    )
+    assert iam_tables.render_value({"Ref": "IdempotencyTable"}, resources) == (
+        "`IdempotencyTable` (its Ref)"
+    )
 
 
 def test_a_statement_added_to_the_template_appears_in_both_tables(

@@ -16,8 +16,8 @@ from botocore.exceptions import ClientError, ReadTimeoutError
 from hypothesis import given
 from hypothesis import strategies as st
 from moto import mock_aws
-
 from sir_membership.continuation import Handoff
+
 from sir_membership.errors import JournalUnavailable, MembershipBusy
 from sir_membership.journal import Record
 from sir_membership.journal_store import JournalStore, busy, holder_name

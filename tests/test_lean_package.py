@@ -78,6 +78,49 @@ def test_derived_services_are_the_clients_the_handler_makes() -> None:
     assert {"security-ir", "dynamodb", "lambda", "cloudformation"} <= set(derived)
 
 
+#: botocore's service name -> IAM's action prefix, where the two differ.
+IAM_PREFIX = {"stepfunctions": "states"}
+#: Granted for what Lambda and DynamoDB do on the function's behalf, not for a client.
+NOT_CLIENTS = {"logs", "kms"}
+
+
+def _tasks_module_landed() -> bool:
+    tasks = ROOT / "src" / "sir_membership" / "tasks"
+    return tasks.with_suffix(".py").is_file() or (tasks / "__init__.py").is_file()
+
+
+@pytest.mark.skipif(
+    not _tasks_module_landed(), reason="sir_membership.tasks (Work and Answer) has not landed"
+)
+def test_each_function_makes_clients_for_the_services_its_role_grants() -> None:
+    """A grant no code of the function's package reaches is not least privilege; a client
+    no grant allows fails at run time (the dispatcher, for one, must not reach security-ir).
+    Work and Answer share one entry module (``sir_membership.tasks``), so one package: its
+    clients are checked against what the two roles grant together."""
+    import iam_tables  # noqa: PLC0415
+
+    template = iam_tables.load_template()
+    grants = iam_tables.grants(template)
+    functions = {
+        name: resource["Properties"]
+        for name, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::Serverless::Function"
+    }
+    assert set(functions) == {"MembershipFunction", "WorkFunction", "AnswerFunction"}
+    made: dict[str, set[str]] = {}
+    granted: dict[str, set[str]] = {}
+    for name, function in functions.items():
+        entry = function["Handler"].rsplit(".", 1)[0]
+        role = function["Role"]["Fn::GetAtt"][0]
+        services = lean_package.client_services(ROOT / "src", entry)
+        made[entry] = {IAM_PREFIX.get(s, s) for s in services}
+        mine = {g.action.split(":", 1)[0] for g in grants if g.role == role} - NOT_CLIENTS
+        assert mine <= made[entry], (name, mine - made[entry])
+        granted[entry] = granted.get(entry, set()) | mine
+    assert made == granted
+    assert set(made) == {"sir_membership.app", "sir_membership.tasks"}
+
+
 def test_a_client_in_any_module_the_handler_reaches_is_picked_up(tmp_path: Path) -> None:
     _write(
         tmp_path,

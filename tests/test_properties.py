@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from conftest import MEMBERSHIP_ID, SECRET_EMAILS, SECRET_NAMES, SECRET_TITLES, ou, props, team
 
+from sir_membership import tasks
 from sir_membership.errors import InvalidProperties
 from sir_membership.membership import Feature
 from sir_membership.properties import parse_bool, parse_properties
@@ -262,7 +263,7 @@ def test_rules_are_the_same_from_a_fresh_loader_and_from_the_clients_model(
     """The function shares its client's parsed model; a fresh loader must give the same rules."""
     from sir_membership import app, service_model  # noqa: PLC0415
 
-    shared = service_model.rules_from(app.SECURITY_IR.meta.service_model)
+    shared = service_model.rules_from(tasks.security_ir().meta.service_model)
     monkeypatch.setattr(service_model, "_SHARED", {})
     fresh = service_model.rules_from(service_model.load_model())
     assert fresh == shared

@@ -9,9 +9,9 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.stub import ANY, Stubber
+from sir_membership.continuation import Continuation, HandedOff, Stopped
 
 from sir_membership import self_invoke
-from sir_membership.continuation import Continuation, HandedOff, Stopped
 from sir_membership.errors import ContinuationFailed
 from sir_membership.response import Answer
 

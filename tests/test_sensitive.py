@@ -26,7 +26,7 @@ from moto import mock_aws
 from receiver import Receiver
 from test_app import TABLE, answer, context, event, function_table
 
-from sir_membership import app
+from sir_membership import app, tasks
 from sir_membership.errors import InvalidProperties
 from sir_membership.properties import parse_properties
 from sir_membership.service_model import load_model
@@ -44,7 +44,7 @@ def cfn() -> Iterator[Receiver]:
 def sir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stubber]:
     with mock_aws():
         function_table(monkeypatch, TABLE)
-        with Stubber(app.SECURITY_IR) as stub:
+        with Stubber(tasks.security_ir()) as stub:
             yield stub
             stub.assert_no_pending_responses()
 

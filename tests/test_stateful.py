@@ -47,9 +47,9 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 from memory_store import MemoryStore
+from sir_membership.continuation import Continuation, HandedOff
 from sirlocal.emulator import ServiceError, apply_update, new_membership, service_model, validate
 
-from sir_membership.continuation import Continuation, HandedOff
 from sir_membership.journal import team_digest
 from sir_membership.membership import state_from_api
 from sir_membership.request import Request

@@ -56,10 +56,10 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from sir_membership.continuation import HandedOff
 from stateful_world import STATS, Clock, Crash, CrashingStore, OverlapIR, Points, Running
 from test_stateful import NAMES, PEOPLE, TEAMS, write_report
 
-from sir_membership.continuation import HandedOff
 from sir_membership.journal import declaration_digest, team_digest
 from sir_membership.membership import state_from_api
 from sir_membership.request import Request

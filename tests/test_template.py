@@ -18,13 +18,24 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "template.yaml"
+DEFINITION = ROOT / "statemachine" / "membership.asl.json"
 EXAMPLE = ROOT / "examples" / "membership.yaml"
 EVENTS = sorted((ROOT / "events").glob("*.json"))
 
-FUNCTION = "MembershipFunction"
-ROLE = "FunctionRole"
+FUNCTION = "MembershipFunction"  # the dispatcher (the ServiceToken)
+WORK = "WorkFunction"
+ANSWER = "AnswerFunction"
+STATE_MACHINE = "MembershipStateMachine"
+ROLE = "FunctionRole"  # the dispatcher's
+WORK_ROLE = "WorkFunctionRole"
+ANSWER_ROLE = "AnswerFunctionRole"
+MACHINE_ROLE = "StateMachineRole"
+ROLES = (ROLE, WORK_ROLE, ANSWER_ROLE, MACHINE_ROLE)
 TABLE = "IdempotencyTable"
 LOG_GROUP = "FunctionLogGroup"
+WORK_LOG_GROUP = "WorkFunctionLogGroup"
+ANSWER_LOG_GROUP = "AnswerFunctionLogGroup"
+METRICS_NAMESPACE = "SirMembership"
 MEMBERSHIP_ARN = "arn:${AWS::Partition}:security-ir:${AWS::Region}:${AWS::AccountId}:membership/*"
 CFN_MAX_SERVICE_TIMEOUT = 3600
 
@@ -73,16 +84,15 @@ def function(resources: dict[str, Any]) -> dict[str, Any]:
     return resources[FUNCTION]["Properties"]
 
 
-@pytest.fixture(scope="module")
-def statements(resources: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every statement the role gets: its inline policies and the policies attached to it."""
-    role = resources[ROLE]["Properties"]
+def role_statements(resources: dict[str, Any], role: str) -> list[dict[str, Any]]:
+    """Every statement ``role`` gets: its inline policies and the policies attached to it."""
     attached = [
         r["Properties"]
         for r in resources.values()
-        if r["Type"] == "AWS::IAM::RolePolicy" and r["Properties"]["RoleName"] == {"Ref": ROLE}
+        if r["Type"] == "AWS::IAM::RolePolicy" and r["Properties"]["RoleName"] == {"Ref": role}
     ]
-    return [s for p in [*role["Policies"], *attached] for s in p["PolicyDocument"]["Statement"]]
+    policies = [*resources[role]["Properties"]["Policies"], *attached]
+    return [s for p in policies for s in p["PolicyDocument"]["Statement"]]
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +104,14 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-# --- the function ------------------------------------------------------------
+# --- the functions -----------------------------------------------------------
+
+#: Each function, its handler, its role, its log group, its timeout.
+FUNCTIONS = {
+    FUNCTION: ("sir_membership.app.handler", ROLE, LOG_GROUP, 300),
+    WORK: ("sir_membership.tasks.work", WORK_ROLE, WORK_LOG_GROUP, 300),
+    ANSWER: ("sir_membership.tasks.answer", ANSWER_ROLE, ANSWER_LOG_GROUP, 60),
+}
 
 
 def test_loader_reads_short_form_tags() -> None:
@@ -109,50 +126,77 @@ def test_loader_reads_short_form_tags() -> None:
     }
 
 
-def test_function_runtime_and_packaging(function: dict[str, Any]) -> None:
-    assert function["Handler"] == "sir_membership.app.handler"
+def test_the_functions_are_the_dispatcher_and_the_two_tasks(resources: dict[str, Any]) -> None:
+    functions = {k for k, v in resources.items() if v["Type"] == "AWS::Serverless::Function"}
+    assert functions == set(FUNCTIONS)
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_function_runtime_and_packaging(name: str, resources: dict[str, Any]) -> None:
+    """One CodeUri, runtime and architecture; a handler, a role and a log group each."""
+    handler, role, log_group, timeout = FUNCTIONS[name]
+    function = resources[name]["Properties"]
+    assert function["Handler"] == handler
     assert function["CodeUri"] == "src/"
     assert function["Runtime"] == "python3.13"
     assert function["Architectures"] == ["arm64"]
-    assert function["Timeout"] == 300
+    assert function["Timeout"] == timeout
     assert function["MemorySize"] == 256
+    assert "Layers" not in function
+    assert function["Role"] == {"Fn::GetAtt": [role, "Arn"]}
+    assert "Policies" not in function  # no SAM policy templates
+    assert function["LoggingConfig"]["LogGroup"] == {"Ref": log_group}
     code = ROOT / function["CodeUri"]
     assert (code / "requirements.txt").is_file()
     assert (code / "sir_membership" / "__init__.py").is_file()
 
 
-def test_function_is_built_by_the_lean_package_makefile(template: dict[str, Any]) -> None:
-    resource = template["Resources"]["MembershipFunction"]
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_function_is_built_by_the_lean_package_makefile(
+    name: str, resources: dict[str, Any]
+) -> None:
+    """sam build runs build-<LogicalId>; the package is built from the handler's module."""
+    resource = resources[name]
     assert resource["Metadata"] == {"BuildMethod": "makefile"}
     makefile = (ROOT / resource["Properties"]["CodeUri"] / "Makefile").read_text()
-    assert "\nbuild-MembershipFunction:" in makefile
+    (recipe,) = re.findall(
+        rf"^(?:build-\w+ )*build-{name}(?: build-\w+)*:\n((?:\t.*\n)+)", makefile, flags=re.M
+    )
     assert "lean_package.py" in makefile
+    module = resource["Properties"]["Handler"].rsplit(".", 1)[0]
+    entry = re.search(r"--entry (\S+)", recipe)
+    # The lean package's default entry is the dispatcher's module.
+    assert (entry[1] if entry else "sir_membership.app") == module
 
 
-def test_function_uses_the_explicit_role_only(function: dict[str, Any]) -> None:
-    assert function["Role"] == {"Fn::GetAtt": [ROLE, "Arn"]}
-    assert "Policies" not in function  # no SAM policy templates
-
-
-def test_function_environment(function: dict[str, Any], template: dict[str, Any]) -> None:
+def test_function_environment(resources: dict[str, Any], template: dict[str, Any]) -> None:
     # RESPONSE_URL_PATTERNS is not set: the function's default (CloudFormation's
     # response bucket of AWS_REGION, which Lambda sets) applies.
-    assert function["Environment"]["Variables"] == {
+    common = {
         "IDEMPOTENCY_TABLE_NAME": {"Ref": TABLE},
-        "ALLOWED_STACK_NAMES": {"Ref": "AllowedStackNames"},
         "POWERTOOLS_SERVICE_NAME": "sir-membership",
         "POWERTOOLS_LOG_LEVEL": {"Ref": "LogLevel"},
+    }
+    assert resources[FUNCTION]["Properties"]["Environment"]["Variables"] == {
+        **common,
+        "ALLOWED_STACK_NAMES": {"Ref": "AllowedStackNames"},
+        "STATE_MACHINE_ARN": {"Ref": STATE_MACHINE},
+    }
+    assert resources[WORK]["Properties"]["Environment"]["Variables"] == common
+    assert resources[ANSWER]["Properties"]["Environment"]["Variables"] == {
+        **common,
+        "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
     }
     param = template["Parameters"]["LogLevel"]
     assert param["Default"] == "INFO"
     assert param["AllowedValues"] == ["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
+@pytest.mark.parametrize("name", FUNCTIONS)
 def test_lambda_log_level_follows_the_parameter(
-    function: dict[str, Any], template: dict[str, Any]
+    name: str, resources: dict[str, Any], template: dict[str, Any]
 ) -> None:
-    logging = function["LoggingConfig"]
-    assert logging["LogGroup"] == {"Ref": LOG_GROUP}
+    logging = resources[name]["Properties"]["LoggingConfig"]
     assert logging["LogFormat"] == "JSON"
     assert logging["ApplicationLogLevel"] == {
         "Fn::FindInMap": ["LambdaLogLevels", {"Ref": "LogLevel"}, "Name"]
@@ -178,61 +222,221 @@ def test_async_retries_are_a_bounded_backstop(
     assert config["MaximumEventAgeInSeconds"] + function["Timeout"] < timeout
 
 
+def test_only_the_answer_function_has_an_event_source(resources: dict[str, Any]) -> None:
+    """Work is invoked by the state machine only; the dispatcher by CloudFormation only."""
+    assert "Events" not in resources[FUNCTION]["Properties"]
+    assert "Events" not in resources[WORK]["Properties"]
+    assert "EventInvokeConfig" not in resources[WORK]["Properties"]  # invoked synchronously
+    assert set(resources[ANSWER]["Properties"]["Events"]) == {"ExecutionEndedUnanswered"}
+    config = resources[ANSWER]["Properties"]["EventInvokeConfig"]
+    assert config == {"MaximumRetryAttempts": 2, "MaximumEventAgeInSeconds": 3600}
+
+
+# --- the state machine, the safety net, the alarms ------------------------------
+
+
+def test_the_state_machine_is_standard_from_the_definition_file(
+    resources: dict[str, Any],
+) -> None:
+    machine = resources[STATE_MACHINE]
+    assert machine["Type"] == "AWS::Serverless::StateMachine"
+    properties = machine["Properties"]
+    assert properties["Type"] == "STANDARD"
+    assert (ROOT / properties["DefinitionUri"]).is_file()
+    assert properties["DefinitionUri"] == "statemachine/membership.asl.json"
+    assert properties["DefinitionSubstitutions"] == {
+        "WorkFunctionArn": {"Fn::GetAtt": [WORK, "Arn"]},
+        "AnswerFunctionArn": {"Fn::GetAtt": [ANSWER, "Arn"]},
+        "Partition": {"Ref": "AWS::Partition"},
+    }
+    assert properties["Role"] == {"Fn::GetAtt": [MACHINE_ROLE, "Arn"]}
+    assert "Policies" not in properties  # no SAM-made role
+    assert "Events" not in properties  # started by the dispatcher only
+    placeholders = set(re.findall(r"\$\{(\w+)\}", (ROOT / properties["DefinitionUri"]).read_text()))
+    assert placeholders == set(properties["DefinitionSubstitutions"])
+
+
+def _references(value: Any) -> set[str]:
+    """The logical ids and parameters ``value`` names (Ref, GetAtt, Sub)."""
+    if isinstance(value, dict):
+        if set(value) == {"Ref"}:
+            return {value["Ref"]}
+        if set(value) == {"Fn::GetAtt"}:
+            return {value["Fn::GetAtt"][0]}
+        if set(value) == {"Fn::Sub"} and isinstance(value["Fn::Sub"], str):
+            return {m.split(".")[0] for m in re.findall(r"\$\{([\w.:]+)\}", value["Fn::Sub"])}
+        return {name for item in value.values() for name in _references(item)}
+    if isinstance(value, list):
+        return {name for item in value for name in _references(item)}
+    return set()
+
+
+def test_the_state_machine_never_reaches_the_dispatcher(resources: dict[str, Any]) -> None:
+    """What the machine (and its role) names: the two tasks only, so no cycle and no re-entry."""
+    named = _references(resources[STATE_MACHINE]) | _references(resources[MACHINE_ROLE])
+    assert {n for n in named if n in resources} == {WORK, ANSWER, MACHINE_ROLE}
+    for task in (WORK, ANSWER):
+        assert STATE_MACHINE not in _references(resources[task]["Properties"]["Environment"])
+
+
+def test_the_safety_net_hears_this_state_machines_unanswered_ends(
+    resources: dict[str, Any],
+) -> None:
+    event = resources[ANSWER]["Properties"]["Events"]["ExecutionEndedUnanswered"]
+    assert event["Type"] == "EventBridgeRule"
+    assert event["Properties"]["Pattern"] == {
+        "source": ["aws.states"],
+        "detail-type": ["Step Functions Execution Status Change"],
+        "detail": {
+            "status": ["FAILED", "TIMED_OUT", "ABORTED"],
+            "stateMachineArn": [{"Ref": STATE_MACHINE}],
+        },
+    }
+    assert "EventBusName" not in event["Properties"]  # Step Functions' default bus
+    assert event["Properties"]["RetryPolicy"]["MaximumEventAgeInSeconds"] <= 3600
+
+
+@pytest.mark.parametrize("metric", ["SafetyNetAnswers", "UnrestoredAnswers"])
+def test_an_alarm_per_answer_metric_notifies_the_optional_topic(
+    metric: str, resources: dict[str, Any], template: dict[str, Any]
+) -> None:
+    alarm = resources[f"{metric}Alarm"]
+    assert alarm["Type"] == "AWS::CloudWatch::Alarm"
+    assert "Condition" not in alarm  # the alarm exists always
+    properties = alarm["Properties"]
+    assert {k: v for k, v in properties.items() if k != "AlarmDescription"} == {
+        "Namespace": METRICS_NAMESPACE,
+        "MetricName": metric,
+        "Dimensions": [{"Name": "service", "Value": "sir-membership"}],
+        "Statistic": "Sum",
+        "Period": 60,
+        "EvaluationPeriods": 1,
+        "Threshold": 1,
+        "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+        "TreatMissingData": "notBreaching",
+        "AlarmActions": {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], NO_VALUE]},
+    }
+    assert template["Conditions"]["HasAlarmTopic"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]
+    }
+    param = template["Parameters"]["AlarmTopicArn"]
+    assert param["Default"] == ""
+    assert _accepted_by(param, "arn:aws:sns:eu-west-1:123456789012:security-alerts")
+    assert _accepted_by(param, "arn:aws-us-gov:sns:us-gov-west-1:123456789012:sir_alerts")
+    assert not _accepted_by(param, "security-alerts")
+    assert not _accepted_by(param, "arn:aws:sqs:eu-west-1:123456789012:q")
+
+
 # --- IAM -----------------------------------------------------------------------
 
-
-def test_only_one_iam_principal_and_no_managed_policies(resources: dict[str, Any]) -> None:
-    iam = {k: v["Type"] for k, v in resources.items() if v["Type"].startswith("AWS::IAM::")}
-    # The role, the one policy that names the function (it cannot be inline: a
-    # cycle), and the key's policy, which exists only with KmsKeyArn.
-    assert iam == {
-        ROLE: "AWS::IAM::Role",
-        "InvokeItselfPolicy": "AWS::IAM::RolePolicy",
-        "TableKeyPolicy": "AWS::IAM::RolePolicy",
+LAMBDA_TRUST = [
+    {
+        "Effect": "Allow",
+        "Principal": {"Service": "lambda.amazonaws.com"},
+        "Action": "sts:AssumeRole",
     }
-    assert resources["InvokeItselfPolicy"]["Properties"]["RoleName"] == {"Ref": ROLE}
-    assert resources["TableKeyPolicy"]["Properties"]["RoleName"] == {"Ref": ROLE}
-    assert resources["TableKeyPolicy"]["Condition"] == "HasKmsKey"
-    role = resources[ROLE]["Properties"]
-    assert "ManagedPolicyArns" not in role
-    assert "RoleName" not in role  # CAPABILITY_IAM is enough
-    trust = role["AssumeRolePolicyDocument"]["Statement"]
+]
+#: The table key's policy of each role that reads or writes the table.
+KEY_POLICIES = {
+    ROLE: "TableKeyPolicy",
+    WORK_ROLE: "WorkTableKeyPolicy",
+    ANSWER_ROLE: "AnswerTableKeyPolicy",
+}
+
+
+def test_the_iam_principals_are_four_roles_and_no_managed_policies(
+    resources: dict[str, Any],
+) -> None:
+    iam = {k: v["Type"] for k, v in resources.items() if v["Type"].startswith("AWS::IAM::")}
+    # A role per function and the state machine's; the key's policies exist
+    # only with KmsKeyArn. No policy names the dispatcher (the self-invoke is gone).
+    assert iam == {
+        **dict.fromkeys(ROLES, "AWS::IAM::Role"),
+        **dict.fromkeys(KEY_POLICIES.values(), "AWS::IAM::RolePolicy"),
+    }
+    for role, policy in KEY_POLICIES.items():
+        assert resources[policy]["Properties"]["RoleName"] == {"Ref": role}
+        assert resources[policy]["Condition"] == "HasKmsKey"
+    for role in ROLES:
+        properties = resources[role]["Properties"]
+        assert "ManagedPolicyArns" not in properties
+        assert "RoleName" not in properties  # CAPABILITY_IAM is enough
+    for role in (ROLE, WORK_ROLE, ANSWER_ROLE):
+        assert (
+            resources[role]["Properties"]["AssumeRolePolicyDocument"]["Statement"] == LAMBDA_TRUST
+        )
+
+
+def test_step_functions_may_assume_the_machine_role_for_this_accounts_machines_only(
+    resources: dict[str, Any],
+) -> None:
+    trust = resources[MACHINE_ROLE]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
     assert trust == [
         {
             "Effect": "Allow",
-            "Principal": {"Service": "lambda.amazonaws.com"},
+            "Principal": {"Service": "states.amazonaws.com"},
             "Action": "sts:AssumeRole",
+            "Condition": {
+                "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+                "ArnLike": {
+                    "aws:SourceArn": {
+                        "Fn::Sub": "arn:${AWS::Partition}:states:${AWS::Region}:"
+                        "${AWS::AccountId}:stateMachine:*"
+                    }
+                },
+            },
         }
     ]
 
 
 KEY_ACTIONS = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"]
+TABLE_ACTIONS = [
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+]
+LOG_ACTIONS = ["logs:CreateLogStream", "logs:PutLogEvents"]
+SECURITY_IR_ACTIONS = [
+    "security-ir:GetMembership",
+    "security-ir:UpdateMembership",
+    "security-ir:ListTagsForResource",
+    "security-ir:TagResource",
+    "security-ir:UntagResource",
+]
+#: Every action each role is granted (the key's only with KmsKeyArn).
+EXACT_ACTIONS = {
+    ROLE: [
+        *KEY_ACTIONS,
+        *TABLE_ACTIONS,
+        *LOG_ACTIONS,
+        "states:StartExecution",
+        "states:DescribeExecution",
+        "states:StopExecution",
+    ],
+    WORK_ROLE: [
+        *KEY_ACTIONS,
+        *TABLE_ACTIONS,
+        *LOG_ACTIONS,
+        *SECURITY_IR_ACTIONS,
+        "cloudformation:DescribeStacks",
+    ],
+    ANSWER_ROLE: [*KEY_ACTIONS, *TABLE_ACTIONS, *LOG_ACTIONS],
+    MACHINE_ROLE: ["lambda:InvokeFunction"],
+}
 
 
-def test_exact_set_of_actions(statements: list[dict[str, Any]]) -> None:
-    actions = sorted(a for s in statements for a in _as_list(s["Action"]))
-    assert actions == sorted(
-        [
-            *KEY_ACTIONS,  # only with KmsKeyArn (test_the_key_is_used_only_through_dynamodb)
-            "security-ir:GetMembership",
-            "security-ir:UpdateMembership",
-            "security-ir:ListTagsForResource",
-            "security-ir:TagResource",
-            "security-ir:UntagResource",
-            "dynamodb:GetItem",
-            "dynamodb:PutItem",
-            "dynamodb:UpdateItem",
-            "dynamodb:DeleteItem",
-            "logs:CreateLogStream",
-            "logs:PutLogEvents",
-            "lambda:InvokeFunction",
-            "cloudformation:DescribeStacks",
-        ]
-    )
+@pytest.mark.parametrize("role", ROLES)
+def test_exact_set_of_actions(role: str, resources: dict[str, Any]) -> None:
+    actions = sorted(a for s in role_statements(resources, role) for a in _as_list(s["Action"]))
+    assert actions == sorted(EXACT_ACTIONS[role])
 
 
-def test_no_wildcards_denies_or_conditions_to_hide_behind(statements: list[dict[str, Any]]) -> None:
-    for s in statements:
+@pytest.mark.parametrize("role", ROLES)
+def test_no_wildcards_denies_or_conditions_to_hide_behind(
+    role: str, resources: dict[str, Any]
+) -> None:
+    for s in role_statements(resources, role):
         assert s["Effect"] == "Allow"
         assert "NotAction" not in s
         assert "NotResource" not in s
@@ -250,47 +454,75 @@ def _statement_for(statements: list[dict[str, Any]], prefix: str) -> dict[str, A
 
 
 def test_security_ir_scoped_to_memberships_of_this_account_and_region(
-    statements: list[dict[str, Any]],
+    resources: dict[str, Any],
 ) -> None:
-    s = _statement_for(statements, "security-ir:")
+    s = _statement_for(role_statements(resources, WORK_ROLE), "security-ir:")
     assert s["Resource"] == {"Fn::Sub": MEMBERSHIP_ARN}
+    for role in (ROLE, ANSWER_ROLE, MACHINE_ROLE):
+        actions = [a for st in role_statements(resources, role) for a in _as_list(st["Action"])]
+        assert not [a for a in actions if a.startswith("security-ir:")], role
 
 
-def test_dynamodb_item_level_on_the_table_only(statements: list[dict[str, Any]]) -> None:
-    s = _statement_for(statements, "dynamodb:")
-    assert sorted(_as_list(s["Action"])) == [
-        "dynamodb:DeleteItem",
-        "dynamodb:GetItem",
-        "dynamodb:PutItem",
-        "dynamodb:UpdateItem",
-    ]
+@pytest.mark.parametrize("role", [ROLE, WORK_ROLE, ANSWER_ROLE])
+def test_dynamodb_item_level_on_the_table_only(role: str, resources: dict[str, Any]) -> None:
+    s = _statement_for(role_statements(resources, role), "dynamodb:")
+    assert sorted(_as_list(s["Action"])) == sorted(TABLE_ACTIONS)
     assert s["Resource"] == {"Fn::GetAtt": [TABLE, "Arn"]}
 
 
-def test_lambda_may_invoke_only_the_function_itself(statements: list[dict[str, Any]]) -> None:
-    # Continuation (a new invocation of the function), and nothing of crhelper's polling mode.
-    s = _statement_for(statements, "lambda:")
+def test_the_dispatcher_starts_reads_and_stops_this_state_machines_executions_only(
+    resources: dict[str, Any],
+) -> None:
+    statements = role_statements(resources, ROLE)
+    states = [s for s in statements if _as_list(s["Action"])[0].startswith("states:")]
+    assert [(s["Action"], s["Resource"]) for s in states] == [
+        ("states:StartExecution", {"Ref": STATE_MACHINE}),
+        (
+            ["states:DescribeExecution", "states:StopExecution"],
+            {
+                "Fn::Sub": "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}"
+                ":execution:${MembershipStateMachine.Name}:*"
+            },
+        ),
+    ]
+
+
+def test_the_state_machine_may_invoke_its_two_tasks_only(resources: dict[str, Any]) -> None:
+    s = _statement_for(role_statements(resources, MACHINE_ROLE), "lambda:")
     assert _as_list(s["Action"]) == ["lambda:InvokeFunction"]
-    assert s["Resource"] == {"Fn::GetAtt": ["MembershipFunction", "Arn"]}
-    actions = {a for st in statements for a in _as_list(st["Action"])}
-    assert not {a for a in actions if a.startswith("events:")}
-    assert "lambda:AddPermission" not in actions
+    assert s["Resource"] == [{"Fn::GetAtt": [WORK, "Arn"]}, {"Fn::GetAtt": [ANSWER, "Arn"]}]
+
+
+def test_no_role_invokes_the_dispatcher_or_makes_rules_or_permissions(
+    resources: dict[str, Any],
+) -> None:
+    """The self-invoke chain is gone: nothing may invoke the ServiceToken function; no
+    role creates EventBridge rules or Lambda permissions at run time (the template does)."""
+    for role in ROLES:
+        for s in role_statements(resources, role):
+            actions = _as_list(s["Action"])
+            assert not [a for a in actions if a.startswith("events:")], role
+            assert "lambda:AddPermission" not in actions, role
+            if "lambda:InvokeFunction" in actions:
+                assert {"Fn::GetAtt": [FUNCTION, "Arn"]} not in _as_list(s["Resource"])
+    assert "InvokeItselfPolicy" not in resources
 
 
 def test_stack_status_readable_on_this_accounts_stacks_in_this_region(
-    statements: list[dict[str, Any]],
+    resources: dict[str, Any],
 ) -> None:
-    s = _statement_for(statements, "cloudformation:")
+    s = _statement_for(role_statements(resources, WORK_ROLE), "cloudformation:")
     assert _as_list(s["Action"]) == ["cloudformation:DescribeStacks"]
     assert s["Resource"] == {
         "Fn::Sub": "arn:${AWS::Partition}:cloudformation:${AWS::Region}:${AWS::AccountId}:stack/*"
     }
 
 
+@pytest.mark.parametrize("role", [ROLE, WORK_ROLE, ANSWER_ROLE])
 def test_the_key_is_used_only_through_dynamodb(
-    statements: list[dict[str, Any]], template: dict[str, Any]
+    role: str, resources: dict[str, Any], template: dict[str, Any]
 ) -> None:
-    s = _statement_for(statements, "kms:")
+    s = _statement_for(role_statements(resources, role), "kms:")
     assert _as_list(s["Action"]) == KEY_ACTIONS
     assert s["Resource"] == {"Ref": "KmsKeyArn"}
     assert s["Condition"] == {
@@ -301,10 +533,12 @@ def test_the_key_is_used_only_through_dynamodb(
     }
 
 
-def test_logs_to_own_group_without_create_log_group(statements: list[dict[str, Any]]) -> None:
-    s = _statement_for(statements, "logs:")
-    assert sorted(_as_list(s["Action"])) == ["logs:CreateLogStream", "logs:PutLogEvents"]
-    assert s["Resource"] == {"Fn::GetAtt": [LOG_GROUP, "Arn"]}
+@pytest.mark.parametrize("role", [ROLE, WORK_ROLE, ANSWER_ROLE])
+def test_logs_to_own_group_without_create_log_group(role: str, resources: dict[str, Any]) -> None:
+    (log_group,) = [group for _, r, group, _ in FUNCTIONS.values() if r == role]
+    s = _statement_for(role_statements(resources, role), "logs:")
+    assert sorted(_as_list(s["Action"])) == LOG_ACTIONS
+    assert s["Resource"] == {"Fn::GetAtt": [log_group, "Arn"]}
 
 
 # --- table, logs, outputs, portability ------------------------------------------
@@ -323,9 +557,13 @@ def test_idempotency_table_matches_powertools_defaults(resources: dict[str, Any]
     assert "TableName" not in props
 
 
-def test_log_group_has_retention(resources: dict[str, Any], template: dict[str, Any]) -> None:
-    group = resources[LOG_GROUP]
+@pytest.mark.parametrize("log_group", [LOG_GROUP, WORK_LOG_GROUP, ANSWER_LOG_GROUP])
+def test_log_group_has_retention(
+    log_group: str, resources: dict[str, Any], template: dict[str, Any]
+) -> None:
+    group = resources[log_group]
     assert group["Type"] == "AWS::Logs::LogGroup"
+    assert group["DeletionPolicy"] == "Retain"  # the audit trail outlives the stack
     assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionInDays"}
     assert "LogGroupName" not in group["Properties"]
     param = template["Parameters"]["LogRetentionInDays"]
@@ -337,12 +575,24 @@ def test_service_token_output_is_exported(template: dict[str, Any]) -> None:
     out = template["Outputs"]["ServiceToken"]
     assert out["Value"] == {"Fn::GetAtt": [FUNCTION, "Arn"]}
     assert out["Export"] == {"Name": {"Fn::Sub": "${AWS::StackName}-ServiceToken"}}
-    assert template["Outputs"]["IdempotencyTableName"]["Value"] == {"Ref": TABLE}
-    assert template["Outputs"]["FunctionName"]["Value"] == {"Ref": FUNCTION}
+    values = {name: o["Value"] for name, o in template["Outputs"].items() if name != "ServiceToken"}
+    assert values == {
+        "FunctionName": {"Ref": FUNCTION},
+        "FunctionLogGroupName": {"Ref": LOG_GROUP},
+        "WorkFunctionName": {"Ref": WORK},
+        "WorkFunctionLogGroupName": {"Ref": WORK_LOG_GROUP},
+        "AnswerFunctionName": {"Ref": ANSWER},
+        "AnswerFunctionLogGroupName": {"Ref": ANSWER_LOG_GROUP},
+        "StateMachineArn": {"Ref": STATE_MACHINE},
+        "IdempotencyTableName": {"Ref": TABLE},
+    }
+    # Only the ServiceToken is exported: nothing else is an interface to other stacks.
+    assert [n for n, o in template["Outputs"].items() if "Export" in o] == ["ServiceToken"]
 
 
-def test_no_hard_coded_account_region_or_partition() -> None:
-    text = TEMPLATE.read_text(encoding="utf-8")
+@pytest.mark.parametrize("path", [TEMPLATE, DEFINITION], ids=lambda p: p.name)
+def test_no_hard_coded_account_region_or_partition(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
     assert not re.search(r"\b\d{12}\b", text)
     assert not re.search(r"\b(us|eu|ap|sa|ca|me|af|il|mx)-[a-z]+-\d\b", text)
     assert "arn:aws:" not in text
@@ -522,15 +772,31 @@ def test_samconfig_parameter_overrides_name_every_parameter(template: dict[str, 
     assert "AllowedStackNames" in text.split("parameter_overrides")[0]
 
 
+def _suppressions(text: str) -> list[tuple[str, str, str]]:
+    """Each ``# checkov:skip=ID:reason`` as (the resource it sits in, ID, reason)."""
+    found, resource = [], ""
+    for line in text.split("\n"):
+        top = re.fullmatch(r"  ([A-Za-z0-9]+):", line)
+        resource = top[1] if top else resource
+        match = SUPPRESSION.search(line)
+        if match:
+            found.append((resource, match["id"], (match["reason"] or "").strip()))
+    return found
+
+
 def test_every_scanner_suppression_is_inline_with_its_reason() -> None:
+    """Each skip has its reason inline and a row of docs/security.md naming its resource."""
     security = (ROOT / "docs" / "security.md").read_text(encoding="utf-8")
+    table = security.split("### Scanner suppressions", 1)[1].split("\n\n", 2)[1]
+    rows = [row for row in table.splitlines() if row.startswith("| CKV_")]
     found = []
     for path in (TEMPLATE, *sorted((ROOT / "examples").glob("*.yaml"))):
-        for match in SUPPRESSION.finditer(path.read_text(encoding="utf-8")):
-            reason = (match["reason"] or "").strip()
-            assert len(reason) >= 40, f"{match['id']} in {path.name} needs its reason"
-            found.append(match["id"])
-            assert match["id"] in security, f"{match['id']} is not discussed in docs/security.md"
+        for resource, check, reason in _suppressions(path.read_text(encoding="utf-8")):
+            assert len(reason) >= 40, f"{check} in {path.name} needs its reason"
+            found.append((path.name, resource, check))
+            assert any(check in row and f"`{resource}`" in row for row in rows), (
+                f"{check} on {resource} is not discussed in docs/security.md"
+            )
     assert len(found) == len(set(found)) > 0
 
 

@@ -1,6 +1,6 @@
-"""template.yaml with and without the permissions boundary and the KMS key.
+"""template.yaml with and without the permissions boundary, the KMS key and the alarm topic.
 
-Each of the four settings is rendered into a copy of the template, as
+Each of the four settings (the alarm topic set with both of the others) is rendered into a copy of the template, as
 ``sam deploy --parameter-overrides`` would pass it (the values as the
 parameters' defaults), and run through cfn-lint, ``sam validate --lint`` and
 checkov, which must all pass. A second copy resolves the conditions the way
@@ -37,10 +37,19 @@ SAM = ROOT / ".venv-tools" / "bin" / "sam"
 CHECKOV = ROOT / ".venv-scan" / "bin" / "checkov"
 BOUNDARY = "arn:aws:iam::123456789012:policy/org/security-boundary"
 KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+TOPIC = "arn:aws:sns:us-east-1:123456789012:security-alerts"
 SETTINGS = [
-    {"PermissionsBoundaryArn": boundary, "KmsKeyArn": key}
+    {
+        "PermissionsBoundaryArn": boundary,
+        "KmsKeyArn": key,
+        "AlarmTopicArn": TOPIC if boundary and key else "",
+    }
     for boundary, key in product(("", BOUNDARY), ("", KEY))
 ]
+#: The functions, each with the same four documented suppressions.
+FUNCTIONS = ("MembershipFunction", "WorkFunction", "AnswerFunction")
+#: The table key's policy of each role that reads or writes the table.
+KEY_POLICIES = ("TableKeyPolicy", "WorkTableKeyPolicy", "AnswerTableKeyPolicy")
 #: What checkov finds when the conditions are resolved without a key (docs/security.md).
 WITHOUT_KEY = {"CKV_AWS_119", "CKV_AWS_158"}
 
@@ -108,6 +117,7 @@ def resolved(values: dict[str, str]) -> dict[str, Any]:
     expected = {
         "HasPermissionsBoundary": bool(values["PermissionsBoundaryArn"]),
         "HasKmsKey": bool(values["KmsKeyArn"]),
+        "HasAlarmTopic": bool(values.get("AlarmTopicArn")),
     }
     assert set(template["Conditions"]) == set(expected)
     for name, value in values.items():
@@ -157,32 +167,40 @@ def copies(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Pa
 
 def test_the_rendering_sets_what_it_says() -> None:
     text = (ROOT / "template.yaml").read_text(encoding="utf-8")
-    both = with_values(text, {"PermissionsBoundaryArn": BOUNDARY, "KmsKeyArn": KEY})
-    assert f'Default: "{BOUNDARY}"' in both
-    assert f'Default: "{KEY}"' in both
-    concrete = resolved({"PermissionsBoundaryArn": BOUNDARY, "KmsKeyArn": KEY})
+    every = {"PermissionsBoundaryArn": BOUNDARY, "KmsKeyArn": KEY, "AlarmTopicArn": TOPIC}
+    rendered = with_values(text, every)
+    for value in every.values():
+        assert f'Default: "{value}"' in rendered
+    concrete = resolved(every)
     resources = concrete["Resources"]
-    assert resources["FunctionRole"]["Properties"]["PermissionsBoundary"] == {
-        "Ref": "PermissionsBoundaryArn"
-    }
+    for role in ("FunctionRole", "WorkFunctionRole", "AnswerFunctionRole", "StateMachineRole"):
+        assert resources[role]["Properties"]["PermissionsBoundary"] == {
+            "Ref": "PermissionsBoundaryArn"
+        }
     assert resources["IdempotencyTable"]["Properties"]["SSESpecification"] == {
         "SSEEnabled": True,
         "SSEType": "KMS",
         "KMSMasterKeyId": {"Ref": "KmsKeyArn"},
     }
-    assert "TableKeyPolicy" in resources
+    assert set(KEY_POLICIES) <= set(resources)
+    for alarm in ("SafetyNetAnswersAlarm", "UnrestoredAnswersAlarm"):
+        assert resources[alarm]["Properties"]["AlarmActions"] == [{"Ref": "AlarmTopicArn"}]
     neither = resolved({"PermissionsBoundaryArn": "", "KmsKeyArn": ""})["Resources"]
     assert "PermissionsBoundary" not in neither["FunctionRole"]["Properties"]
-    assert "KmsKeyId" not in neither["FunctionLogGroup"]["Properties"]
+    for group in ("FunctionLogGroup", "WorkFunctionLogGroup", "AnswerFunctionLogGroup"):
+        assert "KmsKeyId" not in neither[group]["Properties"]
     assert neither["IdempotencyTable"]["Properties"]["SSESpecification"] == {"SSEEnabled": False}
-    assert "TableKeyPolicy" not in neither
-    skipped = neither["MembershipFunction"]["Metadata"]["checkov"]["skip"]
-    assert {s["id"] for s in skipped} == {
-        "CKV_AWS_115",
-        "CKV_AWS_116",
-        "CKV_AWS_117",
-        "CKV_AWS_173",
-    }
+    assert not set(KEY_POLICIES) & set(neither)
+    for alarm in ("SafetyNetAnswersAlarm", "UnrestoredAnswersAlarm"):
+        assert "AlarmActions" not in neither[alarm]["Properties"]  # the alarm stays
+    for function in FUNCTIONS:
+        skipped = neither[function]["Metadata"]["checkov"]["skip"]
+        assert {s["id"] for s in skipped} == {
+            "CKV_AWS_115",
+            "CKV_AWS_116",
+            "CKV_AWS_117",
+            "CKV_AWS_173",
+        }, function
 
 
 def test_linters_and_scanner_pass_with_and_without_boundary_and_key(

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sir_membership import answers, app, continuation, relay, response, restore, service
+from sir_membership import answers, app, continuation, relay, response, restore, service, tasks
 from sir_membership.errors import ConfigurationError
 from sir_membership.timing import PREFIX, TIMING, Timing
 
@@ -52,7 +52,7 @@ def test_without_the_environment_the_production_values_hold() -> None:
     policy = service.RetryPolicy()
     assert (policy.call_timeout, policy.answer_reserve) == (13.0, 6.0)
     assert response.DeliveryPolicy().attempt_timeout == 10.0
-    config = app.SECURITY_IR.meta.config
+    config = tasks.security_ir().meta.config
     assert (config.connect_timeout, config.read_timeout) == (3.0, 10.0)
 
 
@@ -91,7 +91,7 @@ def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
 def test_the_environment_reaches_every_module_that_uses_a_reserve() -> None:
     code = (
         "from sir_membership import app, answers, continuation, relay, restore, response, service\n"
-        "c = app.SECURITY_IR.meta.config\n"
+        "c = tasks.security_ir().meta.config\n"
         "print(app.TIMER_RESERVE, answers.BOOKKEEPING_RESERVE, continuation.CONTINUE_MIN,"
         " continuation.ANSWER_MARGIN, relay.WAIT_RESERVE, restore.WORK_RESERVE,"
         " service.RetryPolicy().call_timeout, service.RetryPolicy().answer_reserve,"

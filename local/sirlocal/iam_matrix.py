@@ -110,14 +110,11 @@ PLAYS: Mapping[str, Play | Excluded] = {
         "the Delete: DELETE_FAILED",
         r"Could not read the stack's status with cloudformation:DescribeStacks \(",
     ),
-    "lambda:InvokeFunction": Play(
-        "create the example stack while another request holds the membership's lease for "
-        "~5 s (a lease wait of at most ~3 s: SIR_TIMING_WORK_RESERVE), so the change "
-        "continues in a new invocation",
-        "the Create: CREATE_FAILED",
-        r".*the function could not continue in a new invocation of itself "
-        r"\(AccessDeniedException",
-    ),
+    # The dispatcher's (issue 18): no scenario written yet. The rows come with the
+    # engine's end-to-end tests, which know the reasons a denied start or stop gives.
+    "states:StartExecution": Excluded("no scenario yet: the engine's rows (issue 18)"),
+    "states:DescribeExecution": Excluded("no scenario yet: the engine's rows (issue 18)"),
+    "states:StopExecution": Excluded("no scenario yet: the engine's rows (issue 18)"),
     "logs:CreateLogStream": Excluded(
         "not removed: Lambda does not fail when the function's logs cannot be written"
     ),

@@ -12,8 +12,9 @@ ministack 1.5.33 has no ``AWS::IAM::RolePolicy``. Each such resource is
 deployed as the older ``AWS::IAM::Policy`` naming the same role, policy name
 and document: the same inline policy on the same role. (Changing
 template.yaml instead would be wrong for users: ``AWS::IAM::Policy`` has no
-drift detection, and AWS recommends ``AWS::IAM::RolePolicy``.) The resource
-belongs to the function's self-invocation, which a later change removes.
+drift detection, and AWS recommends ``AWS::IAM::RolePolicy``.) The resources
+are the table key's policies, one per role that reads or writes the table;
+they exist only with ``KmsKeyArn``, so a deploy without a key creates none.
 """
 
 from __future__ import annotations

@@ -49,9 +49,20 @@ class Sent:
 
 
 def _error_name(failure: Mapping[str, Any] | None) -> str:
-    raw = (failure or {}).get("Error")
-    name = str(raw) if isinstance(raw, str) else "unknown error"
-    return name if name.replace(".", "").replace("_", "").isalnum() else "unknown error"
+    """The failed step's kind of error, from the Catch's ``Error`` (and ``Cause``).
+
+    A ``TaskFailed`` (``tasks._sanitized``) carries only the original
+    exception's type name as its message; anything else that does not look
+    like a name is not shown.
+    """
+    failure = failure or {}
+    name = str(failure.get("Error") or "")
+    if name == "TaskFailed":
+        try:
+            name = str(json.loads(str(failure.get("Cause")))["errorMessage"])
+        except (ValueError, KeyError, TypeError):
+            name = "TaskFailed"
+    return name if name and name.replace(".", "").replace("_", "").isalnum() else "unknown error"
 
 
 def failure_answer(record: RequestRecord, what: str, entry: Entry | None) -> Answer:

@@ -9,7 +9,9 @@ net), and publishes the two metrics the provider's alarms watch.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from traceback import extract_tb
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -54,7 +56,8 @@ JOURNAL = JournalStore(_TABLE, TABLE_NAME)
 _SECURITY_IR: list[Any] = []
 
 
-def _security_ir() -> Any:
+def security_ir() -> Any:
+    """The security-ir client of this sandbox, made on first use (Work steps only)."""
     if not _SECURITY_IR:
         client = boto3.client(
             "security-ir",
@@ -81,7 +84,7 @@ def work(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     logger.set_correlation_id(keys.request_id)
     logger.append_keys(LogicalResourceId=keys.logical_id, step=step)
     remaining = _remaining(context)
-    client = _security_ir()
+    client = security_ir()
 
     def service(before_write: Any) -> MembershipService:
         return MembershipService(
@@ -103,7 +106,39 @@ def work(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             stack_status=stack_status,
         )
 
-    return run_step(keys, step, REQUESTS, service, shell).to_payload()
+    with _sanitized("Work"):
+        return run_step(
+            keys,
+            step,
+            REQUESTS,
+            service,
+            shell,
+            tag=lambda kind: logger.append_keys(RequestType=kind),
+        ).to_payload()
+
+
+class TaskFailed(Exception):
+    """A task's failure as the execution's history may show it: its kind, never its text."""
+
+
+@contextmanager
+def _sanitized(task: str) -> Iterator[None]:
+    """Re-raise any failure as ``TaskFailed`` naming only its type.
+
+    The execution's history keeps a failed task's error message, and Lambda
+    logs it: an exception's text could carry a property value.
+    """
+    try:
+        yield
+    except Exception as error:  # noqa: BLE001 - re-raised, as its kind only
+        frames = [
+            f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in extract_tb(error.__traceback__)
+        ]
+        logger.error(  # noqa: TRY400 - the traceback's message could carry property values
+            f"the {task} task failed",
+            extra={"errorType": type(error).__name__, "frames": frames},
+        )
+        raise TaskFailed(type(error).__name__) from None
 
 
 def _sender(context: Any) -> Any:
@@ -119,30 +154,32 @@ def _journal(stack_id: str, logical_id: str) -> Entry | None:
 
 
 def _count(sent: Sent | None) -> None:
-    if sent is None:
+    """Publish the metrics the provider's alarms watch (EMF log lines), when there are any."""
+    if sent is None or not (sent.by_safety_net or sent.unrestored):
         return
     if sent.by_safety_net:
         metrics.add_metric(name="SafetyNetAnswers", unit=MetricUnit.Count, value=1)
     if sent.unrestored:
         metrics.add_metric(name="UnrestoredAnswers", unit=MetricUnit.Count, value=1)
+    metrics.flush_metrics()
 
 
-@metrics.log_metrics
 @logger.inject_lambda_context(log_event=False, clear_state=True)
 def answer(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """The Answer task and the safety net (``sir_membership.tasks.answer``)."""
-    if event.get("detail-type") == STATUS_CHANGE:
-        sent = safety_net(event, REQUESTS, _journal, _sender(context))
-    else:
-        keys = RequestKeys.from_input(event.get("request"))
-        logger.set_correlation_id(keys.request_id)
-        failure = event.get("failure")
-        sent = answer_request(
-            keys,
-            failure if isinstance(failure, Mapping) else None,
-            REQUESTS,
-            _journal,
-            _sender(context),
-        )
+    with _sanitized("Answer"):
+        if event.get("detail-type") == STATUS_CHANGE:
+            sent = safety_net(event, REQUESTS, _journal, _sender(context))
+        else:
+            keys = RequestKeys.from_input(event.get("request"))
+            logger.set_correlation_id(keys.request_id)
+            failure = event.get("failure")
+            sent = answer_request(
+                keys,
+                failure if isinstance(failure, Mapping) else None,
+                REQUESTS,
+                _journal,
+                _sender(context),
+            )
     _count(sent)
     return {"answered": sent is not None and sent.answer.status}

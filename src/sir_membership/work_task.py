@@ -69,13 +69,19 @@ def run_step(
     store: RequestStore,
     service: Callable[[Callable[[], None]], MembershipService],
     shell: Callable[[int, bool], Shell],
+    *,
+    tag: Callable[[str], None] = lambda _request_type: None,
 ) -> StepResult:
-    """Carry the request on for one step (``service`` and ``shell`` are made for it)."""
+    """Carry the request on for one step (``service`` and ``shell`` are made for it).
+
+    ``tag`` hears the request's type once it is read, for the log lines.
+    """
     following = step + 1
     record = store.read(keys)
     if record is None or record.keys.attempt != keys.attempt:
         logger.warning("the request's record is gone or belongs to a newer attempt: stopping")
         return StepResult(following, "stop")
+    tag(str(record.event.get("RequestType", "")))
     if record.answer is not None or record.outcome is not None:
         logger.info("the request already has its answer")
         return StepResult(following, "answer")

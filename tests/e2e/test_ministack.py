@@ -73,11 +73,17 @@ def test_provider_deployed_as_sam_deploy_does(deployed: tuple[LocalAWS, Provider
     assert stack["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
     parameters = {p["ParameterKey"]: p["ParameterValue"] for p in stack["Stacks"][0]["Parameters"]}
     # The optional enterprise parameters keep their defaults (no boundary, no key).
-    assert parameters == {**PROVIDER_PARAMETERS, "KmsKeyArn": "", "PermissionsBoundaryArn": ""}
-    # TableKeyPolicy's condition is false without a key: it is not created.
+    assert parameters == {
+        **PROVIDER_PARAMETERS,
+        "KmsKeyArn": "",
+        "PermissionsBoundaryArn": "",
+        "AlarmTopicArn": "",
+    }
+    # The table key's policies' condition is false without a key: none is created.
     assert [s.logical_id for s in provider.substitutions] == [
-        "InvokeItselfPolicy",
+        "AnswerTableKeyPolicy",
         "TableKeyPolicy",
+        "WorkTableKeyPolicy",
     ]
     function = aws.client("lambda").get_function_configuration(FunctionName=provider.function_name)
     # The local settings come from ministack's environment, never from the template.

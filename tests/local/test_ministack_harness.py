@@ -33,22 +33,25 @@ NO_VALUE = object()
 def test_only_the_role_policies_are_substituted_with_the_same_policy_on_the_same_role() -> None:
     template = load_template()
     deployed, done = substitute_unsupported(template)
+    # The table key's policies, one per role that reads or writes the table.
+    substituted = ["AnswerTableKeyPolicy", "TableKeyPolicy", "WorkTableKeyPolicy"]
     assert [(s.logical_id, s.declared, s.deployed) for s in done] == [
-        ("InvokeItselfPolicy", "AWS::IAM::RolePolicy", "AWS::IAM::Policy"),
-        ("TableKeyPolicy", "AWS::IAM::RolePolicy", "AWS::IAM::Policy"),
+        (name, "AWS::IAM::RolePolicy", "AWS::IAM::Policy") for name in substituted
     ]
-    before = template["Resources"]["InvokeItselfPolicy"]
-    after = deployed["Resources"]["InvokeItselfPolicy"]
-    assert after["Properties"] == {
-        "PolicyName": before["Properties"]["PolicyName"],
-        "PolicyDocument": before["Properties"]["PolicyDocument"],
-        "Roles": [before["Properties"]["RoleName"]],
-    }
-    others = set(template["Resources"]) - {"InvokeItselfPolicy", "TableKeyPolicy"}
+    for name in substituted:
+        before = template["Resources"][name]
+        after = deployed["Resources"][name]
+        assert after["Properties"] == {
+            "PolicyName": before["Properties"]["PolicyName"],
+            "PolicyDocument": before["Properties"]["PolicyDocument"],
+            "Roles": [before["Properties"]["RoleName"]],
+        }
+        assert after["Condition"] == before["Condition"] == "HasKmsKey"
+        assert before["Type"] == "AWS::IAM::RolePolicy"
+    others = set(template["Resources"]) - set(substituted)
     assert {k: deployed["Resources"][k] for k in others} == {
         k: template["Resources"][k] for k in others
     }
-    assert template["Resources"]["InvokeItselfPolicy"]["Type"] == "AWS::IAM::RolePolicy"
 
 
 def test_contexts_drop_no_value_and_normalise_custom_resources_only() -> None:
