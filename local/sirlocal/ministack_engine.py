@@ -235,6 +235,21 @@ class Played:
         """UpdateMembership calls the emulator applied during the operation."""
         return applied(self.calls)
 
+    def summary(self) -> str:
+        """What happened, for an assertion's message: status, reasons, answers, executions."""
+        lines = [f"stack {self.status} in {self.outcome.seconds:.1f} s"]
+        lines += [f"  event reason: {r}" for r in self.outcome.reasons()]
+        for request in self.requests:
+            answers = [(a.status, round(a.at - request.at, 1), a.reason) for a in request.answers]
+            execution = self.executions.get(request.execution_name)
+            lines.append(
+                f"  {request.request_type} (ServiceTimeout {request.service_timeout}): "
+                f"answers {answers}, settled {request.settled or '-'}, "
+                f"execution {execution.status if execution else 'none'}"
+            )
+        lines.append(f"  UpdateMembership applied: {len(self.updates_applied)}")
+        return "\n".join(lines)
+
     def execution_problems(self) -> list[str]:
         """How the executions differ from one per request, named as the spec says, all ended."""
         problems = []
