@@ -357,6 +357,12 @@ def test_a_work_task_hung_past_its_timeout_answers_failed_once_and_its_late_call
     assert_one_answer_and_execution_each(played, [("Update", "FAILED"), ("Update", "SUCCESS")])
     forward, rollback = played.requests
     assert forward.answers[0].at - forward.at < short_work_timeout + 3
+    # What was applied, and that the call in flight when the task timed out may have been
+    # (issue 18: an in-flight call is unknown; "nothing lost": a reason never hides one).
+    reason = forward.answers[0].reason
+    assert "States.Timeout" in reason
+    assert "1 of 2" in reason
+    assert "unknown" in reason, reason
     # Let the held call come back to the hung Work (dropped, never applied), and give its
     # Lambda time to try again.
     time.sleep(max(0.0, played.began + BLOCK_SECONDS + 2.0 - time.time()))
