@@ -280,7 +280,7 @@ def play(
     template: str | None,
     values: Mapping[str, str] | None = None,
     *,
-    arm: Callable[[], None] | None = None,
+    arm: Callable[[], object] | None = None,
     change_set_name: str = "change",
 ) -> Played:
     """Create or update ``stack_name`` through a change set (``template`` None: delete it)
