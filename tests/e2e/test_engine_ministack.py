@@ -10,18 +10,20 @@ real definition (statemachine/membership.asl.json) with Work, Wait and
 Answer, and the answers are PUT to its ResponseURL. Every request and answer
 is counted by the launcher (``ministack_contexts``), the executions by
 ``ListExecutions``, the calls by the emulator. The propagation models run at
-P = 1 s. Started once per module; each test seeds its own membership and
-uses its own stack.
+P = 1 s. Started once per module; each scenario seeds its own membership
+and uses its own stack.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import math
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -69,26 +71,9 @@ def deployed() -> Iterator[tuple[LocalAWS, Provider]]:
         yield aws, provider
 
 
-@pytest.fixture
-def aws(deployed: tuple[LocalAWS, Provider]) -> Iterator[LocalAWS]:
-    """The running pair with no membership and no fault armed; faults cleared after."""
-    local, _ = deployed
-    local.emulator.reset()
-    yield local
-    local.emulator.clear_faults()
-
-
-@pytest.fixture
-def machine(deployed: tuple[LocalAWS, Provider]) -> str:
-    """The engine's state machine ARN."""
-    arn = deployed[1].state_machine_arn
-    assert arn, "the provider stack has no MembershipStateMachine"
-    return arn
-
-
 def membership(number: int) -> str:
-    """A membership of its own for each test: the table keeps what the engine learned about
-    a membership (its pace) across stacks, so tests sharing one would influence each other."""
+    """A membership of its own for each scenario: the table keeps what the engine learned
+    about a membership (its pace) across stacks, so scenarios sharing one would interfere."""
     return f"m-engine{number:06d}"
 
 
@@ -126,8 +111,8 @@ def assert_one_answer_and_execution_each(played: Played, expected: list[tuple[st
     assert len(played.executions) == len(played.requests), played.summary()
 
 
-def test_provider_deploys_the_engine(deployed: tuple[LocalAWS, Provider], machine: str) -> None:
-    aws, provider = deployed
+def check_the_deployment(aws: LocalAWS, provider: Provider, machine: str) -> None:
+    """The three functions, the state machine running the repository's definition, the rule."""
     assert aws.auth  # IAM enforced on every role
     stack = aws.client("cloudformation").describe_stacks(StackName=provider.stack_name)
     assert stack["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
@@ -176,9 +161,7 @@ def test_provider_deploys_the_engine(deployed: tuple[LocalAWS, Provider], machin
     assert [t["Arn"] for t in targets] == [arns["AnswerFunction"]]
 
 
-def test_create_update_rolled_back_update_and_delete_answer_once_with_the_bound(
-    aws: LocalAWS, machine: str
-) -> None:
+def lifecycle(aws: LocalAWS, machine: str) -> None:
     """The lifecycle of one stack through the engine; the +20 OUs under the conflict model."""
     m = membership(1)
     seeded(aws, m)
@@ -234,14 +217,7 @@ def test_create_update_rolled_back_update_and_delete_answer_once_with_the_bound(
     assert state_ous(aws, m) == {FOREIGN[0]}
 
 
-@pytest.mark.parametrize(
-    ("model", "retry_after"),
-    [("conflict", True), ("conflict-stale-reads", False), ("stale-reads", False)],
-    ids=["conflict-retry-after", "conflict-stale-reads", "stale-reads"],
-)
-def test_plus_20_ous_under_each_propagation_model_answer_once_with_the_bound(
-    aws: LocalAWS, machine: str, model: str, retry_after: bool
-) -> None:
+def plus_20_ous(aws: LocalAWS, machine: str, model: str, retry_after: bool) -> None:
     """+20 OUs (4 calls) at P = 1 s under the other models (conflict: the lifecycle above)."""
     m = membership(10 + ["conflict", "conflict-stale-reads", "stale-reads"].index(model))
     seeded(aws, m)
@@ -265,9 +241,7 @@ def test_plus_20_ous_under_each_propagation_model_answer_once_with_the_bound(
     assert updated.outcome.seconds < 3 * P + OVERHEAD
 
 
-def test_a_change_past_its_service_timeout_answers_failed_in_time_and_rolls_back(
-    aws: LocalAWS, machine: str
-) -> None:
+def past_its_service_timeout(aws: LocalAWS, machine: str) -> None:
     """+20 OUs at P = 1 s declared with ServiceTimeout 40: the engine keeps 10 s to answer and
     starts a next step only with 30 s left, so the three waits cannot fit. The forward request
     answers FAILED in time (CloudFormation still waiting), naming what was applied; the
@@ -308,8 +282,8 @@ SHORT_TASK_TIMEOUT = 3
 BLOCK_SECONDS = 6.0
 
 
-@pytest.fixture
-def short_work_timeout(deployed: tuple[LocalAWS, Provider], machine: str) -> Iterator[int]:
+@contextlib.contextmanager
+def short_work_timeout(aws: LocalAWS, machine: str) -> Iterator[int]:
     """The deployed definition with Work's TimeoutSeconds at 3 s, put back afterwards.
 
     Why not the template's 330 s: a hung Work would take minutes. Why not Lambda's own
@@ -317,7 +291,6 @@ def short_work_timeout(deployed: tuple[LocalAWS, Provider], machine: str) -> Ite
     makes no late call; the fence is what stops a Work that outlives its task (a task
     timeout or a StopExecution never kills the Lambda), and that is what this plays.
     """
-    aws, _ = deployed
     sfn = aws.client("stepfunctions")
     original = sfn.describe_state_machine(stateMachineArn=machine)["definition"]
     shortened = json.loads(original)
@@ -329,9 +302,7 @@ def short_work_timeout(deployed: tuple[LocalAWS, Provider], machine: str) -> Ite
         sfn.update_state_machine(stateMachineArn=machine, definition=original)
 
 
-def test_a_work_task_hung_past_its_timeout_answers_failed_once_and_its_late_call_is_fenced(
-    aws: LocalAWS, machine: str, short_work_timeout: int
-) -> None:
+def hung_work(aws: LocalAWS, machine: str) -> None:
     """+10 OUs (2 calls); the 2nd UpdateMembership hangs (the emulator holds it, then drops it
     unapplied) past Work's TimeoutSeconds. The task times out, AnswerFailure answers FAILED
     once, the rollback takes the fence and restores; the hung Work's Lambda still runs, and
@@ -345,18 +316,19 @@ def test_a_work_task_hung_past_its_timeout_answers_failed_once_and_its_late_call
     before = aws.emulator.state(m)
     new_ous = set(ous(9, 18))
 
-    played = play(
-        aws,
-        machine,
-        stack,
-        template,
-        values(m, ous(1, 18)),
-        arm=lambda: aws.emulator.block("UpdateMembership", on_call=2, seconds=BLOCK_SECONDS),
-    )
+    with short_work_timeout(aws, machine) as task_timeout:
+        played = play(
+            aws,
+            machine,
+            stack,
+            template,
+            values(m, ous(1, 18)),
+            arm=lambda: aws.emulator.block("UpdateMembership", on_call=2, seconds=BLOCK_SECONDS),
+        )
     assert played.status == "UPDATE_ROLLBACK_COMPLETE", played.summary()
     assert_one_answer_and_execution_each(played, [("Update", "FAILED"), ("Update", "SUCCESS")])
     forward, rollback = played.requests
-    assert forward.answers[0].at - forward.at < short_work_timeout + 3
+    assert forward.answers[0].at - forward.at < task_timeout + 3
     # What was applied, and that the call in flight when the task timed out may have been
     # (issue 18: an in-flight call is unknown; "nothing lost": a reason never hides one).
     reason = forward.answers[0].reason
@@ -374,9 +346,7 @@ def test_a_work_task_hung_past_its_timeout_answers_failed_once_and_its_late_call
     assert as_declared(aws.emulator.state(m)) == as_declared(before)
 
 
-def test_an_execution_stopped_by_hand_is_answered_failed_once_by_the_safety_net(
-    aws: LocalAWS, machine: str
-) -> None:
+def stopped_by_hand(aws: LocalAWS, machine: str) -> None:
     """An operator stops a running execution (StopExecution, not a newer request): ministack
     emits the "Step Functions Execution Status Change" event (ABORTED) to the provider's rule,
     the Answer function's safety net answers FAILED once, and the rollback restores."""
@@ -424,3 +394,48 @@ def test_an_execution_stopped_by_hand_is_answered_failed_once_by_the_safety_net(
     assert "ABORTED" in reason
     assert f"{len(applied_before)} of 4" in reason, reason
     assert as_declared(aws.emulator.state(m)) == as_declared(before)
+
+
+#: Every scenario, in the order played: (name, what it plays).
+SCENARIOS: tuple[tuple[str, Callable[[LocalAWS, str], None]], ...] = (
+    ("lifecycle", lifecycle),
+    *(
+        (f"plus-20-ous-{name}", functools.partial(plus_20_ous, model=model, retry_after=after))
+        for name, model, after in (
+            ("conflict-retry-after", "conflict", True),
+            ("conflict-stale-reads", "conflict-stale-reads", False),
+            ("stale-reads", "stale-reads", False),
+        )
+    ),
+    ("past-its-service-timeout", past_its_service_timeout),
+    ("hung-work", hung_work),
+    ("stopped-by-hand", stopped_by_hand),
+)
+#: Plays only the scenarios whose names contain one of these comma-separated words (debugging).
+ONLY = "SIR_ENGINE_SCENARIOS"
+
+
+def test_the_engine_end_to_end(deployed: tuple[LocalAWS, Provider]) -> None:
+    """The deployment, then every scenario on it; fails naming each scenario that failed.
+
+    One test, not one per scenario (as the IAM matrix in test_ministack.py): under
+    pytest-xdist's worksteal each test may run in another worker, which would start
+    ministack, build and deploy again.
+    """
+    aws, provider = deployed
+    machine = provider.state_machine_arn
+    assert machine, "the provider stack has no MembershipStateMachine"
+    check_the_deployment(aws, provider, machine)
+    wanted = [w for w in os.environ.get(ONLY, "").split(",") if w]
+    failed: list[str] = []
+    for name, scenario in SCENARIOS:
+        if wanted and not any(w in name for w in wanted):
+            continue
+        aws.emulator.reset()
+        try:
+            scenario(aws, machine)
+        except AssertionError as error:
+            failed.append(f"--- {name}: {error}")
+        finally:
+            aws.emulator.clear_faults()
+    assert not failed, "\n".join(failed)
