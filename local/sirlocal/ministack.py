@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -51,6 +52,9 @@ ACCOUNT_ID = "000000000000"
 #: ministack's root caller: allowed everything, also under AUTH=true.
 ROOT_KEY, ROOT_SECRET = "test", "test"
 HEALTH_PATH = "/_ministack/health"
+CONFIG_PATH = "/_ministack/config"
+#: The launcher's variable naming the request and answer log (``ministack_contexts``).
+CFN_LOG_VARIABLE = "SIRLOCAL_CFN_LOG"
 #: Settings of the caller's environment that could reach a real account or another endpoint.
 _BLOCKED_PREFIXES = ("AWS_",)
 
@@ -124,10 +128,20 @@ def root_env(endpoint_url: str | None = None) -> dict[str, str]:
 
 
 def ministack_env(
-    base: Mapping[str, str], settings: LocalSettings, *, auth: bool = True
+    base: Mapping[str, str],
+    settings: LocalSettings,
+    *,
+    auth: bool = True,
+    extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """ministack's process environment (pure): its own settings, root credentials, and
-    the function's local settings, which its Lambda processes inherit."""
+    the function's local settings, which its Lambda processes inherit.
+
+    ``extra`` adds local-only settings (ministack's own, such as
+    ``SFN_WAIT_SCALE``, or the function's test-only ``SIR_TIMING_*``); it
+    cannot reach outside AWS settings back in.
+    """
+    added = clean_env(extra or {})
     return {
         **clean_env(base),
         **root_env(),
@@ -135,6 +149,7 @@ def ministack_env(
         "BIND_HOST": "127.0.0.1",
         "AUTH": "true" if auth else "false",
         "LOG_LEVEL": "WARNING",
+        **added,
         **settings.function_env(),
     }
 
@@ -239,7 +254,29 @@ class LocalAWS:
     process: Child
     auth: bool = True
     seconds_to_start: float = 0.0
+    #: Where the launcher logs custom resource requests and answers (``ministack_contexts``).
+    cfn_log: Path | None = None
     _clients: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def cfn_records(self) -> list[dict[str, Any]]:
+        """Every custom resource request, answer PUT and settlement logged so far, in order."""
+        if self.cfn_log is None or not self.cfn_log.exists():
+            return []
+        lines = self.cfn_log.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def configure(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """Change one of ministack's whitelisted runtime settings (``/_ministack/config``),
+        e.g. ``{"stepfunctions._SFN_WAIT_SCALE": 0.1}``; returns what it applied."""
+        request = urllib.request.Request(
+            self.url + CONFIG_PATH,
+            data=json.dumps(dict(settings)).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            applied: dict[str, Any] = json.loads(answer.read() or b"{}").get("applied", {})
+        return applied
 
     @property
     def port(self) -> int:
@@ -296,8 +333,15 @@ class LocalAWS:
         )
 
 
-def _start(python: Path, settings: LocalSettings, auth: bool, workdir: str) -> Child:
-    env = ministack_env(os.environ, settings, auth=auth)
+def _start(
+    python: Path,
+    settings: LocalSettings,
+    auth: bool,
+    workdir: str,
+    extra: Mapping[str, str] | None = None,
+) -> Child:
+    env = ministack_env(os.environ, settings, auth=auth, extra=extra)
+    env[CFN_LOG_VARIABLE] = str(Path(workdir) / "cfn-requests.jsonl")
     # -I: neither PYTHONPATH nor the launcher's directory on ministack's path.
     return Child([str(python), "-I", str(LAUNCHER)], env, "ministack").start(workdir)
 
@@ -309,11 +353,14 @@ def local_aws(
     auth: bool = True,
     seed: Iterable[Mapping[str, Any]] = (),
     timeout: float = 60.0,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[LocalAWS]:
     """Start the emulator (in this process) and ministack (a child, on a free port).
 
-    Everything is stopped on exit, also when the body raises or Ctrl-C is
-    pressed. A port taken between choosing and binding it is retried.
+    ``env``: local-only settings added to ministack's environment (see
+    :func:`ministack_env`). Everything is stopped on exit, also when the
+    body raises or Ctrl-C is pressed. A port taken between choosing and
+    binding it is retried.
     """
     interpreter = python or ministack_python()
     began = time.monotonic()
@@ -324,7 +371,7 @@ def local_aws(
         emulator.seed_many(seed)
         for attempt in range(3):
             settings = LocalSettings(emulator.endpoint_url, free_port())
-            child = _start(interpreter, settings, auth, workdir)
+            child = _start(interpreter, settings, auth, workdir, env)
             url = f"http://127.0.0.1:{settings.port}"
             try:
                 wait_ready(url, child, timeout)
@@ -338,7 +385,15 @@ def local_aws(
                 child.stop()
                 raise
             try:
-                yield LocalAWS(url, settings, emulator, child, auth, time.monotonic() - began)
+                yield LocalAWS(
+                    url,
+                    settings,
+                    emulator,
+                    child,
+                    auth,
+                    time.monotonic() - began,
+                    Path(workdir) / "cfn-requests.jsonl",
+                )
             finally:
                 child.stop()
             return

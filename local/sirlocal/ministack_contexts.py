@@ -13,6 +13,13 @@ resource's scalars as strings, as ministack sends them to the function).
 Nothing else in ministack changes: the actions, replacements, details and
 the execution are ministack's.
 
+It also records, when ``SIRLOCAL_CFN_LOG`` names a file, every custom
+resource request ministack's CloudFormation sends and every PUT to its
+ResponseURL, as JSON lines (:func:`record_requests`): stack events show one
+outcome per resource operation, not how many answers were sent, nor a late
+answer to a request CloudFormation has given up on (ministack answers such a
+PUT 200 and drops it). Only a hash of the ResponseURL's token is written.
+
 Run by :mod:`sirlocal.ministack` in ministack's own virtualenv (``python -I
 ministack_contexts.py``), so it imports only the standard library and
 ministack; ministack's settings come from the environment as usual.
@@ -20,12 +27,18 @@ ministack; ministack's settings come from the environment as usual.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import sys
+import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 from xml.sax.saxutils import escape
 
+#: The file the custom resource requests and answers are appended to (unset: not recorded).
+LOG_VARIABLE = "SIRLOCAL_CFN_LOG"
 #: Where each change keeps its contexts (ministack reads only ``ResourceChange``).
 CONTEXTS_KEY = "_sirlocal_contexts"
 CLOSE = "</ResourceChange>"
@@ -124,9 +137,109 @@ def install() -> None:
     handlers._ACTION_HANDLERS["DescribeChangeSet"] = describe_with_contexts
 
 
+def token_hash(token: str) -> str:
+    """A short hash of a ResponseURL token (the token itself is never written)."""
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+def answer_record(
+    token: str, known: bool, response: Mapping[str, Any], now: float
+) -> dict[str, Any]:
+    """One PUT to a ResponseURL as logged: who answered what, never ``Data``."""
+    return {
+        "kind": "answer",
+        "t": now,
+        "token": token_hash(token),
+        "known": known,
+        "status": str(response.get("Status", "")),
+        "requestId": str(response.get("RequestId", "")),
+        "stackId": str(response.get("StackId", "")),
+        "logicalId": str(response.get("LogicalResourceId", "")),
+        "reason": str(response.get("Reason") or ""),
+    }
+
+
+def record_requests(path: str) -> None:
+    """Log each custom resource request, each answer PUT and how CloudFormation settled it."""
+    from ministack.services.cloudformation import (  # type: ignore[import-not-found]  # noqa: PLC0415
+        custom_resource,
+    )
+
+    lock = threading.Lock()
+    current = threading.local()
+
+    def write(record: Mapping[str, Any]) -> None:
+        with lock, open(path, "a", encoding="utf-8") as log:
+            log.write(json.dumps(record) + "\n")
+
+    original_invoke = custom_resource.invoke_custom_resource
+    original_register = custom_resource.register_token
+    original_deliver = custom_resource.deliver_response
+
+    def invoke(
+        request_type: str,
+        logical_id: str,
+        props: Any,
+        stack_name: str,
+        stack_id: str,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        current.request = {
+            "requestType": request_type,
+            "logicalId": logical_id,
+            "stackId": stack_id,
+            "serviceTimeout": str((props or {}).get("ServiceTimeout", "")),
+        }
+        settled = "answered"
+        try:
+            return original_invoke(
+                request_type, logical_id, props, stack_name, stack_id, *args, **kwargs
+            )
+        except TimeoutError:
+            settled = "timed-out"
+            raise
+        except RuntimeError:
+            settled = "failed"
+            raise
+        finally:
+            token = getattr(current, "token", None)
+            current.request = current.token = None
+            if token is not None:
+                write(
+                    {
+                        "kind": "settled",
+                        "t": time.time(),
+                        "token": token_hash(token),
+                        "settled": settled,
+                    }
+                )
+
+    def register(token: str) -> Any:
+        request = getattr(current, "request", None) or {}
+        current.token = token
+        write({"kind": "request", "t": time.time(), "token": token_hash(token), **request})
+        return original_register(token)
+
+    def deliver(token: str, response: Any) -> bool:
+        known = bool(original_deliver(token, response))
+        write(
+            answer_record(
+                token, known, response if isinstance(response, Mapping) else {}, time.time()
+            )
+        )
+        return known
+
+    custom_resource.invoke_custom_resource = invoke
+    custom_resource.register_token = register
+    custom_resource.deliver_response = deliver
+
+
 def main() -> None:
     """Patch, then run ministack exactly as its ``ministack`` command does."""
     install()
+    if os.environ.get(LOG_VARIABLE):
+        record_requests(os.environ[LOG_VARIABLE])
     from ministack.app import (  # type: ignore[import-not-found]  # noqa: PLC0415
         main as ministack_main,
     )

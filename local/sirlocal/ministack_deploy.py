@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,8 @@ from sirlocal.ministack import REPO_ROOT, LocalAWS
 
 TEMPLATE = REPO_ROOT / "template.yaml"
 FUNCTION_ID = "MembershipFunction"
+#: The engine's state machine (issue 18); its Work and Answer functions.
+STATE_MACHINE_ID = "MembershipStateMachine"
 PROVIDER_STACK = "sir-membership-provider"
 ARTIFACT_BUCKET = "sir-membership-artifacts"
 #: Seconds between sam's stack checks (its default, 5, would dominate a local deploy).
@@ -108,10 +110,13 @@ def _run(argv: Sequence[str], env: Mapping[str, str], what: str, cwd: Path = REP
 
 
 def build_inputs(root: Path = REPO_ROOT) -> list[Path]:
-    """What ``sam build`` of the function reads: the template, src/ and the packager."""
+    """What ``sam build`` reads: the template, src/, the packager and the state machine's
+    definition (``DefinitionUri``, which ``sam deploy`` uploads from the built template)."""
     sources = [
         p
-        for p in (root / "src").rglob("*")
+        for folder in ("src", "statemachine")
+        if (root / folder).is_dir()
+        for p in (root / folder).rglob("*")
         if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
     ]
     return sorted([root / "template.yaml", root / "scripts" / "lean_package.py", *sources])
@@ -178,6 +183,13 @@ class Provider:
     substitutions: tuple[Substitution, ...]
     build_seconds: float
     deploy_seconds: float
+    #: Each resource's physical id by logical id (the state machine's ARN, the functions' names).
+    resources: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def state_machine_arn(self) -> str:
+        """The engine's state machine (``MembershipStateMachine``), or "" without one."""
+        return self.resources.get(STATE_MACHINE_ID, "")
 
     @property
     def service_token(self) -> str:
@@ -220,9 +232,17 @@ def deploy_provider(
         # Not the repository: its samconfig.toml asks for --resolve-s3 (a managed bucket stack).
         cwd=template.parent,
     )  # fmt: skip
-    stack = aws.client("cloudformation").describe_stacks(StackName=stack_name)["Stacks"][0]
+    cfn = aws.client("cloudformation")
+    stack = cfn.describe_stacks(StackName=stack_name)["Stacks"][0]
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
-    return Provider(stack_name, outputs, done, built_at - began, time.monotonic() - built_at)
+    resources = {
+        r["LogicalResourceId"]: r.get("PhysicalResourceId", "")
+        for page in cfn.get_paginator("list_stack_resources").paginate(StackName=stack_name)
+        for r in page["StackResourceSummaries"]
+    }
+    return Provider(
+        stack_name, outputs, done, built_at - began, time.monotonic() - built_at, resources
+    )
 
 
 def aws_region(aws: LocalAWS) -> str:

@@ -4,13 +4,27 @@ predicted-versus-made comparison. (tests/e2e/test_ministack.py runs the whole.)"
 
 from __future__ import annotations
 
+import hashlib
 import json
 import xml.etree.ElementTree as ET
 
 from sirlocal.ministack import LocalSettings, ministack_env
-from sirlocal.ministack_contexts import context, strip_no_value, with_contexts
+from sirlocal.ministack_contexts import (
+    answer_record,
+    context,
+    strip_no_value,
+    token_hash,
+    with_contexts,
+)
 from sirlocal.ministack_demo import prediction_problems
 from sirlocal.ministack_deploy import substitute_unsupported
+from sirlocal.ministack_engine import (
+    ENGINE_ENV,
+    answer_problems,
+    consumer_template,
+    execution_name,
+    requests_of,
+)
 from sirlocal.services import load_template
 
 NO_VALUE = object()
@@ -113,3 +127,72 @@ def test_prediction_compares_every_call_or_the_forward_ones_up_to_a_refusal() ->
     assert prediction_problems([one], [], refused=True) == [
         "0 UpdateMembership call(s) made, 1 predicted; call(s) [1] differ from the plan"
     ]
+
+
+def test_engine_settings_are_added_to_ministacks_environment_without_aws_ones() -> None:
+    settings = LocalSettings("http://127.0.0.1:9999", 4567)
+    env = ministack_env(
+        {"PATH": "/bin"},
+        settings,
+        extra={**ENGINE_ENV, "AWS_PROFILE": "prod", "RESPONSE_URL_PATTERNS": "https://evil"},
+    )
+    assert env["SFN_WAIT_SCALE"] == "1"
+    assert env["SIR_TIMING_LONGEST_SLEEP"] == ENGINE_ENV["SIR_TIMING_LONGEST_SLEEP"]
+    assert "AWS_PROFILE" not in env
+    # The function's local settings are the harness's, whatever ``extra`` says.
+    assert env["RESPONSE_URL_PATTERNS"] == "http://localhost:4567"
+
+
+def test_execution_names_follow_the_spec() -> None:
+    name = execution_name("arn:stack/s/1", "Membership", "r-1")
+    assert name == hashlib.sha256(b"arn:stack/s/1\nMembership\nr-1").hexdigest()
+    assert execution_name("arn:stack/s/1", "Membership", "r-1", 2) == f"{name}-2"
+    assert len(execution_name("s" * 300, "L" * 255, "r" * 100, 9999)) <= 80
+
+
+def _log(*records: dict[str, object]) -> list[dict[str, object]]:
+    return list(records)
+
+
+def test_requests_are_joined_with_their_answers_and_settlement() -> None:
+    answer = answer_record(
+        "tok-1",
+        True,
+        {"Status": "FAILED", "RequestId": "r-1", "StackId": "s", "Reason": "why", "Data": {"x": 1}},
+        12.0,
+    )
+    assert answer["token"] == token_hash("tok-1") != "tok-1"
+    assert "Data" not in answer
+    assert "tok-1" not in json.dumps(answer)
+    records = _log(
+        {"kind": "request", "t": 10.0, "token": token_hash("tok-1"), "requestType": "Update",
+         "logicalId": "Membership", "stackId": "s", "serviceTimeout": "40"},
+        {"kind": "request", "t": 11.0, "token": token_hash("tok-2"), "requestType": "Update",
+         "logicalId": "Membership", "stackId": "s", "serviceTimeout": "3600"},
+        answer,
+        {"kind": "settled", "t": 12.5, "token": token_hash("tok-1"), "settled": "failed"},
+        answer_record("tok-1", False, {"Status": "SUCCESS", "RequestId": "r-1"}, 13.0),
+    )  # fmt: skip
+    first, second = requests_of(records)
+    assert (first.request_type, first.service_timeout, first.request_id) == ("Update", "40", "r-1")
+    assert [(a.status, a.known) for a in first.answers] == [("FAILED", True), ("SUCCESS", False)]
+    assert (first.settled, first.settled_at) == ("failed", 12.5)
+    assert first.execution_name == execution_name("s", "Membership", "r-1")
+    assert (second.answers, second.settled) == ((), "")
+    problems = answer_problems([first, second], [("Update", "FAILED"), ("Update", "SUCCESS")])
+    assert problems == [
+        "requests and first answers [('Update', 'FAILED'), ('Update', '')], expected "
+        "[('Update', 'FAILED'), ('Update', 'SUCCESS')]",
+        "Update answered 2 times: ['FAILED', 'SUCCESS']",
+        "Update answered after CloudFormation stopped waiting",
+        "Update answered 0 times: []",
+    ]
+
+
+def test_the_engine_suites_consumer_removes_its_ous_on_delete_with_its_service_timeout() -> None:
+    text = consumer_template(service_timeout=40)
+    assert "DeletionPolicy: Delete" in text
+    assert "OnDelete: RemoveOrganizationalUnits" in text
+    assert "ServiceTimeout: 40\n" in text
+    assert "ServiceTimeout: 3600" not in text
+    assert "DeletionPolicy: RetainExceptOnCreate" in consumer_template(remove_ous_on_delete=False)
