@@ -12,7 +12,7 @@ start. This tool:
    handler can import;
 3. prunes what the function cannot use: botocore models of services no
    reachable code makes a client for (derived from the code, see
-   :func:`client_services`; older API versions and examples of the kept
+   :func:`model_services`; older API versions and examples of the kept
    ones too), boto3's resource and example data, Powertools modules the
    handler cannot import, ``.pyi`` stubs, scripts, ``RECORD`` files;
 4. compiles bytecode (``unchecked-hash``: Lambda never writes
@@ -190,25 +190,59 @@ def reachable_modules(
     return seen
 
 
-def _client_calls(tree: ast.Module, path: Path) -> Iterator[str]:
-    """Service names of ``<anything>.client("name", ...)`` calls in ``tree``."""
+def _module_strings(tree: ast.Module) -> dict[str, str]:
+    """Module-level ``NAME = "literal"`` constants, so ``load_service_model(SERVICE_NAME, ...)`` counts."""
+    return {
+        target.id: node.value.value
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+
+
+#: Calls whose first argument names a botocore model the code needs: a client's,
+#: or one the code loads itself (the validation rules read the service's model).
+_MODEL_CALLS = ("client", "load_service_model")
+
+
+def _client_calls(
+    tree: ast.Module, path: Path, calls: Sequence[str] = ("client",)
+) -> Iterator[str]:
+    """Service names of ``<anything>.client("name", ...)`` (and the other ``calls``)."""
+    constants = _module_strings(tree)
     for node in ast.walk(tree):
         if not (
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Attribute)
-            and node.func.attr == "client"
+            and node.func.attr in calls
         ):
             continue
         named = [k.value for k in node.keywords if k.arg == "service_name"]
         argument = node.args[0] if node.args else (named[0] if named else None)
-        if isinstance(argument, ast.Constant) and isinstance(argument.value, str):
+        if isinstance(argument, ast.Name) and argument.id in constants:
+            yield constants[argument.id]
+        elif isinstance(argument, ast.Constant) and isinstance(argument.value, str):
             yield argument.value
         else:
             raise BuildError(
-                f"{path}:{node.lineno}: a client whose service is not a string literal; "
-                "write the service name literally (the package keeps only the botocore "
-                "models of services named in the code)"
+                f"{path}:{node.lineno}: a client or model whose service is not a string "
+                "literal or a module constant; write the service name literally (the "
+                "package keeps only the botocore models of services named in the code)"
             )
+
+
+def _named_services(source: Path, entry: str, calls: Sequence[str]) -> list[str]:
+    package = entry.split(".", maxsplit=1)[0]
+    services: set[str] = set()
+    for module in sorted(reachable_modules(source, entry, (package,), installed=False)):
+        path = _module_file(source, module)
+        assert path is not None
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        services.update(_client_calls(tree, path, calls))
+    return sorted(services)
 
 
 def client_services(source: Path, entry: str = HANDLER_MODULE) -> list[str]:
@@ -218,15 +252,18 @@ def client_services(source: Path, entry: str = HANDLER_MODULE) -> list[str]:
     ``session.client(service_name=...)``), so a new client in any reachable
     module keeps its model in the package without a list to update. The
     development CLI (``python -m sir_membership``) is not reachable from the
-    handler, so its clients do not count.
+    handler, so its clients do not count. These are the services its role must grant.
     """
-    package = entry.split(".", maxsplit=1)[0]
-    services: set[str] = set()
-    for module in sorted(reachable_modules(source, entry, (package,), installed=False)):
-        path = _module_file(source, module)
-        assert path is not None
-        services.update(_client_calls(ast.parse(path.read_text(encoding="utf-8")), path))
-    return sorted(services)
+    return _named_services(source, entry, ("client",))
+
+
+def model_services(source: Path, entry: str = HANDLER_MODULE) -> list[str]:
+    """The botocore models the package must keep: its clients' and those it loads itself.
+
+    The dispatcher validates properties against the ``security-ir`` model
+    (``loader.load_service_model``) without making a client of it.
+    """
+    return _named_services(source, entry, _MODEL_CALLS)
 
 
 # --------------------------------------------------------------------------- build steps
@@ -445,7 +482,7 @@ def build(
     requirements = source / requirements_file
     if not requirements.is_file():
         raise BuildError(f"{requirements} not found: --source must be the function's CodeUri")
-    services = client_services(source, entry)
+    services = model_services(source, entry)
     out.mkdir(parents=True, exist_ok=True)
     _remove(sorted(out.iterdir()))
     pip_install(requirements, out, python)

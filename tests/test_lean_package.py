@@ -35,11 +35,13 @@ def create_client(self, service_name, *args, **kwargs):
     made.append(service_name)
     return original(self, service_name, *args, **kwargs)
 botocore.session.Session.create_client = create_client
-import sir_membership.app
-import sir_membership.self_invoke
-import sir_membership.stack_status
-sir_membership.self_invoke.lambda_client()  # made on the first hand-off, not at import
-sir_membership.stack_status.cloudformation_client()  # made on a Delete that needs it
+if sys.argv[1] == "sir_membership.app":
+    import sir_membership.app
+else:
+    import sir_membership.stack_status
+    import sir_membership.tasks
+    sir_membership.tasks.security_ir()  # made by the first step, not at import
+    sir_membership.stack_status.cloudformation_client()  # made on a Delete that needs it
 print(json.dumps(sorted(set(made))))
 """
 
@@ -51,7 +53,8 @@ def _write(root: Path, files: dict[str, str]) -> None:
         path.write_text(text, encoding="utf-8")
 
 
-def test_derived_services_are_the_clients_the_handler_makes() -> None:
+@pytest.mark.parametrize("entry", ["sir_membership.app", "sir_membership.tasks"])
+def test_derived_services_are_the_clients_the_handler_makes(entry: str) -> None:
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "PYTHONPATH": str(ROOT / "src"),
@@ -65,7 +68,7 @@ def test_derived_services_are_the_clients_the_handler_makes() -> None:
         "POWERTOOLS_SERVICE_NAME": "sir-membership",
     }
     done = subprocess.run(
-        [sys.executable, "-c", _RECORD_CLIENTS],
+        [sys.executable, "-c", _RECORD_CLIENTS, entry],
         env=env,
         capture_output=True,
         text=True,
@@ -73,9 +76,18 @@ def test_derived_services_are_the_clients_the_handler_makes() -> None:
         check=True,
     )
     made = json.loads(done.stdout.strip().splitlines()[-1])
-    derived = lean_package.client_services(ROOT / "src")
+    derived = lean_package.client_services(ROOT / "src", entry)
     assert derived == made
-    assert {"security-ir", "dynamodb", "lambda", "cloudformation"} <= set(derived)
+    expected = {
+        "sir_membership.app": ["dynamodb", "stepfunctions"],
+        "sir_membership.tasks": ["cloudformation", "dynamodb", "security-ir"],
+    }
+    assert derived == expected[entry]
+
+
+def test_the_dispatcher_keeps_the_model_it_validates_with_but_makes_no_client_of_it() -> None:
+    """Its package must carry security-ir's model (properties are checked before a start)."""
+    assert lean_package.model_services(ROOT / "src") == ["dynamodb", "security-ir", "stepfunctions"]
 
 
 #: botocore's service name -> IAM's action prefix, where the two differ.
@@ -153,7 +165,9 @@ def test_a_client_whose_service_is_not_a_literal_is_a_build_error(tmp_path: Path
         tmp_path,
         {
             "sir_membership/__init__.py": "",
-            "sir_membership/app.py": "import boto3\nNAME = 'lambda'\nC = boto3.client(NAME)\n",
+            "sir_membership/app.py": (
+                "import boto3, os\nNAME = os.environ['S']\nC = boto3.client(NAME)\n"
+            ),
         },
     )
     with pytest.raises(lean_package.BuildError, match=r"app\.py:3: .*string literal"):
