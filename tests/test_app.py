@@ -884,7 +884,8 @@ def test_work_done_but_outcome_not_recorded_is_answered_failed_for_the_rollback(
     assert body["PhysicalResourceId"] == MEMBERSHIP_ID
     assert body["Reason"] == (
         "The change's Work step failed (JournalUnavailable); see the Work function's logs for "
-        f"RequestId {sent['RequestId']}. 1 of 1 UpdateMembership calls were applied"
+        f"RequestId {sent['RequestId']}. 1 of 1 UpdateMembership calls were applied; "
+        "the stack's rollback restores them from the change journal"
     )
 
 

@@ -963,8 +963,7 @@ def test_the_nested_provider_serves_only_the_stack_that_nests_it() -> None:
 
 def test_the_table_retention_stated_is_the_codes() -> None:
     """docs/security.md's "What the table holds" quotes the code's TTLs, once."""
-    from sir_membership import journal_store  # noqa: PLC0415
-    from sir_membership.app import RECORD_TTL_SECONDS  # noqa: PLC0415
+    from sir_membership import journal_store, request_store  # noqa: PLC0415
 
     security = (ROOT / "docs" / "security.md").read_text(encoding="utf-8")
     section = security.split("## What the table holds", 1)[1].split("\n## ", 1)[0]
@@ -981,12 +980,20 @@ def test_the_table_retention_stated_is_the_codes() -> None:
     assert kept["journal#<StackId>#<LogicalResourceId>"].startswith(
         f"{journal_store.JOURNAL_TTL_SECONDS // 86400} days"
     )
-    assert kept["handoff#<StackId>#<RequestId>"] == hours(journal_store.HANDOFF_TTL_SECONDS)
     assert kept["lease#<MembershipId>"].startswith(hours(journal_store.LEASE_TTL_SECONDS))
-    idempotency = next(v for k, v in rows.items() if k.startswith("Powertools"))
-    assert idempotency == hours(RECORD_TTL_SECONDS)
-    # The names, emails and job titles the journal holds are said, not hidden.
-    assert "names, emails, job titles" in section
+    assert kept["request#<StackId>#<RequestId>"] == hours(request_store.REQUEST_TTL_SECONDS)
+    assert kept["fence#<StackId>#<LogicalResourceId>"].startswith("no expiry")
+    assert set(kept) == {
+        "request#<StackId>#<RequestId>",
+        "fence#<StackId>#<LogicalResourceId>",
+        "journal#<StackId>#<LogicalResourceId>",
+        "declared#<StackId>#<LogicalResourceId>",
+        "lease#<MembershipId>",
+    }
+    # The names, emails and job titles the journal and the request record hold
+    # are said, not hidden; so is the ResponseURL the request record keeps.
+    assert section.count("names, emails, job titles") == 2
+    assert "pre-signed ResponseURL" in section
     # Stated once: the README and the template's reasons point here, or agree.
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "docs/security.md#what-the-table-holds" in readme
