@@ -53,7 +53,7 @@ LATE = 3.0
 LEAD = 0.25
 #: A wait shorter than this is slept in the Work step (a Wait state takes a
 #: whole second and a new step); a longer one ends the step for a Wait state.
-SLEEP_AT_MOST = 1.0
+SLEEP_AT_MOST = 0.5
 #: How early a Wait state may end a call's wait: its step sleeps the rest.
 EARLY = 0.25
 #: A refusal later than this after the last change is not about that change
