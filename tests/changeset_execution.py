@@ -37,7 +37,7 @@ from memory_store import MemoryStore
 from moto import mock_aws
 from receiver import Receiver
 
-from sir_membership import app, resource
+from sir_membership import app, resource, tasks
 from sir_membership.request import Request
 from sir_membership.response import contract_problems
 from sir_membership.service import MembershipService
@@ -216,7 +216,7 @@ def lambda_function(client: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[In
     """
     with mock_aws(), Receiver() as receiver:
         function_table(monkeypatch, TABLE)
-        monkeypatch.setattr(app, "SECURITY_IR", client)
+        monkeypatch.setattr(tasks, "_SECURITY_IR", [client])  # the Work task's client
 
         def invoke(event: dict[str, Any]) -> Mapping[str, Any]:
             event = dict(event, ResponseURL=receiver.url)

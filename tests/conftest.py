@@ -97,6 +97,7 @@ def function_table(monkeypatch: pytest.MonkeyPatch, name: str) -> Any:
 
     from sir_membership import app, tasks  # noqa: PLC0415
     from sir_membership.journal_store import JournalStore  # noqa: PLC0415
+    from sir_membership.pace_store import TablePaces  # noqa: PLC0415
     from sir_membership.request_store import RequestStore  # noqa: PLC0415
 
     client = boto3.client("dynamodb", region_name="us-east-1")
@@ -112,6 +113,7 @@ def function_table(monkeypatch: pytest.MonkeyPatch, name: str) -> Any:
     monkeypatch.setattr(tasks, "TABLE_NAME", name)
     monkeypatch.setattr(tasks, "REQUESTS", RequestStore(client, name))
     monkeypatch.setattr(tasks, "JOURNAL", JournalStore(client, name))
+    monkeypatch.setattr(tasks, "PACES", TablePaces(client, name))
     inline_engine(monkeypatch, lambda: TaskContext(time.monotonic() + 120.0))
     return client
 

@@ -21,6 +21,7 @@ from sir_membership.errors import JournalUnavailable
 from sir_membership.journal import Entry, Record
 from sir_membership.journal_codec import from_json, to_json
 from sir_membership.journal_store import busy
+from sir_membership.pace import Pace
 from sir_membership.request_record import (
     RequestKeys,
     RequestRecord,
@@ -104,6 +105,21 @@ class MemoryStore:
         self._check()
         self.writes += 1
         return self.seen.setdefault((stack_id, request_id), now)
+
+
+@dataclass
+class MemoryPaces:
+    """An in-memory twin of ``pace_store.TablePaces``: each membership's pace."""
+
+    paces: dict[str, Pace] = field(default_factory=dict)
+    writes: int = 0
+
+    def read_pace(self, membership_id: str) -> Pace | None:
+        return self.paces.get(membership_id)
+
+    def write_pace(self, membership_id: str, pace: Pace) -> None:
+        self.writes += 1
+        self.paces[membership_id] = pace
 
 
 @dataclass

@@ -44,7 +44,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 from fake_security_ir import MEMBERSHIP_ID, STACK, TEAMS, FakeSecurityIR
-from memory_store import MemoryRequestStore, MemoryStore
+from memory_store import MemoryPaces, MemoryRequestStore, MemoryStore
 from sirlocal.emulator import new_membership
 
 from sir_membership import resource
@@ -74,6 +74,9 @@ WORK_RETRIES = (2.0, 4.0, 8.0)
 ANSWER_RETRIES = (2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
 #: The Work function's timeout (template.yaml).
 WORK_TIMEOUT = 300.0
+#: A Work invocation's start: a new sandbox's (Lambda bills its init), and a
+#: warm one's (a sandbox idle for less than ``World.warm_for`` is reused).
+COLD_START, WARM_START = 0.5, 0.05
 
 
 class Crash(BaseException):
@@ -293,6 +296,14 @@ class World:
     work_invocations: int = 0
     #: Work steps that outlived the Work function's timeout (Lambda killed them).
     killed: int = 0
+    #: Each membership's pace, as the Work task keeps it in the table.
+    paces: MemoryPaces = field(default_factory=MemoryPaces)
+    #: A sandbox idle for less than this is reused (0: every invocation starts cold).
+    warm_for: float = 0.0
+    #: When the last Work invocation ended (simulated time).
+    idle_since: float = -1e18
+    #: Seconds spent inside Work invocations, their starts included: what Lambda bills.
+    billed: float = 0.0
     #: States a single execution may go through before the harness calls it endless.
     limit: int = 5000
     #: Told before each task runs (its execution and state) and after (state ""): a
@@ -395,6 +406,8 @@ class World:
                 sleep=self.clock.sleep,
                 jitter=lambda _low, high: high,
                 before_write=before_write,
+                paces=self.paces,
+                clock=self.clock,
             )
 
         def shell(step: int, retried: bool) -> Shell:
@@ -410,7 +423,9 @@ class World:
                 stack_status=self.stack_status,
             )
 
-        self.clock.now += 0.5  # a cold start
+        began = self.clock.now
+        warm = self.clock.now - self.idle_since < self.warm_for
+        self.clock.now += WARM_START if warm else COLD_START
         outer, self.running = self.running, execution
         invocation = execution.awaited = self.work_invocations
         try:
@@ -434,6 +449,8 @@ class World:
             return
         finally:
             self.running = outer
+            self.billed += self.clock.now - began
+            self.idle_since = self.clock.now
         if execution.awaited != invocation or execution.status != "RUNNING":
             return  # the state machine has moved on (a task timeout, a retry, a stop)
         if self.clock.now > deadline:  # Lambda ended it at its timeout: the result never came

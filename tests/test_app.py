@@ -231,10 +231,17 @@ def test_failed_create_undoes_the_calls_it_applied(sir: Stubber, cfn: Receiver) 
     before = get_membership()
     sir.add_response("get_membership", before)
     sir.add_response("update_membership", {}, update_call(organizationalUnitsToAdd=new_ous[2:7]))
-    sir.add_client_error("update_membership", "ThrottlingException", http_status_code=400)
-    sir.add_client_error("update_membership", "AccessDeniedException", http_status_code=403)
+    # Refused for a second: the step ends, and the next one reads again and goes on.
+    sir.add_client_error(
+        "update_membership",
+        "ThrottlingException",
+        http_status_code=400,
+        modeled_fields={"message": "Rate exceeded", "retryAfterSeconds": 1},
+    )
     partial = copy.deepcopy(before)
     partial["membershipAccountsConfigurations"]["organizationalUnits"] += new_ous[2:7]
+    sir.add_response("get_membership", partial)
+    sir.add_client_error("update_membership", "AccessDeniedException", http_status_code=403)
     sir.add_response("get_membership", partial)
     sir.add_response("update_membership", {}, update_call(organizationalUnitsToRemove=new_ous[2:7]))
     app.handler(sent, context())

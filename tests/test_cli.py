@@ -16,6 +16,7 @@ import runpy
 import subprocess
 import sys
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -479,6 +480,70 @@ def test_plan_follows_next_token_across_pages(cloudformation: tuple[Any, Stubber
     assert [r["logicalId"] for r in printed["resources"]] == ["Membership"]
     assert len(printed["updateMembershipRequests"]) == 2
     assert reader.reads == [MID]
+
+
+def test_plan_shows_the_estimate_at_a_given_pace_and_the_refusal_past_service_timeout() -> None:
+    argv = plan_argv("paginated", *state_argv("paginated"))
+    code, out, _ = run([*argv, "--pace", "400"])
+    assert code == cli.EXIT_CHANGES
+    assert (
+        "ServiceTimeout of 600 s (declared): the service may take minutes per call while "
+        "accounts propagate; the function continues in new invocations until then; at the pace "
+        "given with --pace, about 400 s per OU or coverage change: about 400 s for the 1 call "
+        "after the first"
+    ) in out
+    assert "refuses" not in out
+    _, out, _ = run([*argv, "--pace", "700"])
+    assert (
+        "about 700 s for the 1 call after the first: more than the ServiceTimeout allows, so the "
+        "function refuses the change before it writes; raise ServiceTimeout (up to 3600), split "
+        "the change into several updates of fewer OUs, or set CoverEntireOrganization"
+    ) in out
+    _, out, _ = run([*argv, "--pace", "700", "--json"])
+    (step,) = json.loads(out)["resources"][0]["steps"]
+    assert step["pace"] == {"seconds": 700.0, "source": "given with --pace"}
+    _, out, _ = run([*argv, "--json"])
+    assert "pace" not in json.loads(out)["resources"][0]["steps"][0], "no pace: no estimate"
+    code, _, err = run([*argv, "--table-name", "sir-table"])
+    assert code == cli.EXIT_ERROR
+    assert "--table-name reads the provider's table: online only (offline, pass --pace" in err
+    code, _, err = run([*argv, "--pace", "0"])
+    assert (code, err) == (
+        cli.EXIT_ERROR,
+        "sir-membership: error: --pace must be a number of seconds between 0 and 3600\n",
+    )
+
+
+def test_plan_reads_the_recorded_pace_online_from_the_providers_table(
+    cloudformation: tuple[Any, Stubber],
+) -> None:
+    client, stub = cloudformation
+    stub_change_set(stub, pages_of("paginated"))
+    reader = RecordingSecurityIR(state_documents("paginated"))
+    item = {"window": "61.25", "floor": "57.25", "last": "1", "refused": "0"}
+    dynamodb = boto3.client("dynamodb", region_name=REGION)
+    with Stubber(dynamodb) as table:
+        table.add_response(
+            "get_item",
+            {
+                "Item": {
+                    "id": {"S": f"pace#{MID}"},
+                    **{k: {"N": v} for k, v in item.items()},
+                    "expiration": {"N": "99999999999"},
+                }
+            },
+            {"TableName": "sir-table", "Key": {"id": {"S": f"pace#{MID}"}}},
+        )
+        clients = replace(clients_for(client, reader), dynamodb=lambda _r: dynamodb)
+        argv = ["plan", "--stack-name", STACK, "--change-set-name", "cs"]
+        code, out, _ = run([*argv, "--table-name", "sir-table"], clients)
+        table.assert_no_pending_responses()
+    assert code == cli.EXIT_CHANGES
+    assert (
+        "at the pace recorded in table sir-table, about 61 s per OU or coverage change: about "
+        "61 s for the 1 call after the first"
+    ) in out
+    assert reader.updates == [], "plan never writes"
 
 
 @pytest.mark.parametrize("status", ["CREATE_PENDING", "CREATE_IN_PROGRESS"])

@@ -970,7 +970,7 @@ def test_the_nested_provider_serves_only_the_stack_that_nests_it() -> None:
 
 def test_the_table_retention_stated_is_the_codes() -> None:
     """docs/security.md's "What the table holds" quotes the code's TTLs, once."""
-    from sir_membership import journal_store, request_store  # noqa: PLC0415
+    from sir_membership import journal_store, pace_store, request_store  # noqa: PLC0415
 
     security = (ROOT / "docs" / "security.md").read_text(encoding="utf-8")
     section = security.split("## What the table holds", 1)[1].split("\n## ", 1)[0]
@@ -990,12 +990,14 @@ def test_the_table_retention_stated_is_the_codes() -> None:
     assert kept["lease#<MembershipId>"].startswith(hours(journal_store.LEASE_TTL_SECONDS))
     assert kept["request#<StackId>#<RequestId>"] == hours(request_store.REQUEST_TTL_SECONDS)
     assert kept["fence#<StackId>#<LogicalResourceId>"].startswith("no expiry")
+    assert kept["pace#<MembershipId>"].startswith(f"{pace_store.PACE_TTL_SECONDS // 86400} days")
     assert set(kept) == {
         "request#<StackId>#<RequestId>",
         "fence#<StackId>#<LogicalResourceId>",
         "journal#<StackId>#<LogicalResourceId>",
         "declared#<StackId>#<LogicalResourceId>",
         "lease#<MembershipId>",
+        "pace#<MembershipId>",
     }
     # The names, emails and job titles the journal and the request record hold
     # are said, not hidden; so is the ResponseURL the request record keeps.

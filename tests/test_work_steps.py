@@ -97,11 +97,12 @@ def test_a_change_that_cannot_finish_fails_before_service_timeout_and_its_rollba
         "The change could not finish within the resource's ServiceTimeout of 300 s over "
         f"{len(chain.steps)} Work step(s)"
     )
-    assert (
-        "(last error from the service: ConflictException): raise ServiceTimeout (up to 3600) "
+    # Paced, the last step waited out the window rather than a refusal: no error to name.
+    assert reason.endswith(
+        ": raise ServiceTimeout (up to 3600) "
         f"and retry. {applied} of 20 UpdateMembership calls were applied; the stack's rollback "
         "restores them from the change journal"
-    ) in reason
+    )
     # CloudFormation's rollback: the same resource, old and new swapped.
     back = w.run(request("Update", old, new))
     assert [a.status for a in back.answers] == ["SUCCESS"]
@@ -164,7 +165,9 @@ def test_a_step_that_died_of_a_lambda_service_error_is_retried_and_applies_nothi
     # The next step applies a call, then the Invoke fails on Lambda's side.
     fail_at_call(w, 1, LambdaServiceError())
     w.finish(execution)
-    assert execution.history[:4] == ["Work", "Wait", "Work", "Work"], "retried, no Wait between"
+    history = execution.history
+    retried = [i for i in range(1, len(history)) if history[i - 1 : i + 1] == ["Work", "Work"]]
+    assert len(retried) == 1, "retried once, no Wait between"
     assert [a.status for a in chain.answers] == ["SUCCESS"]
     assert w.sir.ous == set(BASE + MORE[:40])
     assert w.sir.accepted == 8
@@ -199,10 +202,8 @@ def test_the_rollback_of_a_cancelled_update_stops_its_execution_and_fences_it_ou
     forward = w.deliver(request("Update", new, old))
     execution = forward.execution
     assert execution is not None
-    w.advance(execution)
-    w.advance(execution)
-    applied = w.sir.accepted
-    assert applied > 1
+    while w.sir.accepted < 2:  # paced: the second call comes a window after the first
+        w.advance(execution)
     back = w.run(request("Update", old, new))  # CloudFormation cancelled the update
     assert [a.status for a in back.answers] == ["SUCCESS"]
     assert execution.status == "ABORTED"

@@ -108,6 +108,18 @@ def _parser(*, strict: bool = True) -> _Parser:
         "(online the default is to read it from the provider function's configuration)",
     )
     plan.add_argument(
+        "--pace",
+        type=float,
+        metavar="SECONDS",
+        help="how long the service takes to apply an OU or coverage change, to estimate each "
+        "change's duration (default: the pace the provider recorded, with --table-name)",
+    )
+    plan.add_argument(
+        "--table-name",
+        help="the provider stack's IdempotencyTableName output: read each membership's recorded "
+        "pace (dynamodb:GetItem; online only)",
+    )
+    plan.add_argument(
         "--service-token",
         help="also preview custom resources with this ServiceToken (those sharing one with a "
         f"{RESOURCE_TYPE} are previewed anyway)",
@@ -246,6 +258,8 @@ def _run(args: argparse.Namespace, clients: Clients) -> PlanReport | DriftReport
             service_token=args.service_token,
             region=args.region,
             allowed_stack_names=args.allowed_stack_names,
+            pace=args.pace,
+            table_name=args.table_name,
         )
     if args.state_file:
         if not args.properties_file:

@@ -37,7 +37,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 
-from . import tags
+from . import pace, tags
 from .answers import BOOKKEEPING_RESERVE, at_least, bookkeeping, failed, log_plan
 from .errors import (
     NO_CHANGE,
@@ -45,6 +45,7 @@ from .errors import (
     MembershipBusy,
     MembershipError,
     OutOfTime,
+    ServiceFailure,
     Superseded,
     calls_applied,
     with_outcome,
@@ -285,6 +286,16 @@ class _Work:
         if not isinstance(prepared, tuple):
             return prepared
         state, plan, tag_plan = prepared
+        if own is None:  # before the first write: a change that cannot fit is refused
+            doomed = pace.doomed(
+                service.recorded_pace(membership_id),
+                plan,
+                self.shell.clock(),
+                time_left=self.steps.time_left(),
+                service_timeout=self.steps.service_timeout,
+            )
+            if doomed is not None:
+                raise ServiceFailure(doomed)
         phase: Phase = "applying" if plan.requests or tag_plan.calls else "applied"
         touched = touched_by(state, plan, tag_plan)
         if own is not None:  # an earlier step's before-values come first

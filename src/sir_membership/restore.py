@@ -68,6 +68,12 @@ def read_settled(
         if since >= shell.stale_read_grace:
             logger.info("reads still differ from what the last call left: planning from them")
             break
+        if service.wait_for_propagation(
+            membership_id, applied=entry.applied, planned=entry.planned
+        ):  # paced: slept a moment, or the step ends for a Wait state
+            attempt += 1
+            state = service.get(membership_id) if must_exist else service.find(membership_id)
+            continue
         wait = min(0.5 * 2**attempt, 8.0, shell.stale_read_grace - since)
         if shell.remaining() - wait < service.call_reserve:
             raise OutOfTime(

@@ -12,6 +12,10 @@ membership, then drives a plan to completion:
   raises ``OutOfTime`` at once, saying how many calls were applied, and the
   Work step returns it to the state machine, which waits with no Lambda
   running, or the request fails (``resource``).
+* Under the engine, UpdateMembership is paced (``pace``): each call is sent
+  when the membership's learned window since the last OU or coverage
+  change is over, and a refusal waits a paced step, not a backoff; a wait
+  longer than a moment ends the step for a Wait state.
 * A 5xx, a reset connection or a read timeout leave it unknown whether the
   call was applied: the membership is read again and the rest of the work is
   planned anew from what it now is, so no OU is added or removed twice.
@@ -47,6 +51,8 @@ from .errors import (
     with_outcome,
 )
 from .membership import MembershipState, state_from_api
+from .pace import SLEEP_AT_MOST, Pace, propagates, wait_state
+from .pace_store import PaceBook, Pacer
 from .plan import Plan, UpdateRequest, apply_request, changed_by
 from .service_errors import AMBIGUOUS_NETWORK, REFUSED_NETWORK, Retry, client_error, failure
 from .tags import TagCall, TagPlan
@@ -98,8 +104,14 @@ class MembershipService:
         account_id: str = "",
         region: str = "",
         before_write: Callable[[], None] | None = None,
+        paces: PaceBook | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
+        #: Each membership's recorded pace (the Work task's table); None: no pacing.
+        self._paces = paces
+        self._pacers: dict[str, Pacer] = {}
+        self._clock = clock
         #: Raises ``Superseded`` when the request no longer holds its
         #: resource's fence: checked immediately before every write.
         self._before_write = before_write
@@ -128,6 +140,56 @@ class MembershipService:
     def _remaining(self) -> float:
         left = self._invocation_left()
         return left if self._request_left is None else min(left, self._request_left())
+
+    # -- pacing ------------------------------------------------------------------
+
+    def pacer(self, membership_id: str) -> Pacer | None:
+        """The membership's pacer (its pace read once per step); None without pacing."""
+        if self._paces is None:
+            return None
+        if membership_id not in self._pacers:
+            self._pacers[membership_id] = Pacer(self._paces, membership_id, self._clock)
+        return self._pacers[membership_id]
+
+    def recorded_pace(self, membership_id: str) -> Pace | None:
+        """What is known of the membership's window, if pacing and anything is known."""
+        pacer = self.pacer(membership_id)
+        return pacer.pace if pacer is not None and pacer.pace.known else None
+
+    def wait_for_propagation(self, membership_id: str, *, applied: int, planned: int) -> bool:
+        """Reads do not show the last change yet: wait as paced (False: not paced).
+
+        A stale read says the change still propagates, as a refusal would;
+        a wait longer than a moment ends the step (``OutOfTime``).
+        """
+        pacer = self.pacer(membership_id)
+        if pacer is None:
+            return False
+        pacer.refused(None)
+        wait = pacer.wait()
+        if wait <= 0:
+            return False
+        self._paced(wait, "GetMembership", applied, planned, "")
+        return True
+
+    def _paced(self, wait: float, operation: str, applied: int, planned: int, cause: str) -> None:
+        """Wait ``wait`` seconds: slept when short, else the step ends for a Wait state."""
+        if wait <= 0:
+            return
+        self._ensure_time(operation, wait, applied, planned, cause)
+        if wait <= min(SLEEP_AT_MOST, self._policy.longest_sleep):
+            self._sleep(wait)
+            return
+        raise OutOfTime(
+            with_outcome(
+                f"{operation} waits {wait:.0f} s for the service to apply the last account change",
+                calls_applied(applied, planned),
+            ),
+            applied=applied,
+            planned=planned,
+            wait=wait_state(wait),
+            cause=cause,
+        )
 
     # -- reading -----------------------------------------------------------------
 
@@ -181,6 +243,7 @@ class MembershipService:
         service's refusal of that repeat proves it was.
         """
         self._on_progress = progress
+        pacer = self.pacer(plan.membership_id)
         pending = list(plan.requests)
         done = already
         attempts = 0
@@ -190,6 +253,8 @@ class MembershipService:
         while pending:
             request = pending[0]
             planned = done + len(pending)
+            if pacer is not None:  # due only once the last change's window is over
+                self._paced(pacer.wait(), "UpdateMembership", done, planned, "")
             try:
                 self._with_retries(
                     "UpdateMembership",
@@ -198,6 +263,7 @@ class MembershipService:
                     applied=done,
                     planned=planned,
                     ambiguous_is_retry=False,
+                    pacer=pacer,
                 )
             except Retry as retry:
                 # The call may or may not have been applied: until a read
@@ -232,6 +298,8 @@ class MembershipService:
                 pending = list(replan(state).requests)
                 continue
             done += 1
+            if pacer is not None:
+                pacer.accepted(propagating=propagates(request))
             unsure = None  # the repeat (or a later call) is applied: nothing is unknown
             state = apply_request(state, request)
             self._progress(done, state)
@@ -292,6 +360,7 @@ class MembershipService:
         applied: int,
         planned: int,
         ambiguous_is_retry: bool = True,
+        pacer: Pacer | None = None,
     ) -> Any:
         attempt = 0
         last = ""
@@ -304,6 +373,12 @@ class MembershipService:
                     raise
                 attempt += 1
                 last = retry.cause
+                if pacer is not None and retry.refused:
+                    pacer.refused(retry.retry_after)
+                    wait = pacer.wait()
+                    if wait > 0:  # a paced step, not a backoff
+                        self._paced(wait, operation, applied, planned, retry.cause)
+                        continue
                 self._backoff(attempt, retry, operation, applied, planned)
 
     def _backoff(

@@ -24,6 +24,7 @@ from . import service_model
 from .answer_task import STATUS_CHANGE, Sent, answer_request, safety_net
 from .journal import Entry
 from .journal_store import JournalStore
+from .pace_store import TablePaces
 from .request_record import RequestKeys
 from .request_store import RequestStore
 from .response import Answer, ResponseSender, build_body
@@ -52,6 +53,8 @@ _TABLE = boto3.client(
 )
 REQUESTS = RequestStore(_TABLE, TABLE_NAME)
 JOURNAL = JournalStore(_TABLE, TABLE_NAME)
+#: Each membership's pace (``pace#<MembershipId>``): what the Work steps learned.
+PACES = TablePaces(_TABLE, TABLE_NAME)
 #: Made on the first Work step only (the Answer function never calls security-ir).
 _SECURITY_IR: list[Any] = []
 
@@ -94,6 +97,7 @@ def work(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             account_id=context.invoked_function_arn.split(":")[4],
             region=client.meta.region_name,
             before_write=before_write,
+            paces=PACES,
         )
 
     def shell(number: int, retried: bool) -> Shell:

@@ -6,10 +6,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from ..guard import is_function_arn
 from ..membership import MembershipState, state_from_api
+from ..pace import Pace
+from ..pace_store import TablePaces
 from ..preview import (
     OFFLINE_ASSUMED,
     OFFLINE_EMPTY,
@@ -23,6 +25,7 @@ from ..preview import (
     preview,
     select,
 )
+from ..preview.pacing import PaceLookup, with_paces
 from ..preview.provider import ProviderPolicy, guard_notes, patterns_from, provider_guard
 from ..preview.selection import Selection
 from ..preview.tag_steps import ObservedTags, TagLookup
@@ -32,6 +35,7 @@ from .aws import (
     get_membership,
     list_tags,
     membership_service,
+    one_line,
     read_allowed_stack_names,
     read_json,
     stack_missing,
@@ -189,13 +193,84 @@ def run_plan(
     service_token: str | None = None,
     region: str | None = None,
     allowed_stack_names: str | None = None,
+    pace: float | None = None,
+    table_name: str | None = None,
 ) -> PlanReport:
     """Offline from a saved change set (and states), or online from CloudFormation.
 
     Either way each request first meets the provider's guard as far as it is
     known (``preview.provider``): online, AllowedStackNames is read from the
-    provider function unless ``allowed_stack_names`` is given.
+    provider function unless ``allowed_stack_names`` is given. With a pace
+    (``pace`` seconds, or each membership's as the table ``table_name``
+    records it) each change shows how long its calls take.
     """
+    paces = pace_lookup(clients, pace, table_name, region, online=not change_set_file)
+    report = _run_plan(
+        clients,
+        change_set_file=change_set_file,
+        change_set_name=change_set_name,
+        stack_name=stack_name,
+        state_files=state_files,
+        logical_id=logical_id,
+        service_token=service_token,
+        region=region,
+        allowed_stack_names=allowed_stack_names,
+    )
+    if paces is None:
+        return report
+    return replace(report, preview=with_paces(report.preview, paces))
+
+
+def pace_lookup(
+    clients: Clients,
+    pace: float | None,
+    table_name: str | None,
+    region: str | None,
+    *,
+    online: bool,
+) -> PaceLookup | None:
+    """Where each membership's pace comes from: ``--pace``, the provider's table, or nowhere."""
+    if pace is not None:
+        if not 0 < pace <= 3600:
+            raise CliError("--pace must be a number of seconds between 0 and 3600")
+        given = (Pace(window=pace), "given with --pace")
+        return lambda _membership_id: given
+    if table_name is None:
+        return None
+    if not online:
+        raise CliError(
+            "--table-name reads the provider's table: online only (offline, pass --pace SECONDS)"
+        )
+    book = TablePaces(clients.dynamodb(region), table_name)
+
+    def recorded(membership_id: str) -> tuple[Pace, str] | None:
+        try:
+            found = book.read_pace(membership_id)
+        except (ClientError, BotoCoreError) as error:
+            raise CliError(
+                f"cannot read the pace of membership {membership_id} in table {table_name}: "
+                f"{one_line(error)}; the credentials running this command need "
+                "dynamodb:GetItem on it"
+            ) from None
+        if found is None or not found.known:
+            return None
+        return found, f"recorded in table {table_name}"
+
+    return recorded
+
+
+def _run_plan(
+    clients: Clients,
+    *,
+    change_set_file: str | None,
+    change_set_name: str | None,
+    stack_name: str | None,
+    state_files: Sequence[str],
+    logical_id: str | None,
+    service_token: str | None,
+    region: str | None,
+    allowed_stack_names: str | None,
+) -> PlanReport:
     if change_set_file:
         change_set = load_change_set(read_json(change_set_file, "change set file"))
         check_ready(change_set)

@@ -14,6 +14,7 @@ from ..plan import UpdateRequest
 from ..steps import service_timeout
 from ..tags import TagCall, TagPlan
 from .base import EXIT_CHANGES, EXIT_ERROR, EXIT_OK
+from .pacing import pace_note
 from .steps import ResourcePreview, Step
 
 PLAN_VERDICTS = {
@@ -121,6 +122,9 @@ def timing_note(step: Step) -> str | None:
             ": the service may take minutes per call while accounts propagate; the function "
             "continues in new invocations until then"
         )
+    estimate = pace_note(step)
+    if estimate is not None:
+        note += f"; {estimate}"
     if timeout < SERVICE_TIMEOUT_FLOOR:
         note += (
             f"; below {SERVICE_TIMEOUT_FLOOR} s a Lambda retry of the function may still run "

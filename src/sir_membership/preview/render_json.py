@@ -39,6 +39,11 @@ def step_json(step: Step, show: bool) -> dict[str, Any]:
             for c in (step.tag_plan.changes if step.tag_plan else ())
         ],
         "tagRequests": [{"operation": c.operation, **c.to_api()} for c in step.tag_calls],
+        **(
+            {"pace": {"seconds": step.pace.window, "source": step.pace_source}}
+            if step.pace is not None and step.pace.window is not None
+            else {}
+        ),
     }
 
 

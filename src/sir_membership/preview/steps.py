@@ -15,6 +15,7 @@ from typing import Any
 
 from ..errors import InvalidProperties, MembershipError, MembershipNotFound
 from ..membership import MembershipState
+from ..pace import Pace
 from ..plan import Plan, UpdateRequest, apply_request
 from ..properties import parse_properties
 from ..request import Decision, Request, decide
@@ -60,6 +61,9 @@ class Step:
     #: The tag calls (``None``: the request manages no tags) and the tags' source.
     tag_plan: TagPlan | None = None
     tag_source: str = ""
+    #: The membership's pace (``preview.pacing``) and where it came from; None: not known.
+    pace: Pace | None = None
+    pace_source: str = ""
 
     @property
     def requests(self) -> tuple[UpdateRequest, ...]:
