@@ -209,7 +209,7 @@ def test_an_execution_stopped_while_it_waits_is_answered_with_the_calls_applied_
     assert execution.results[-1].next == "wait"
     applied = w.sir.accepted - before
     assert applied >= 1
-    w._end(execution, "ABORTED")  # noqa: SLF001 - StopExecution by hand, then its event
+    w._end(execution, "ABORTED")  # StopExecution by hand, then its status-change event
     (answer,) = chain.answers
     assert answer.status == "FAILED"
     assert f"{applied} of 8 UpdateMembership calls were applied" in answer.reason, answer.reason
