@@ -142,7 +142,7 @@ CREATE_SHORT = (
 )
 LOGS = Excluded("not removed: Lambda does not fail when the function's logs cannot be written")
 KEY = Excluded("not deployed: granted only with KmsKeyArn, deployed here without")
-NEVER_CALLED = "no code of {} calls it; removing it changes nothing: drop the grant"
+NEVER_CALLED = "called by no code of {}: a grant to drop"
 PLAYS: Mapping[tuple[str, str], Play | NotEnforced | Unused | Excluded] = {
     # --- the dispatcher (the ServiceToken): the request record, the fence, the execution
     (ROLE, "dynamodb:GetItem"): Excluded(

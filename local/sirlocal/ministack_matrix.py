@@ -384,9 +384,8 @@ def play_row(ctx: Context, statement: Statement) -> Row:
         text += f"; {seen.note}"
     if isinstance(play, NotEnforced | Unused):
         succeeded = seen.event_status == "(no failure)" and seen.stack_status.endswith("_COMPLETE")
-        text = f"{play.why}: with it removed, stack {seen.stack_status}"
-        if not succeeded:
-            text += f" ({seen.event_status}: {seen.reason})"
+        text = f"{play.why} (removed: stack {seen.stack_status}"
+        text += ")" if succeeded else f", {seen.event_status}: {seen.reason})"
         return Row(statement, play.scenario, text, succeeded, isinstance(play, Unused))
     assert isinstance(play, Play)
     return Row(
