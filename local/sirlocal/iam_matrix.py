@@ -142,23 +142,20 @@ CREATE_SHORT = (
 )
 LOGS = Excluded("not removed: Lambda does not fail when the function's logs cannot be written")
 KEY = Excluded("not deployed: granted only with KmsKeyArn, deployed here without")
-NEVER_CALLED = "called by no code of {}: a grant to drop"
 PLAYS: Mapping[tuple[str, str], Play | NotEnforced | Unused | Excluded] = {
     # --- the dispatcher (the ServiceToken): the request record, the fence, the execution
     (ROLE, "dynamodb:GetItem"): Excluded(
-        "read only when two deliveries of one request race (a redelivery with another "
-        "ResponseURL, a claim lost to the execution): ministack sends each request once"
+        "read only for a request the previous release began (an upgrade in flight: the "
+        "resource's journal entry) or when two deliveries of one request race: ministack sends "
+        "each request once, first seen by this release"
     ),
-    (ROLE, "dynamodb:PutItem"): Unused(CREATE, NEVER_CALLED.format("the dispatcher")),
     (ROLE, "dynamodb:UpdateItem"): Play(CREATE, "the Create: CREATE_FAILED", TABLE_REASON),
-    (ROLE, "dynamodb:DeleteItem"): Unused(CREATE, NEVER_CALLED.format("the dispatcher")),
     (ROLE, "states:StartExecution"): Play(
         CREATE,
         "the Create: CREATE_FAILED",
         r"Could not start the change's execution \(AccessDeniedException\): allow "
         r"states:StartExecution",
     ),
-    (ROLE, "states:DescribeExecution"): Unused(CREATE, NEVER_CALLED.format("the dispatcher")),
     (ROLE, "states:StopExecution"): Play(
         "update the example stack with ServiceTimeout 12 while another stack holds the "
         "membership's lease (the Update waits in a Wait state that ministack stretches: "
@@ -196,11 +193,9 @@ PLAYS: Mapping[tuple[str, str], Play | NotEnforced | Unused | Excluded] = {
     (ANSWER_ROLE, "dynamodb:GetItem"): Play(
         CREATE_SHORT, "the Create: CREATE_FAILED (no answer at all)", NO_ANSWER
     ),
-    (ANSWER_ROLE, "dynamodb:PutItem"): Unused(CREATE, NEVER_CALLED.format("the Answer task")),
     (ANSWER_ROLE, "dynamodb:UpdateItem"): Play(
         CREATE_SHORT, "the Create: CREATE_FAILED (no answer at all)", NO_ANSWER
     ),
-    (ANSWER_ROLE, "dynamodb:DeleteItem"): Unused(CREATE, NEVER_CALLED.format("the Answer task")),
     (ANSWER_ROLE, "logs:CreateLogStream"): LOGS,
     (ANSWER_ROLE, "logs:PutLogEvents"): LOGS,
     (ANSWER_ROLE, "kms:Decrypt"): KEY,

@@ -326,11 +326,8 @@ def play_superseded(ctx: Context, stack: str, statement: Statement) -> Observed:
 
 
 SCENARIOS: Mapping[tuple[str, str], Callable[[Context, str, Statement], Observed]] = {
-    (iam_matrix.ROLE, "dynamodb:PutItem"): play_create,
     (iam_matrix.ROLE, "dynamodb:UpdateItem"): play_create,
-    (iam_matrix.ROLE, "dynamodb:DeleteItem"): play_create,
     (iam_matrix.ROLE, "states:StartExecution"): play_create,
-    (iam_matrix.ROLE, "states:DescribeExecution"): play_create,
     (iam_matrix.ROLE, "states:StopExecution"): play_superseded,
     (iam_matrix.WORK_ROLE, "dynamodb:GetItem"): play_create,
     (iam_matrix.WORK_ROLE, "dynamodb:PutItem"): play_create,
@@ -338,9 +335,7 @@ SCENARIOS: Mapping[tuple[str, str], Callable[[Context, str, Statement], Observed
     (iam_matrix.WORK_ROLE, "dynamodb:DeleteItem"): play_create_then_update,
     (iam_matrix.WORK_ROLE, "cloudformation:DescribeStacks"): play_create_then_delete,
     (iam_matrix.ANSWER_ROLE, "dynamodb:GetItem"): play_create_unanswered,
-    (iam_matrix.ANSWER_ROLE, "dynamodb:PutItem"): play_create,
     (iam_matrix.ANSWER_ROLE, "dynamodb:UpdateItem"): play_create_unanswered,
-    (iam_matrix.ANSWER_ROLE, "dynamodb:DeleteItem"): play_create,
     (iam_matrix.MACHINE_ROLE, "lambda:InvokeFunction"): play_create,
 }
 TAGS_SCENARIO = (
