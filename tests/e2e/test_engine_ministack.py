@@ -276,15 +276,19 @@ def past_its_service_timeout(aws: LocalAWS, machine: str) -> None:
     assert as_declared(aws.emulator.state(m)) == as_declared(before)
 
 
-#: The Work state's TimeoutSeconds while the hung-Work test runs (see the test).
-SHORT_TASK_TIMEOUT = 3
-#: How long the emulator holds the hung call before dropping it (never applied).
-BLOCK_SECONDS = 6.0
+#: The Work state's TimeoutSeconds while the hung-Work test runs (see the test). It applies
+#: to the rollback's execution too, whose first Work step starts a new Lambda process (the
+#: hung one is busy) and glances at the lease the hung Work still holds (LEASE_GLANCE, 2 s):
+#: 3 s was too short for that on a loaded machine (its step timed out: UPDATE_ROLLBACK_FAILED).
+SHORT_TASK_TIMEOUT = 5
+#: How long the emulator holds the hung call before dropping it (never applied): past the
+#: task timeout.
+BLOCK_SECONDS = 8.0
 
 
 @contextlib.contextmanager
 def short_work_timeout(aws: LocalAWS, machine: str) -> Iterator[int]:
-    """The deployed definition with Work's TimeoutSeconds at 3 s, put back afterwards.
+    """The deployed definition with Work's TimeoutSeconds at 5 s, put back afterwards.
 
     Why not the template's 330 s: a hung Work would take minutes. Why not Lambda's own
     timeout instead: ministack (as AWS) kills a Lambda at its timeout, and a killed Work
