@@ -118,8 +118,8 @@ def timing_note(step: Step) -> str | None:
     )
     if calls > 1:
         note += (
-            ": the service may take minutes per call while accounts propagate; the function "
-            "continues in new invocations until then"
+            ": the service may take minutes per call while accounts propagate; the state "
+            "machine waits between Work steps until then (no function runs while it waits)"
         )
     if timeout < SERVICE_TIMEOUT_FLOOR:
         note += (
