@@ -27,7 +27,12 @@ from sir_membership.request_record import (
     answer_from_json,
     answer_to_json,
 )
-from sir_membership.request_store import CLOSED, Registration, _holder_keys
+from sir_membership.request_store import (
+    CLOSED,
+    Registration,
+    _holder_keys,
+    refuse_if_too_large,
+)
 from sir_membership.response import Answer
 
 
@@ -147,6 +152,7 @@ class MemoryRequestStore:
         now = self.clock()
         keys = RequestKeys.of_event(event)
         text = json.dumps(dict(event), sort_keys=True)
+        refuse_if_too_large(text)
         key = (keys.stack_id, keys.request_id)
         # First seen by the previous release (``first_seen`` only, no event).
         legacy = key in self.seen and "event" not in self.items.get(key, {})

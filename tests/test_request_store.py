@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from memory_store import MemoryRequestStore
 from moto import mock_aws
 
+from sir_membership.errors import InvalidProperties
 from sir_membership.journal_store import JournalStore
 from sir_membership.request_record import RequestKeys, answer_from_json, answer_to_json
 from sir_membership.request_store import RequestStore
@@ -279,3 +280,21 @@ def test_a_deployment_retry_after_a_newer_request_takes_the_fence(open_store: St
         assert retry.new
         assert retry.keys.attempt == 2
         assert store.holds(retry.keys)
+
+
+def test_an_event_too_large_for_its_record_is_refused_before_any_write(open_store: Store) -> None:
+    """A DynamoDB item holds 400 KB: thousands of OUs, old and new, must say so, not 'table down'."""
+    big = _event("r1")
+    ous = [f"ou-ab12-{n:08x}" for n in range(12_000)]
+    big["ResourceProperties"] = {"MembershipId": "m-abcdef0123", "OrganizationalUnits": ous}
+    big["OldResourceProperties"] = {"MembershipId": "m-abcdef0123", "OrganizationalUnits": ous}
+    with open_store() as store:
+        with pytest.raises(InvalidProperties) as refused:
+            store.register(big)
+        assert refused.value.reason.startswith("Invalid properties: the request is 4")
+        assert "declare fewer OrganizationalUnits" in refused.value.reason
+        assert refused.value.reason.endswith("No change was applied")
+        assert store.read(RequestKeys(STACK, "Membership", "r1")) is None
+        fits = _event("r2")
+        fits["ResourceProperties"] = {"MembershipId": "m-abcdef0123", "OrganizationalUnits": ous}
+        assert store.register(fits).new  # 12,000 OUs on one side fit

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .errors import JournalUnavailable
+from .errors import InvalidProperties, JournalUnavailable
 from .request_record import (
     RequestKeys,
     RequestRecord,
@@ -45,6 +45,22 @@ logger = logging.getLogger(__name__)
 REQUEST_TTL_SECONDS = 2 * 3600
 #: What a request that answered leaves as the fence's holder: nobody may write.
 CLOSED = "#closed"
+#: The most of an event the request record keeps: a DynamoDB item holds 400 KB,
+#: and the record's other attributes (the answer, at most 4 KB) need room too.
+EVENT_LIMIT_BYTES = 380_000
+
+
+def refuse_if_too_large(text: str) -> None:
+    """Refuse, before any write, an event too large for its request record."""
+    size = len(text.encode())
+    if size > EVENT_LIMIT_BYTES:
+        raise InvalidProperties(
+            f"Invalid properties: the request is {size // 1000} KB, more than the "
+            f"{EVENT_LIMIT_BYTES // 1000} KB the provider's table can record for one request "
+            "(its properties and, on Update, the old ones): declare fewer OrganizationalUnits "
+            "in one resource (split them over several resources of the membership), or use "
+            "CoverEntireOrganization. No change was applied"
+        )
 
 
 def _code(error: Exception) -> str:
@@ -140,6 +156,7 @@ class RequestStore:
         now = self.clock()
         keys = RequestKeys.of_event(event)
         text = json.dumps(dict(event), sort_keys=True)
+        refuse_if_too_large(text)
         record = {
             "Key": self._request_key(keys.stack_id, keys.request_id),
             "UpdateExpression": (
