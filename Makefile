@@ -131,13 +131,13 @@ reliability: $(BIN)/.installed
 bench: $(BIN)/.installed $(TBIN)/.installed
 	PYTHONPATH=src:local $(BIN)/python bench/run.py --sam $(TBIN)/sam
 
-# The IAM action tables of docs/security.md and README.md, from template.yaml
-# (tests/test_iam_tables.py fails while they differ).
-# The least-privilege matrix of the function's role, played on ministack
+# The least-privilege matrix of the provider's four roles, played on ministack
 # (IAM enforced); rewrites its section of docs/local.md.
 iam-matrix: $(BIN)/.installed $(MBIN)/.installed $(TBIN)/.installed
 	SIR_MINISTACK_PYTHON=$(MBIN)/python PYTHONPATH=src:local $(BIN)/python -m sirlocal.ministack_matrix --write --sam $(TBIN)/sam
 
+# The IAM action tables of docs/security.md and README.md, from template.yaml
+# (tests/test_iam_tables.py fails while they differ).
 iam-tables: $(BIN)/.installed
 	$(BIN)/python scripts/iam_tables.py --write
 

@@ -209,14 +209,16 @@ class _Context:
 
 @contextmanager
 def lambda_function(client: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Invoke]:
-    """The deployed function's entry point, ``app.handler``, with ``client`` as its security-ir.
+    """The deployed dispatcher, ``app.handler``, its executions run in process (``engine_local``)
+    with ``client`` as their Work steps' security-ir.
 
     Idempotency records go to a moto DynamoDB table and answers to a local
     ResponseURL, so each answer is the body CloudFormation would receive.
     """
     with mock_aws(), Receiver() as receiver:
         function_table(monkeypatch, TABLE)
-        monkeypatch.setattr(tasks, "_SECURITY_IR", [client])  # the Work task's client
+        # The dispatcher makes no security-ir call: its executions' Work steps do.
+        monkeypatch.setattr(tasks, "security_ir", lambda: client)
 
         def invoke(event: dict[str, Any]) -> Mapping[str, Any]:
             event = dict(event, ResponseURL=receiver.url)

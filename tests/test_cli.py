@@ -488,8 +488,8 @@ def test_plan_shows_the_estimate_at_a_given_pace_and_the_refusal_past_service_ti
     assert code == cli.EXIT_CHANGES
     assert (
         "ServiceTimeout of 600 s (declared): the service may take minutes per call while "
-        "accounts propagate; the function continues in new invocations until then; at the pace "
-        "given with --pace, about 400 s per OU or coverage change: about 400 s for the 1 call "
+        "accounts propagate; the state machine waits between Work steps until then (no function "
+        "runs while it waits); at the pace given with --pace, about 400 s per OU or coverage change: about 400 s for the 1 call "
         "after the first"
     ) in out
     assert "refuses" not in out

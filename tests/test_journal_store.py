@@ -214,6 +214,28 @@ def test_a_lease_write_lost_before_it_was_applied_is_tried_again() -> None:
         assert len(puts) == 2
 
 
+def _denied(operation: str) -> ClientError:
+    return ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, operation)
+
+
+def test_a_refused_lease_write_nobody_holds_is_that_failure_not_a_busy_membership() -> None:
+    """Found by the ministack IAM matrix: without dynamodb:PutItem every lease put fails and
+    nobody holds the lease; that was reported as a busy membership (held by nobody), and
+    under the engine waited out in Wait states until the ServiceTimeout."""
+    with _table() as real:
+        client = LostAnswers(real, _denied, applied=False, lost=10)
+        store = JournalStore(client, "t", clock=lambda: 1000.0)
+        slept: list[float] = []
+        with pytest.raises(
+            JournalUnavailable,
+            match=r"could not take the lease in the change journal in table t "
+            r"\(AccessDeniedException\)",
+        ):
+            store.acquire(MID, ME, 1300.0, wait_until=1000.5, sleep=slept.append)
+        assert slept == [0.2, 0.4], "tried again within its wait, as a lost answer is"
+        assert store.holder_of(MID) == ""
+
+
 def test_an_unanswered_lease_write_against_a_live_lease_is_not_held() -> None:
     with _table() as real:
         JournalStore(real, "t", clock=lambda: 1000.0).acquire(MID, THEM, 1300.0, wait_until=0)

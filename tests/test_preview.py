@@ -775,8 +775,8 @@ def test_a_change_of_several_calls_says_it_may_take_minutes_and_names_service_ti
         (
             props(OrganizationalUnits=[ou(i) for i in range(1, 22)]),
             "4 UpdateMembership calls within the resource's ServiceTimeout of 600 s (declared): "
-            "the service may take minutes per call while accounts propagate; the function "
-            "continues in new invocations until then",
+            "the service may take minutes per call while accounts propagate; the state machine "
+            "waits between Work steps until then (no function runs while it waits)",
         ),
         (
             {
@@ -786,7 +786,8 @@ def test_a_change_of_several_calls_says_it_may_take_minutes_and_names_service_ti
             },
             "2 UpdateMembership calls within the resource's ServiceTimeout of 3600 s (the "
             "default: none declared): the service may take minutes per call while accounts "
-            "propagate; the function continues in new invocations until then",
+            "propagate; the state machine waits between Work steps until then (no function "
+            "runs while it waits)",
         ),
         (
             props(OrganizationalUnits=[ou(1), ou(2)]),

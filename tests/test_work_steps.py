@@ -195,6 +195,34 @@ def test_a_step_that_crashes_answers_failed_once_and_the_rollback_restores() -> 
     assert w.sir.ous == set(BASE)
 
 
+def test_an_execution_stopped_while_it_waits_is_answered_with_the_calls_applied_none_unknown() -> (
+    None
+):
+    """An operator stops the execution during a Wait: the step before it ended with its calls
+    counted, so the safety net's FAILED says what was applied and no call is unknown (it said
+    a call was in flight: the entry looked like that of a step that died mid-call)."""
+    w = world("conflict", 20.0)
+    old = created(w)
+    new = declared(BASE + MORE[:40])  # 8 calls
+    before = w.sir.accepted
+    chain = w.deliver(request("Update", new, old))
+    execution = chain.execution
+    assert execution is not None
+    w.advance(execution)  # the first step: a call, then a wait for the propagation
+    assert execution.results[-1].next == "wait"
+    applied = w.sir.accepted - before
+    assert applied >= 1
+    w._end(execution, "ABORTED")  # StopExecution by hand, then its status-change event
+    (answer,) = chain.answers
+    assert answer.status == "FAILED"
+    assert f"{applied} of 8 UpdateMembership calls were applied" in answer.reason, answer.reason
+    assert "unknown" not in answer.reason
+    assert answer.reason.endswith("the stack's rollback restores them from the change journal")
+    back = w.run(request("Update", old, new))
+    assert [a.status for a in back.answers] == ["SUCCESS"]
+    assert w.sir.ous == set(BASE)
+
+
 def test_the_rollback_of_a_cancelled_update_stops_its_execution_and_fences_it_out() -> None:
     w = world("conflict", 20.0)
     old = created(w)

@@ -1,10 +1,17 @@
-"""The least-privilege matrix, played on ministack with IAM enforced, and written to docs/local.md.
+"""The least-privilege matrix of the four roles, played on ministack with IAM enforced,
+and written to docs/local.md.
 
-Why: the role's statements are the product's promise of least privilege.
-For each action ministack enforces (DynamoDB, CloudFormation, Lambda), the
-action is removed from the role on the running ministack, the scenario that
-needs it is played through change sets, and the failing request's stack
-event must carry the README's one-line reason; the action is then put back.
+Why: the roles' statements are the product's promise of least privilege.
+For each action ministack enforces (DynamoDB, CloudFormation, Step Functions
+for the functions' roles), the action is removed from its role on the
+running ministack, the scenario that needs it is played through change sets,
+and the failing request's stack event must carry the README's one-line
+reason; the action is then put back. Where the need shows elsewhere (the
+dispatcher's best-effort stop: the superseded execution is left running) the
+row says what is observed. An action ministack does not check (the state
+machine's ``lambda:InvokeFunction``) is removed too, and the row shows the
+scenario succeeding without it: "not enforced by ministack", never a pass.
+A grant no code calls is shown the same way and listed as one to drop.
 security-ir is served by the project's emulator, which enforces nothing:
 those actions are checked against the calls the emulator recorded (each
 granted action called by a scenario, each call granted). Rows are pure data
@@ -13,9 +20,9 @@ in :mod:`sirlocal.iam_matrix`; this module is the imperative shell.
     python -m sirlocal.ministack_matrix --write   # play, rewrite the docs/local.md section
     python -m sirlocal.ministack_matrix --check   # play, exit 1 if the section differs
 
-The scenarios that wait on a lease shorten the function's time reserves with
-the test-only ``SIR_TIMING_*`` variables (docs/development.md), set on the
-deployed function for the row only and restored after it.
+Scenarios that need a shorter time reserve set the test-only ``SIR_TIMING_*``
+variables (docs/development.md) on the deployed function for the row only,
+and ministack's ``SFN_WAIT_SCALE`` (its runtime setting) for the row only.
 """
 
 from __future__ import annotations
@@ -33,21 +40,36 @@ from typing import Any
 
 from sirlocal import iam_matrix, stack_ops
 from sirlocal.fixtures import NAMES, A, ous
-from sirlocal.iam_matrix import Play, Row, Statement
+from sirlocal.iam_matrix import Excluded, NotEnforced, Play, Row, Statement, Unused
 from sirlocal.ministack import ACCOUNT_ID, REGION, REPO_ROOT, LocalAWS, local_aws
 from sirlocal.ministack_demo import EXAMPLE, PROVIDER_PARAMETERS, SEED, example_parameters
 from sirlocal.ministack_deploy import Provider, deploy_provider
+from sirlocal.ministack_engine import executions
 
 DOC = REPO_ROOT / "docs" / "local.md"
 BUILD_DIR = REPO_ROOT / ".aws-sam" / "ministack-matrix"
 LOGICAL_ID = "Membership"
-#: The function's Timeout in template.yaml; a lease wait is at most Timeout - this reserve.
-WAIT_AT_MOST = {"SIR_TIMING_WORK_RESERVE": "297"}
-#: ... and no continuation: a request that cannot take the lease fails at once.
-NO_CONTINUATION = {**WAIT_AT_MOST, "SIR_TIMING_CONTINUE_MIN": "100000"}
-#: How long the other request's lease lasts in the continuation scenario.
-OTHER_LEASE_SECONDS = 5.0
+#: No Wait state for a busy membership: a request that cannot take the lease fails at once.
+NO_CONTINUATION = {"SIR_TIMING_CONTINUE_MIN": "100000"}
+#: The stop scenario: a busy membership is waited out in Wait states of 2 s (its
+#: ServiceTimeout of 12 s allows them), which ministack stretches (STRETCH) past the time
+#: CloudFormation waits, so CloudFormation gives up while the execution waits.
+WAIT_FOR_THE_LEASE = {
+    "SIR_TIMING_CONTINUE_MIN": "1",
+    "SIR_TIMING_ANSWER_MARGIN": "1",
+    "SIR_TIMING_BUSY_POLL": "2",
+}
+STRETCH = 20.0
+STOP_SERVICE_TIMEOUT = 12
+#: The Answer rows: CloudFormation waits this long; the Answer task's retries (2 s doubling,
+#: 6 attempts) are shortened by ministack's wait scale so the execution ends first.
+ANSWER_SERVICE_TIMEOUT = 10
+SHORT_RETRIES = 0.02
+#: How long another stack operation holds the membership's lease (the stop scenario).
+OTHER_LEASE_SECONDS = 6.0
 OTHER_HOLDER_STACK = "security-ir-other-operation"
+#: ministack's runtime setting of its Step Functions' Wait and Retry lengths.
+WAIT_SCALE = "stepfunctions._SFN_WAIT_SCALE"
 
 
 @dataclass(frozen=True)
@@ -69,13 +91,20 @@ class Context:
         self.table = provider.outputs["IdempotencyTableName"]
         self.called: dict[str, str] = {}  # security-ir operation -> first scenario calling it
 
-    @property
-    def role(self) -> str:
-        """The function role's name (its physical id)."""
+    def physical(self, logical_id: str) -> str:
+        """A provider resource's physical id (a role's name, a function's name)."""
+        found = self.provider.resources.get(logical_id)
+        if found:
+            return found
         resource = self.cfn.describe_stack_resource(
-            StackName=self.provider.stack_name, LogicalResourceId=iam_matrix.ROLE
+            StackName=self.provider.stack_name, LogicalResourceId=logical_id
         )
         return str(resource["StackResourceDetail"]["PhysicalResourceId"])
+
+    @property
+    def machine(self) -> str:
+        """The state machine's ARN."""
+        return self.provider.state_machine_arn or self.provider.outputs["StateMachineArn"]
 
     def fresh(self) -> None:
         """The demo's membership seeded afresh, no fault armed, no lease on it."""
@@ -95,13 +124,13 @@ class Context:
         return {self.table: "T", ACCOUNT_ID: "<account>"}
 
 
-# --------------------------------------------------------------------------- the role
+# --------------------------------------------------------------------------- the roles
 
 
 @contextlib.contextmanager
 def without(ctx: Context, statement: Statement) -> Iterator[None]:
     """The role without ``statement.action`` (its policy rewritten), put back on exit."""
-    iam, role = ctx.aws.client("iam"), ctx.role
+    iam, role = ctx.aws.client("iam"), ctx.physical(statement.role)
     granted = iam.get_role_policy(RoleName=role, PolicyName=statement.policy)["PolicyDocument"]
     document = granted if isinstance(granted, dict) else json.loads(granted)
     listed = iam_matrix.as_list(document["Statement"])
@@ -126,12 +155,10 @@ def without(ctx: Context, statement: Statement) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def function_env(ctx: Context, extra: Mapping[str, str]) -> Iterator[None]:
-    """The deployed function with ``extra`` variables (test-only timing), restored on exit."""
-    if not extra:
-        yield
-        return
-    lam, name = ctx.aws.client("lambda"), ctx.provider.function_name
+def function_env(ctx: Context, function: str, extra: Mapping[str, str]) -> Iterator[None]:
+    """The deployed ``function`` (logical id) with ``extra`` variables (test-only timing),
+    restored on exit."""
+    lam, name = ctx.aws.client("lambda"), ctx.physical(function)
     variables = lam.get_function_configuration(FunctionName=name)["Environment"]["Variables"]
     lam.update_function_configuration(
         FunctionName=name, Environment={"Variables": {**variables, **extra}}
@@ -144,11 +171,28 @@ def function_env(ctx: Context, extra: Mapping[str, str]) -> Iterator[None]:
         )
 
 
+@contextlib.contextmanager
+def wait_scale(ctx: Context, scale: float) -> Iterator[None]:
+    """ministack's Step Functions with Wait and Retry lengths times ``scale``, reset on exit
+    (a wait already begun keeps the length it began with)."""
+    ctx.aws.configure({WAIT_SCALE: scale})
+    try:
+        yield
+    finally:
+        ctx.aws.configure({WAIT_SCALE: 1.0})
+
+
 # --------------------------------------------------------------------------- scenarios
 
 
-def example(*, deletion_policy: str | None = None, tags: Mapping[str, str] | None = None) -> str:
-    """examples/membership.yaml, with another DeletionPolicy or with Tags (pure text edits)."""
+def example(
+    *,
+    deletion_policy: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    service_timeout: int | None = None,
+) -> str:
+    """examples/membership.yaml, with another DeletionPolicy, Tags or ServiceTimeout
+    (pure text edits)."""
     text = EXAMPLE.read_text(encoding="utf-8")
     if deletion_policy is not None:
         old = "DeletionPolicy: RetainExceptOnCreate"
@@ -161,17 +205,23 @@ def example(*, deletion_policy: str | None = None, tags: Mapping[str, str] | Non
             f"        - Key: {key}\n          Value: {value}\n" for key, value in tags.items()
         )
         text = text.replace(anchor, anchor + "      Tags:\n" + declared)
+    if service_timeout is not None:
+        old = "ServiceTimeout: 3600"
+        assert old in text
+        text = text.replace(old, f"ServiceTimeout: {service_timeout}", 1)
     return text
 
 
-def change(ctx: Context, stack: str, name: str, body: str, *, rename: int = 0) -> Any:
+def change(
+    ctx: Context, stack: str, name: str, body: str, *, rename: int = 0, last_ou: int = 8
+) -> Any:
     """Create and execute a change set of the example on ``stack``; its outcome."""
     described = stack_ops.create_change_set(
         ctx.cfn,
         stack_name=stack,
         change_set_name=name,
         template_body=body,
-        values=example_parameters(NAMES[rename], ous(1, 8)),
+        values=example_parameters(NAMES[rename], ous(1, last_ou)),
     )
     return stack_ops.execute_change_set(ctx.cfn, described)
 
@@ -193,9 +243,17 @@ def play_create(ctx: Context, stack: str, statement: Statement) -> Observed:
         return observed(change(ctx, stack, "create", example()), ctx)
 
 
+def play_create_unanswered(ctx: Context, stack: str, statement: Statement) -> Observed:
+    """Create with ServiceTimeout 10 without the action: the Answer task and the safety net
+    (the same function) cannot answer, so CloudFormation gives up."""
+    with wait_scale(ctx, SHORT_RETRIES), without(ctx, statement):
+        outcome = change(ctx, stack, "create", example(service_timeout=ANSWER_SERVICE_TIMEOUT))
+    return observed(outcome, ctx)
+
+
 def play_create_then_update(ctx: Context, stack: str, statement: Statement) -> Observed:
     """Create (its lease is not given back), then update: the update finds the lease held."""
-    with function_env(ctx, NO_CONTINUATION), without(ctx, statement):
+    with function_env(ctx, "WorkFunction", NO_CONTINUATION), without(ctx, statement):
         created = change(ctx, stack, "create", example())
         if created.stack_status != "CREATE_COMPLETE":
             return observed(created, ctx)
@@ -216,7 +274,7 @@ def play_create_then_delete(ctx: Context, stack: str, statement: Statement) -> O
 
 
 def hold_lease(ctx: Context, seconds: float) -> None:
-    """Another stack operation holds the membership's lease for ``seconds`` (as the function
+    """Another stack operation holds the membership's lease for ``seconds`` (as the Work task
     writes a lease: ``lease#<membership>``, holder ``<StackId>#<LogicalId>#<RequestId>``)."""
     stack_id = (
         f"arn:aws:cloudformation:{REGION}:{ACCOUNT_ID}:stack/{OTHER_HOLDER_STACK}/{uuid.uuid4()}"
@@ -233,27 +291,52 @@ def hold_lease(ctx: Context, seconds: float) -> None:
     )
 
 
-def play_create_while_busy(ctx: Context, stack: str, statement: Statement) -> Observed:
-    """Create while another request holds the lease: the change continues in a new invocation."""
-    with function_env(ctx, WAIT_AT_MOST):
+def superseded_while_waiting(ctx: Context, stack: str, name: str) -> tuple[stack_ops.Outcome, str]:
+    """Update ``stack`` (ServiceTimeout 12) while another holds the lease; CloudFormation gives
+    up and rolls back. The outcome, and the forward Update's execution status just after."""
+    known = set(executions(ctx.aws, ctx.machine))
+    hold_lease(ctx, OTHER_LEASE_SECONDS)
+    with wait_scale(ctx, STRETCH):
+        outcome = change(ctx, stack, name, example(service_timeout=STOP_SERVICE_TIMEOUT), last_ou=9)
+    found = executions(ctx.aws, ctx.machine)
+    ours = sorted((e for n, e in found.items() if n not in known), key=lambda e: str(e.started))
+    return outcome, ours[0].status if ours else "(no execution)"
+
+
+def play_superseded(ctx: Context, stack: str, statement: Statement) -> Observed:
+    """A forward Update waiting in a Wait state is superseded by its rollback: without the
+    action the rollback's dispatcher cannot stop its execution; with it, it does."""
+    created = change(ctx, stack, "create", example())
+    if created.stack_status != "CREATE_COMPLETE":
+        return observed(created, ctx)
+    with function_env(ctx, "WorkFunction", WAIT_FOR_THE_LEASE):
         with without(ctx, statement):
-            hold_lease(ctx, OTHER_LEASE_SECONDS)
-            seen = observed(change(ctx, stack, "create", example()), ctx)
-        if seen.stack_status != "ROLLBACK_COMPLETE":
-            return seen
+            outcome, status = superseded_while_waiting(ctx, stack, "update")
         ctx.fresh()
-        hold_lease(ctx, OTHER_LEASE_SECONDS)
-        again = change(ctx, f"{stack}-granted", "create", example())
-    return Observed(**{**seen.__dict__, "note": f"created again with it: {again.stack_status}"})
+        again, control = superseded_while_waiting(ctx, stack, "update-again")
+    seen = observed(outcome, ctx)
+    return Observed(
+        status,
+        f"not stopped by the rollback's dispatcher ({seen.event_status}: {seen.reason})"
+        if status == "RUNNING"
+        else f"{status}: stopped ({seen.event_status}: {seen.reason})",
+        outcome.stack_status,
+        f"with it put back, the same update's execution: {control} (stack {again.stack_status})",
+    )
 
 
-SCENARIOS: Mapping[str, Callable[[Context, str, Statement], Observed]] = {
-    "dynamodb:GetItem": play_create,
-    "dynamodb:PutItem": play_create,
-    "dynamodb:UpdateItem": play_create,
-    "dynamodb:DeleteItem": play_create_then_update,
-    "cloudformation:DescribeStacks": play_create_then_delete,
-    "lambda:InvokeFunction": play_create_while_busy,
+SCENARIOS: Mapping[tuple[str, str], Callable[[Context, str, Statement], Observed]] = {
+    (iam_matrix.ROLE, "dynamodb:UpdateItem"): play_create,
+    (iam_matrix.ROLE, "states:StartExecution"): play_create,
+    (iam_matrix.ROLE, "states:StopExecution"): play_superseded,
+    (iam_matrix.WORK_ROLE, "dynamodb:GetItem"): play_create,
+    (iam_matrix.WORK_ROLE, "dynamodb:PutItem"): play_create,
+    (iam_matrix.WORK_ROLE, "dynamodb:UpdateItem"): play_create,
+    (iam_matrix.WORK_ROLE, "dynamodb:DeleteItem"): play_create_then_update,
+    (iam_matrix.WORK_ROLE, "cloudformation:DescribeStacks"): play_create_then_delete,
+    (iam_matrix.ANSWER_ROLE, "dynamodb:GetItem"): play_create_unanswered,
+    (iam_matrix.ANSWER_ROLE, "dynamodb:UpdateItem"): play_create_unanswered,
+    (iam_matrix.MACHINE_ROLE, "lambda:InvokeFunction"): play_create,
 }
 TAGS_SCENARIO = (
     "create the example stack with Tags (team, env), then update them (team changed, env dropped)"
@@ -271,20 +354,35 @@ def play_tags(ctx: Context) -> None:
 
 # --------------------------------------------------------------------------- the matrix
 
+#: Short names of the roles, for the scenarios' stack names.
+SHORT = {
+    iam_matrix.ROLE: "dispatcher",
+    iam_matrix.WORK_ROLE: "work",
+    iam_matrix.ANSWER_ROLE: "answer",
+    iam_matrix.MACHINE_ROLE: "machine",
+}
+
 
 def play_row(ctx: Context, statement: Statement) -> Row:
     """One action removed and its scenario played (or why it is not)."""
     play = iam_matrix.play_for(statement)
-    if not isinstance(play, Play):
+    if play is None or isinstance(play, Excluded):
         why = play.why if play is not None else "no scenario written for this action"
         return Row(statement, "-", why, play is not None)
     ctx.fresh()
-    stack = "security-ir-matrix-" + statement.action.split(":")[1].lower()
-    seen = SCENARIOS[statement.action](ctx, stack, statement)
+    action = statement.action.split(":")[1].lower()
+    stack = f"security-ir-matrix-{SHORT[statement.role]}-{action}"
+    seen = SCENARIOS[statement.key](ctx, stack, statement)
     ctx.record_calls(play.scenario)
     text = f"{seen.event_status}: {seen.reason} (stack {seen.stack_status})"
     if seen.note:
         text += f"; {seen.note}"
+    if isinstance(play, NotEnforced | Unused):
+        succeeded = seen.event_status == "(no failure)" and seen.stack_status.endswith("_COMPLETE")
+        text = f"{play.why} (removed: stack {seen.stack_status}"
+        text += ")" if succeeded else f", {seen.event_status}: {seen.reason})"
+        return Row(statement, play.scenario, text, succeeded, isinstance(play, Unused))
+    assert isinstance(play, Play)
     return Row(
         statement, play.scenario, text, iam_matrix.holds(play, seen.event_status, seen.reason)
     )
@@ -303,13 +401,23 @@ class Matrix:
         return iam_matrix.render(self.rows, self.ungranted)
 
 
-def run_matrix(aws: LocalAWS, provider: Provider, template: Mapping[str, Any]) -> Matrix:
-    """Play every row of the role's statements on ``aws``; security-ir rows last."""
+def run_matrix(
+    aws: LocalAWS,
+    provider: Provider,
+    template: Mapping[str, Any],
+    report: Callable[[Row], None] = lambda _row: None,
+) -> Matrix:
+    """Play every row of the roles' statements on ``aws``; security-ir rows last.
+
+    ``report`` hears each row once played (progress, for the command)."""
     began = time.monotonic()
     ctx = Context(aws, provider)
     statements = iam_matrix.role_statements(template)
     enforced = [s for s in statements if not s.action.startswith(iam_matrix.SECURITY_IR)]
-    rows = [play_row(ctx, s) for s in enforced]
+    rows = []
+    for statement in enforced:
+        rows.append(play_row(ctx, statement))
+        report(rows[-1])
     play_tags(ctx)
     security = [s for s in statements if s.action.startswith(iam_matrix.SECURITY_IR)]
     rows += iam_matrix.security_ir_rows(security, ctx.called)
@@ -319,6 +427,11 @@ def run_matrix(aws: LocalAWS, provider: Provider, template: Mapping[str, Any]) -
         tuple(iam_matrix.ungranted(security, ctx.called)),
         time.monotonic() - began,
     )
+
+
+def _progress(row: Row) -> None:
+    s = row.statement
+    print(f"{s.role} {s.action}: {row.observed}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -336,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
         provider = deploy_provider(
             aws, sam=args.sam, parameters=PROVIDER_PARAMETERS, build_dir=args.build_dir
         )
-        matrix = run_matrix(aws, provider, load_template())
+        matrix = run_matrix(aws, provider, load_template(), report=_progress)
     text = DOC.read_text(encoding="utf-8")
     wanted = iam_matrix.replace_section(text, matrix.markdown())
     print(matrix.markdown())

@@ -116,8 +116,9 @@ def failure_answer(record: RequestRecord, what: str, entry: Entry | None) -> Ans
     outcome = NO_CHANGE
     if own is not None:
         # A step that died mid-change may have had a call in flight, which its
-        # entry could not count yet: unknown, never "not applied".
-        in_flight = own.phase == "applying" and own.applied < own.planned
+        # entry could not count yet: unknown, never "not applied". Not so while
+        # the execution waits between steps: the step that ended counted its calls.
+        in_flight = own.phase == "applying" and own.applied < own.planned and not own.resting
         outcome = calls_known(own.applied, own.planned, max(own.unknown, int(in_flight)))
     reason = with_outcome(what, outcome)
     if wrote:

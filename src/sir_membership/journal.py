@@ -196,6 +196,10 @@ class Entry:
     #: The declaration record before this change (None: there was none), so
     #: that its rollback puts the record back too.
     record_before: Record | None = None
+    #: The request's last Work step ended with every call it made counted (it
+    #: returned a wait): no call is in flight until a next step saves the
+    #: entry again, so an answer given meanwhile counts none as unknown.
+    resting: bool = False
 
     @property
     def declared_now(self) -> str:

@@ -64,6 +64,7 @@ def to_json(entry: Entry) -> str:
             "ousNow": None if entry.ous_now is None else sorted(entry.ous_now),
             "lastWrite": entry.last_write,
             "previousApplied": entry.previous_applied,
+            "resting": entry.resting,
             "recordBefore": None
             if entry.record_before is None
             else json.loads(record_to_json(entry.record_before)),
@@ -102,6 +103,7 @@ def from_json(text: str) -> Entry:
         ous_now=None if raw.get("ousNow") is None else frozenset(raw["ousNow"]),
         last_write=float(raw.get("lastWrite") or 0.0),
         previous_applied=bool(raw.get("previousApplied", True)),
+        resting=bool(raw.get("resting", False)),
         record_before=None
         if raw.get("recordBefore") is None
         else record_from_json(json.dumps(raw["recordBefore"])),

@@ -241,13 +241,16 @@ class JournalStore:
         waited = False
         while True:
             now = self.clock()
-            if self._try_acquire(membership_id, holder, until, now):
+            taken = self._try_acquire(membership_id, holder, until, now)
+            if taken is True:
                 if waited:
                     logger.info(
                         "lease acquired after waiting", extra={"membershipId": membership_id}
                     )
                 return
             if now + delay > wait_until:
+                if isinstance(taken, JournalUnavailable):
+                    raise taken  # nobody held it: the put itself failed (a denied PutItem)
                 raise busy(membership_id, self.holder_of(membership_id))
             if not waited:
                 logger.info(
@@ -264,7 +267,11 @@ class JournalStore:
         except JournalUnavailable:
             return ""
 
-    def _try_acquire(self, membership_id: str, holder: str, until: float, now: float) -> bool:
+    def _try_acquire(
+        self, membership_id: str, holder: str, until: float, now: float
+    ) -> bool | JournalUnavailable:
+        """True when taken; False when another holder's lease refused it; the put's failure
+        when it failed and nobody holds the lease (worth another try, but not "busy")."""
         item = {
             "id": {"S": f"lease#{membership_id}"},
             "holder": {"S": holder},
@@ -278,14 +285,15 @@ class JournalStore:
         }
         try:
             return self._put_if(item, condition, "take the lease in")
-        except JournalUnavailable:
+        except JournalUnavailable as failed:
             # The put may have been applied although its answer was lost: read
             # the lease back; if that fails too, give back whatever it took.
             try:
-                return self._read_holder(membership_id) == holder
+                found = self._read_holder(membership_id)
             except JournalUnavailable:
                 self.release(membership_id, holder)
                 raise
+            return True if found == holder else (failed if not found else False)
 
     def _read_holder(self, membership_id: str) -> str:
         item = self._get(f"lease#{membership_id}")

@@ -305,6 +305,7 @@ class _Work:
                 planned=own.applied + len(plan.requests),
                 phase=phase,
                 unknown=max(own.unknown, int(self.in_flight)),
+                resting=False,  # this step's calls are about to be in flight
             )
         else:
             entry = Entry(
@@ -384,6 +385,8 @@ class _Work:
         error = at_least(error, journal.entry)
         journal.update(applied=error.applied, unknown=error.unknown)
         if self.steps.may_continue(error):
+            # Every call of this step is counted: none is in flight during the wait.
+            journal.entry = replace(journal.entry, resting=True)
             journal.try_save("progress")
             return self.steps.continue_after(error)
         return self._forward_failed(journal, error)

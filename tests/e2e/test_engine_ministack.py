@@ -276,15 +276,19 @@ def past_its_service_timeout(aws: LocalAWS, machine: str) -> None:
     assert as_declared(aws.emulator.state(m)) == as_declared(before)
 
 
-#: The Work state's TimeoutSeconds while the hung-Work test runs (see the test).
-SHORT_TASK_TIMEOUT = 3
-#: How long the emulator holds the hung call before dropping it (never applied).
-BLOCK_SECONDS = 6.0
+#: The Work state's TimeoutSeconds while the hung-Work test runs (see the test). It applies
+#: to the rollback's execution too, whose first Work step starts a new Lambda process (the
+#: hung one is busy) and glances at the lease the hung Work still holds (LEASE_GLANCE, 2 s):
+#: 3 s was too short for that on a loaded machine (its step timed out: UPDATE_ROLLBACK_FAILED).
+SHORT_TASK_TIMEOUT = 5
+#: How long the emulator holds the hung call before dropping it (never applied): past the
+#: task timeout.
+BLOCK_SECONDS = 8.0
 
 
 @contextlib.contextmanager
 def short_work_timeout(aws: LocalAWS, machine: str) -> Iterator[int]:
-    """The deployed definition with Work's TimeoutSeconds at 3 s, put back afterwards.
+    """The deployed definition with Work's TimeoutSeconds at 5 s, put back afterwards.
 
     Why not the template's 330 s: a hung Work would take minutes. Why not Lambda's own
     timeout instead: ministack (as AWS) kills a Lambda at its timeout, and a killed Work
@@ -346,10 +350,23 @@ def hung_work(aws: LocalAWS, machine: str) -> None:
     assert as_declared(aws.emulator.state(m)) == as_declared(before)
 
 
+def waiting(aws: LocalAWS, execution_arn: str) -> bool:
+    """Whether the execution is in its Wait state now (a Work step ended, none runs)."""
+    events = aws.client("stepfunctions").get_execution_history(
+        executionArn=execution_arn, reverseOrder=True, maxResults=5
+    )["events"]
+    return bool(events) and events[0]["type"] == "WaitStateEntered"
+
+
 def stopped_by_hand(aws: LocalAWS, machine: str) -> None:
     """An operator stops a running execution (StopExecution, not a newer request): ministack
     emits the "Step Functions Execution Status Change" event (ABORTED) to the provider's rule,
-    the Answer function's safety net answers FAILED once, and the rollback restores."""
+    the Answer function's safety net answers FAILED once, and the rollback restores.
+
+    Stopped while it waits between two Work steps (after the first applied call), so the
+    reason can say exactly what was applied: the step that ended counted its calls. (A stop
+    that lands while a step's call is in flight is answered with that call unknown; the
+    journal cannot count a call whose answer the step never got to write down.)"""
     m = membership(40)
     seeded(aws, m)
     stack = "security-ir-engine-stopped"
@@ -370,10 +387,12 @@ def stopped_by_hand(aws: LocalAWS, machine: str) -> None:
                 if n not in known and e.status == "RUNNING"
             ]
             if running and len(aws.emulator.calls("UpdateMembership")) > calls_before:
-                sfn = aws.client("stepfunctions")
                 arn = machine.replace(":stateMachine:", ":execution:") + ":" + running[0].name
-                sfn.stop_execution(executionArn=arn, error="Operator", cause="stopped by hand")
-                stopped.append(running[0].name)
+                if waiting(aws, arn):
+                    aws.client("stepfunctions").stop_execution(
+                        executionArn=arn, error="Operator", cause="stopped by hand"
+                    )
+                    stopped.append(running[0].name)
             time.sleep(0.05)
 
     def arm() -> None:
@@ -392,7 +411,8 @@ def stopped_by_hand(aws: LocalAWS, machine: str) -> None:
     assert len(applied_before) >= 1
     reason = forward.answers[0].reason
     assert "ABORTED" in reason
-    assert f"{len(applied_before)} of 4" in reason, reason
+    assert f"{len(applied_before)} of 4 UpdateMembership calls were applied;" in reason, reason
+    assert "unknown" not in reason, reason
     assert as_declared(aws.emulator.state(m)) == as_declared(before)
 
 

@@ -11,7 +11,7 @@ import copy
 
 import pytest
 from sirlocal import iam_matrix
-from sirlocal.iam_matrix import Excluded, Play, Row, Statement
+from sirlocal.iam_matrix import Excluded, NotEnforced, Play, Row, Statement, Unused
 from sirlocal.services import load_template
 
 TEMPLATE = load_template()
@@ -19,12 +19,31 @@ TEMPLATE = load_template()
 
 def test_every_granted_action_has_a_play_an_exclusion_or_the_security_ir_check() -> None:
     statements = iam_matrix.role_statements(TEMPLATE)
-    actions = {s.action for s in statements}
-    assert "kms:Decrypt" in actions  # the RolePolicy resource, not only Policies
-    assert "states:StartExecution" in actions
+    keys = {s.key for s in statements}
+    assert {s.role for s in statements} == set(iam_matrix.ROLES)  # all four roles
+    assert (iam_matrix.ROLE, "kms:Decrypt") in keys  # the RolePolicy resource, not only Policies
+    assert (iam_matrix.WORK_ROLE, "kms:Decrypt") in keys
+    assert (iam_matrix.ROLE, "states:StartExecution") in keys
+    assert (iam_matrix.MACHINE_ROLE, "lambda:InvokeFunction") in keys
     for s in statements:
         play = iam_matrix.play_for(s)
-        assert s.action.startswith("security-ir:") or isinstance(play, Play | Excluded), s
+        assert s.action.startswith("security-ir:") or isinstance(
+            play, Play | NotEnforced | Unused | Excluded
+        ), s
+    # security-ir is the Work task's only (the dispatcher makes no security-ir call).
+    assert {s.role for s in statements if s.action.startswith("security-ir:")} == {
+        iam_matrix.WORK_ROLE
+    }
+    # The self-invoke is gone: no role may invoke a function but the state machine's.
+    assert [s.key for s in statements if s.action == "lambda:InvokeFunction"] == [
+        (iam_matrix.MACHINE_ROLE, "lambda:InvokeFunction")
+    ]
+
+
+def test_each_play_names_a_granted_action() -> None:
+    """A play left behind by a statement removed from the template is found."""
+    keys = {s.key for s in iam_matrix.role_statements(TEMPLATE)}
+    assert set(iam_matrix.PLAYS) <= keys
 
 
 def test_a_statement_added_to_the_template_has_no_play_until_one_is_written() -> None:
@@ -37,7 +56,7 @@ def test_a_statement_added_to_the_template_has_no_play_until_one_is_written() ->
         }
     )
     (added,) = [s for s in iam_matrix.role_statements(template) if s.policy == "extra"]
-    assert added == Statement("extra", "FunctionRole", "X", "sqs:SendMessage", "")
+    assert added == Statement("extra", "FunctionRole", "X", "sqs:SendMessage", "", "FunctionRole")
     assert iam_matrix.play_for(added) is None
 
 
@@ -60,7 +79,7 @@ def test_a_statement_added_to_the_template_has_no_play_until_one_is_written() ->
 def test_a_row_holds_only_with_the_expected_status_and_reason(
     status: str, reason: str, held: bool
 ) -> None:
-    play = iam_matrix.PLAYS["cloudformation:DescribeStacks"]
+    play = iam_matrix.PLAYS[(iam_matrix.WORK_ROLE, "cloudformation:DescribeStacks")]
     assert isinstance(play, Play)
     assert iam_matrix.holds(play, status, reason) is held
 
@@ -68,9 +87,10 @@ def test_a_row_holds_only_with_the_expected_status_and_reason(
 def test_reasons_are_written_without_the_runs_own_names() -> None:
     reason = (
         "table sir-IdempotencyTable-ABC, stack arn:x:stack/s/0f8e3c1a-1b2c-4d5e-8f90-a1b2c3d4e5f6"
+        ", execution " + "ab" * 32 + "-2"
     )
     assert iam_matrix.masked(reason, {"sir-IdempotencyTable-ABC": "T"}) == (
-        "table T, stack arn:x:stack/s/<uuid>"
+        "table T, stack arn:x:stack/s/<uuid>, execution <execution>"
     )
 
 
@@ -84,8 +104,17 @@ def test_security_ir_rows_name_what_was_never_called_and_what_was_not_granted() 
 
 def test_the_section_is_written_and_read_back_whole() -> None:
     row = Row(Statement("p", "FunctionRole", "S", "x:Y", ""), "play | it", "FAILED: r", True)
-    body = iam_matrix.render([row], [])
+    unused = Row(
+        Statement("p", "WorkFunctionRole", "S", "x:Z", "", "WorkFunctionRole"),
+        "c",
+        "ok",
+        True,
+        True,
+    )
+    body = iam_matrix.render([row, unused], [])
     assert "play \\| it" in body
+    assert "| `WorkFunctionRole` | `p` (S) | `x:Z` | c | ok **(unused grant)** |" in body
+    assert body.endswith("to drop from template.yaml): `WorkFunctionRole` `x:Z`.")
     document = f"# Doc\n\n{iam_matrix.BEGIN}\nold\n{iam_matrix.END}\n\nafter\n"
     written = iam_matrix.replace_section(document, body)
     assert iam_matrix.section(written) == body

@@ -103,9 +103,10 @@ def timing_note(step: Step) -> str | None:
 
     ServiceTimeout is both how long CloudFormation waits and the function's
     deadline for the whole change: the service may refuse each call for
-    minutes while accounts propagate, and the function then continues in new
-    invocations until it. Below ``SERVICE_TIMEOUT_FLOOR`` a Lambda retry of
-    the function may still run after CloudFormation stopped waiting.
+    minutes while accounts propagate, and the state machine waits between
+    Work steps until it. Below ``SERVICE_TIMEOUT_FLOOR`` a Lambda retry of
+    the dispatcher, or a Work step, may still run after CloudFormation
+    stopped waiting.
     """
     calls = len(step.requests)
     if calls == 0:
@@ -119,8 +120,8 @@ def timing_note(step: Step) -> str | None:
     )
     if calls > 1:
         note += (
-            ": the service may take minutes per call while accounts propagate; the function "
-            "continues in new invocations until then"
+            ": the service may take minutes per call while accounts propagate; the state "
+            "machine waits between Work steps until then (no function runs while it waits)"
         )
     estimate = pace_note(step)
     if estimate is not None:
