@@ -748,7 +748,7 @@ def test_unreachable_idempotency_table(
     assert body["Reason"] == (
         "could not write the request record in table no-such-table "
         "(ResourceNotFoundException): check the table exists and the role allows "
-        "dynamodb:GetItem/PutItem/UpdateItem on it"
+        "dynamodb:GetItem and dynamodb:UpdateItem on it"
     )
 
 

@@ -106,7 +106,7 @@ class RequestStore:
         return JournalUnavailable(
             f"could not {action} the request record in table {self.table_name} "
             f"({_code(error)}): check the table exists and the role allows "
-            "dynamodb:GetItem/PutItem/UpdateItem on it"
+            "dynamodb:GetItem and dynamodb:UpdateItem on it"
         )
 
     @staticmethod
