@@ -37,7 +37,7 @@ from memory_store import MemoryStore
 from moto import mock_aws
 from receiver import Receiver
 
-from sir_membership import app, resource
+from sir_membership import app, resource, tasks
 from sir_membership.request import Request
 from sir_membership.response import contract_problems
 from sir_membership.service import MembershipService
@@ -209,14 +209,19 @@ class _Context:
 
 @contextmanager
 def lambda_function(client: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Invoke]:
-    """The deployed function's entry point, ``app.handler``, with ``client`` as its security-ir.
+    """The deployed provider's entry point, ``app.handler``, with ``client`` as its security-ir.
 
-    Idempotency records go to a moto DynamoDB table and answers to a local
-    ResponseURL, so each answer is the body CloudFormation would receive.
+    The dispatcher starts the request's execution, which the in-process engine
+    (tests/engine_local.py, from ``function_table``) plays through the Work and
+    Answer tasks. Request records, fences and the journal go to a moto
+    DynamoDB table and answers to a local ResponseURL, so each answer is the
+    body CloudFormation would receive.
     """
     with mock_aws(), Receiver() as receiver:
         function_table(monkeypatch, TABLE)
-        monkeypatch.setattr(app, "SECURITY_IR", client)
+        # The Work task's security-ir client (``tasks.security_ir``), run in
+        # process by the engine fixture between the dispatcher and the answer.
+        monkeypatch.setattr(tasks, "security_ir", lambda: client)
 
         def invoke(event: dict[str, Any]) -> Mapping[str, Any]:
             event = dict(event, ResponseURL=receiver.url)
