@@ -71,7 +71,8 @@ def headline(results: dict[str, Any]) -> list[str]:
     warm = results["warm"]
     extra_ms = warm["ours_minus_bare"] * 1000
     lines.append(
-        f"- **Warm overhead (latency 0, idempotency on moto; {warm.get('code', 'src/')}):** ours "
+        f"- **Warm overhead (latency 0, table on moto; dispatcher, Work and Answer in one process, "
+        f"{warm.get('code', 'src/')}):** ours "
         f"{ms(warm['ours']['median'])} ms vs bare get+update {ms(warm['bare']['median'])} ms per "
         f"event (**+{ms(warm['ours_minus_bare'])} ms**, goal ≤ +{GOALS['warm_minus_bare_ms']:.0f} "
         f"ms, {_verdict(extra_ms, GOALS['warm_minus_bare_ms'])}; {warm['ours_over_bare']:.2f}x), "
@@ -169,12 +170,15 @@ def wall_section(results: dict[str, Any]) -> list[str]:
     out = [
         f"## 2. Wall time per operation at {latency * 1000:.0f} ms per call",
         "",
-        f"Handler time inside the handler process (`handler(event, context)`, answer PUT included), "
+        f"Handler time inside the handler process (`handler(event, context)`: the dispatcher, then "
+        "its execution's Work and Answer tasks run in the same process by the in-process engine, "
+        "answer PUT included), "
         f"median of {calls['repeats']} runs per row ({calls.get('big_repeats', 1)} for rows whose "
         f"bound exceeds {calls['big_bound']} calls), ours and naive interleaved (alternating which "
         "goes first). Bound = bound calls x latency. Ours' own floor = its calls (GetMembership "
-        "included) x latency; ours - floor is what the handler itself adds (idempotency records, "
-        "the answer's PUT, parsing and planning). Ratios are of this run's medians.",
+        "included) x latency; ours - floor is what the provider itself adds (request record, "
+        "fence, journal and lease items, the answer's PUT, parsing and planning; not Step "
+        "Functions' own latency between states, which this in-process engine does not have). Ratios are of this run's medians.",
         "",
     ]
     body = []
@@ -476,7 +480,8 @@ def cold_findings(results: dict[str, Any]) -> list[str]:
         f"(medians). The replay ({replay.get('setting', 'dev venv')}) puts ours' "
         "steps that the bare handler does not have at: "
         + ", ".join(f"{s['step']} {ms(s['median'])} ms" for s in extra[:5])
-        + ". Importing boto3 and making the security-ir client are common to both."
+        + ". Importing boto3 is common to both; the bare handler also makes a security-ir "
+        "client, which the dispatcher does not (the Work task does)."
     )
     art_imports = cold.get("importtime_artifact")
     if art_imports:
@@ -492,10 +497,10 @@ def cold_findings(results: dict[str, Any]) -> list[str]:
             f"vs the bare handler's (one client) {art_imports['bare_body_self_ms']:.0f} ms."
         )
     out = [text, ""]
-    own_session = _step(step, "COMPARE DynamoDBPersistenceLayer")
     ddb = _step(step, "boto3.client('dynamodb')")
     rules = _step(step, "first invocation: service_model.rules()")
-    loader = _step(step, "COMPARE a fresh botocore loader")
+    work_client = _step(step, "COMPARE boto3.client('security-ir')")
+    shared = _step(step, "COMPARE service_model.rules() from that client")
     out += ["**Applied** (each figure from this run):", ""]
     if lam:
         art = results["artifact"]
@@ -521,23 +526,22 @@ def cold_findings(results: dict[str, Any]) -> list[str]:
             f"{pause['n']} pairs). The bare handler does not pause it; the `bare_paused` row above "
             "is the bare handler with the same pause."
         )
-    if None not in (own_session, ddb, rules, loader):
+    if None not in (rules, work_client, shared):
         out += [
-            "- The idempotency table's DynamoDB client is made from boto3's default session "
-            f"(`boto3_client=`): {ms(ddb)} ms; left to itself, `DynamoDBPersistenceLayer` builds "
-            f"its own boto3 Session and client: {ms(own_session)} ms.",
-            "- The property rules are read from the security-ir client's already parsed model "
-            f"(`service_model.share_model`): the first invocation's `rules()` takes {ms(rules)} "
-            f"ms; a fresh botocore loader adds {ms(loader)} ms of listing botocore's data and "
-            "parsing the same model again.",
+            "- The dispatcher makes no security-ir client: it validates the properties against "
+            "the security-ir model read by a botocore loader on its first invocation "
+            f"(`rules()`: {ms(rules)} ms, once per sandbox). The Work task makes the client "
+            f"({ms(work_client)} ms) and reads the rules from its already parsed model "
+            f"(`service_model.share_model`): {ms(shared)} ms.",
         ]
     if ddb is not None:
         out += [
             "",
             f"Left as is: the DynamoDB client ({ms(ddb)} ms) could be made on first use, but every "
-            "request that writes (Create, Update, a Delete that removes OUs) needs it, so that "
-            "would move its cost into the first invocation rather than remove it; the same holds "
-            "for importing the modules that parse, plan and answer a request. Powertools' package "
+            "request that may write (Create, Update, a Delete that removes OUs) is recorded in "
+            "the table before its execution starts, so that would move its cost into the first "
+            "invocation rather than remove it; the same holds for importing the modules that "
+            "parse and validate a request. Powertools' package "
             "`__init__` imports its metrics and tracing whatever is used; the package keeps the "
             "modules it imports.",
         ]
@@ -552,8 +556,9 @@ def warm_section(results: dict[str, Any]) -> list[str]:
         "",
         f"One handler process, emulator latency 0, {w['warmup']} warm-up events then {w['n']} measured "
         "events each, alternating. Ours: an Update that renames the membership (1 GetMembership + 1 "
-        "UpdateMembership, idempotency records on moto's DynamoDB server, answer PUT over HTTPS to the "
-        "receiver). Bare: `get_membership` + `update_membership`, nothing else. ms as median (IQR; min-max).",
+        "UpdateMembership, request record, fence and journal items on moto's DynamoDB server, answer PUT "
+        "over HTTPS to the receiver), the dispatcher and its execution's Work and Answer tasks in one "
+        "process (the in-process engine; Step Functions' own latency between states not included). Bare: `get_membership` + `update_membership`, nothing else. ms as median (IQR; min-max).",
         "",
         table(
             ["handler", "per event ms"],
@@ -584,7 +589,7 @@ def warm_section(results: dict[str, Any]) -> list[str]:
                     ms(b.get("lease_calls", 0.0)),
                 ],
                 [
-                    "… idempotency records (the rest of the DynamoDB calls)",
+                    "… request records and fences (the rest of the DynamoDB calls)",
                     ms(
                         b["dynamodb_calls"]
                         - b.get("journal_calls", 0.0)

@@ -107,8 +107,10 @@ def services_stage(args: argparse.Namespace) -> dict[str, Any]:
                 "first_invocation": first,
                 "seconds": time.perf_counter() - started,
             }
-        package = args.package
-        python = (coldstart.base_python(), "-S", "-B") if package else ()
+        # The dispatcher and its execution's tasks run in one process here, and each
+        # function's lean package holds only what its own handler reaches: src/.
+        package = None
+        python: tuple[str, ...] = ()
         with calls.Worker(
             calls.worker_env(services), log_name="worker-warm", package=package, python=python
         ) as worker:

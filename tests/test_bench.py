@@ -6,6 +6,7 @@ and the receiver, exactly as in ``make bench``; only the grid is small.
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -163,20 +164,41 @@ def test_cold_start_report_gives_the_issue_ratios_with_verdicts() -> None:
 
 
 def test_cold_start_replay_follows_app_py() -> None:
-    """The replay times app.py's module load: what app.py does, the replay does."""
+    """The replay times app.py's module load: what app.py does, the replay does.
+
+    app.py is the dispatcher: a table client for the request records and a
+    Step Functions client, no security-ir client (the Work task has that).
+    """
     app = (BENCH.parent / "src" / "sir_membership" / "app.py").read_text(encoding="utf-8")
     assert app.index("gc.disable()") < app.index("import boto3")
     assert app.index("HELPER = _Resource()") < app.index("\n_collector_resumed()\n")
     assert "gc.freeze()" in app
-    for call in (
-        "boto3_client=boto3.client(",
-        "service_model.share_model(",
-        "CfnResource",
-    ):
+    for call in ('"dynamodb"', '"stepfunctions"', "RequestStore(", "Engine(", "CfnResource"):
         assert call in app
-    for call in ("boto3_client=ddb", "service_model.share_model(", "CfnResource(", "gc.freeze()"):
-        assert call in coldstart._REPLAY
-    assert coldstart._REPLAY.index("gc.disable()") < coldstart._REPLAY.index("import boto3")
+    assert '"security-ir"' not in app and "share_model(" not in app
+    replay = coldstart._REPLAY
+    body = replay[: replay.index(coldstart.FIRST)]
+    for call in (
+        'boto3.client("dynamodb"',
+        "RequestStore(",
+        'boto3.client("stepfunctions"',
+        "Engine(",
+        "CfnResource(",
+        "gc.freeze()",
+    ):
+        assert call in body
+    assert "security-ir" not in body and "share_model(" not in body
+    # Every module of the package that app.py imports, the replay imports before its clients.
+    imported = set(re.findall(r"^from \.(\w+) import", app, re.MULTILINE))
+    imported |= {
+        name.strip()
+        for names in re.findall(r"^from \. import ([\w, ]+)$", app, re.MULTILINE)
+        for name in names.split(",")
+    }
+    modules = body[body.index("from sir_membership import (") : body.index("mark(\"import sir")]
+    assert imported and imported <= set(re.findall(r"\w+", modules))
+    assert replay.index("gc.disable()") < replay.index("import boto3")
+    assert "idempotent_function" not in replay and "self_invoke" not in replay
 
 
 def test_continuation_bench_measures_a_change_against_its_bound() -> None:
