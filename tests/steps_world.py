@@ -298,6 +298,8 @@ class World:
     #: Told before each task runs (its execution and state) and after (state ""): a
     #: test's fault points.
     on_task: Callable[[Execution, str], None] = lambda _execution, _state: None
+    #: The backoff's jitter, as ``random.uniform`` is called (default: the longest wait).
+    jitter: Callable[[float, float], float] = lambda _low, high: high
 
     # -- the dispatcher (``app.handler``'s ``_answer``) --------------------------------
 
@@ -393,7 +395,7 @@ class World:
                 remaining,
                 policy=self.policy,
                 sleep=self.clock.sleep,
-                jitter=lambda _low, high: high,
+                jitter=self.jitter,
                 before_write=before_write,
             )
 

@@ -175,7 +175,8 @@ def test_cold_start_replay_follows_app_py() -> None:
     assert "gc.freeze()" in app
     for call in ('"dynamodb"', '"stepfunctions"', "RequestStore(", "Engine(", "CfnResource"):
         assert call in app
-    assert '"security-ir"' not in app and "share_model(" not in app
+    assert '"security-ir"' not in app
+    assert "share_model(" not in app
     replay = coldstart._REPLAY
     body = replay[: replay.index(coldstart.FIRST)]
     for call in (
@@ -187,7 +188,8 @@ def test_cold_start_replay_follows_app_py() -> None:
         "gc.freeze()",
     ):
         assert call in body
-    assert "security-ir" not in body and "share_model(" not in body
+    assert "security-ir" not in body
+    assert "share_model(" not in body
     # Every module of the package that app.py imports, the replay imports before its clients.
     imported = set(re.findall(r"^from \.(\w+) import", app, re.MULTILINE))
     imported |= {
@@ -195,26 +197,42 @@ def test_cold_start_replay_follows_app_py() -> None:
         for names in re.findall(r"^from \. import ([\w, ]+)$", app, re.MULTILINE)
         for name in names.split(",")
     }
-    modules = body[body.index("from sir_membership import (") : body.index("mark(\"import sir")]
-    assert imported and imported <= set(re.findall(r"\w+", modules))
+    modules = body[body.index("from sir_membership import (") : body.index('mark("import sir')]
+    assert imported
+    assert imported <= set(re.findall(r"\w+", modules))
     assert replay.index("gc.disable()") < replay.index("import boto3")
-    assert "idempotent_function" not in replay and "self_invoke" not in replay
+    assert "idempotent_function" not in replay
+    assert "self_invoke" not in replay
 
 
-def test_continuation_bench_measures_a_change_against_its_bound() -> None:
-    import continuation  # noqa: PLC0415
+def test_engine_bench_measures_a_change_against_its_bound() -> None:
+    """One change through the simulated engine: its calls, waits, billed time and transitions."""
+    import engine_bench  # noqa: PLC0415
 
-    section = continuation.measure((("conflict", 0.2, False, (20,)),))
-    (row,) = section["rows"]
-    assert (row["status"], row["answers"], row["applied"], row["calls"]) == (
-        "UPDATE_COMPLETE",
-        1,
-        4,
-        4,
+    section = engine_bench.measure(
+        models=(("conflict", True),),
+        periods=(10.0,),
+        sizes=(20,),
+        doomed_cases=(("conflict", True, 10.0, 100, 120),),
     )
-    assert row["ok"]
+    assert section["definition_problems"] == []
+    (row,) = section["rows"]
+    assert (row["answers"], row["applied"], row["calls"], row["ok"]) == (["SUCCESS"], 4, 4, True)
     assert row["refused"] >= 1, "the propagation model refused calls"
-    assert row["seconds"] >= row["bound"] - 0.2 * 1  # the first call goes at once
-    assert continuation.problems(section) == []
-    text = "\n".join(report.continuation_section({"continuation": section}))
-    assert "| conflict | 0.2 s | 20 | 4 / 4 |" in text
+    assert row["wall"] >= row["bound"] - 10.0  # the first call goes at once
+    # Each refusal with Retry-After 10 s is a Wait state, not a sleep: one Work step per call.
+    assert (row["work_steps"], row["waits"]) == (4, 3)
+    # Work, Route, Wait per waiting step; the last Work, Route, Answer, Done.
+    assert row["transitions"] == 3 * 3 + 4
+    assert row["billed_seconds"] < 0.1 * row["wall"]
+    assert row["gb_seconds"] == pytest.approx(row["billed_seconds"] * 256 / 1024)
+    (doomed,) = section["doomed"]
+    assert doomed["answers"] == ["FAILED"]
+    assert doomed["seconds_to_failed"] < doomed["service_timeout"]
+    assert f"of {doomed['calls']} UpdateMembership calls were applied" in doomed["reason"]
+    assert len(doomed["rollback_answers"]) == 1
+    assert engine_bench.problems(section) == []
+    text = "\n".join(report.engine_section({"engine": section}))
+    assert "| conflict + Retry-After | 10 s | 20 | 4 / 4 |" in text
+    assert "they agree" in text
+    assert "Long changes on the engine" in report.engine_headline(section)
