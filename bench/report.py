@@ -665,7 +665,7 @@ def scale_section(results: dict[str, Any], png_name: str | None) -> list[str]:
                 f"ours, {r['declared']:,} declared OUs (+{r['adds']:,} -{r['removes']:,})",
                 f"{r['calls']:,}",
                 ms(r["seconds"], 0),
-                "ok" if r["state_ok"] else "WRONG",
+                "ok" if r["state_ok"] else f"WRONG (answered {r.get('status', '?')})",
                 _kib(r["after_import"]["vmhwm_kb"] * 1024),
                 _kib(r["after_invocation"]["vmhwm_kb"] * 1024),
                 _kib(r["peak_delta_kb"] * 1024),

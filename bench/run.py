@@ -261,7 +261,8 @@ def problems(results: dict[str, Any]) -> list[str]:
     if results["warm"]["failed_answers"]:
         out.append(f"warm overhead: {results['warm']['failed_answers']} answers not SUCCESS")
     out += [
-        f"rss: {r['declared']} OUs left the membership in the wrong state"
+        f"rss: {r['declared']} OUs left the membership in the wrong state (answered "
+        f"{r.get('status')}: {r.get('reason', '')})"
         for r in results["scale"]["rss"]
         if r["handler"] == "ours" and not r["state_ok"]
     ]
