@@ -93,7 +93,13 @@ def headline(results: dict[str, Any]) -> list[str]:
         + ", ".join(f"{r['plan_growth']:.1f}x" for r in planner[1:])
         + f". Peak RSS of the handler process: {_kib(rss[0]['after_import']['vmhwm_kb'] * 1024)} "
         f"after import, {_kib(biggest['after_invocation']['vmhwm_kb'] * 1024)} after one event "
-        f"declaring {biggest['declared']:,} OUs."
+        f"declaring {biggest['declared']:,} OUs"
+        + (
+            "."
+            if biggest["state_ok"]
+            else f" (which **answered {biggest.get('status', '?')}**: "
+            f"{biggest.get('reason', '')[:160]})."
+        )
     )
     art = results["artifact"]
     if art.get("measured"):
@@ -512,7 +518,7 @@ def cold_findings(results: dict[str, Any]) -> list[str]:
             f"{ms(lam['ours']['median'], 0)} ms ({lam['ours_over_ours_old']:.2f}), the bare "
             f"handler {ms(lam['bare_old']['median'], 0)} -> {ms(lam['bare']['median'], 0)} ms "
             f"({lam['bare_over_bare_old']:.2f}). Its botocore data is the models of "
-            f"{', '.join(art.get('services', []))} without their documentation and "
+            f"{', '.join(art.get('botocore_services', []))} without their documentation and "
             "`endpoints.json` for those services only: both are parsed at every cold start."
         )
     pause = replay.get("collector_pause_saves")
@@ -710,18 +716,30 @@ def artifact_section(results: dict[str, Any]) -> list[str]:
     old = art["old"]
     built = f", built in {art['build_seconds']:.1f} s" if art.get("build_seconds") else ""
     out += [
-        f"From {art['source']}{built} (src/Makefile: `scripts/lean_package.py`): "
+        "The dispatcher's package (MembershipFunction, the ServiceToken) from "
+        f"{art['source']}{built} (src/Makefile: `scripts/lean_package.py`): "
         f"**{_mb(art['zipped_bytes'])} zipped** (`lean_package.py zip`: sorted entries, fixed "
         f"times, deflate 9; goal ≤ {_mb(art['goal_zipped_bytes'])}: "
         f"**{art['zipped_over_goal']:.2f}** of it), {_mb(art['bytes'])} unzipped in "
         f"{art['files']:,} files, of which {_mb(art['pyc_bytes'])} bytecode. botocore models: "
-        f"{', '.join(art['botocore_services'])} (derived from the clients the handler's code makes: "
-        f"{', '.join(art['services'])}), {_mb(art['botocore_data_bytes'])} of botocore data with "
+        f"{', '.join(art['botocore_services'])} (derived from the code: the clients the handler's "
+        f"code makes, {', '.join(art['services'])}, and the models it reads), "
+        f"{_mb(art['botocore_data_bytes'])} of botocore data with "
         "the shared files. The old way (requirements and src/ copied, nothing pruned, no "
         f"bytecode; built in this run in {old['build_seconds']:.1f} s): "
         f"{_mb(old['zipped_bytes'])} zipped, {_mb(old['bytes'])} in {old['files']:,} files, "
         f"{old['botocore_services']} botocore models ({_mb(old['botocore_data_bytes'])}). Lean "
-        f"over old, zipped: **{art['zipped_over_old']:.2f}**.",
+        f"over old, zipped: **{art['zipped_over_old']:.2f}**."
+        + (
+            f" The tasks' package (WorkFunction; AnswerFunction is the same, entry "
+            f"`sir_membership.tasks`): **{_mb(art['tasks']['zipped_bytes'])} zipped** (goal ≤ "
+            f"{_mb(art['goal_zipped_bytes'])}: **{art['tasks']['zipped_over_goal']:.2f}** of it), "
+            f"{_mb(art['tasks']['bytes'])} unzipped in {art['tasks']['files']:,} files, botocore "
+            f"models: {', '.join(art['tasks']['botocore_services'])} (clients: "
+            f"{', '.join(art['tasks']['services'])})."
+            if art.get("tasks")
+            else ""
+        ),
         "",
         table(
             ["package (top 5, lean)", "lean (bytecode included)", "old way"],
