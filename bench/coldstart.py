@@ -47,9 +47,14 @@ TARGETS = {
 BENCH_MODULES = ("bare_handler.py",)  # copied next to the artifact
 
 
+#: The state machine's tasks (Work and Answer), from their own lean package.
+TASKS = "sir_membership.tasks"
+
+
 def _code(module: str, prefix: Sequence[str] = ()) -> str:
     path = f"import sys; sys.path[:0] = {list(prefix)!r}; " if prefix else ""
-    return f"{path}import {module} as m; m.handler; {READY}"
+    handler = "work" if module == TASKS else "handler"
+    return f"{path}import {module} as m; m.{handler}; {READY}"
 
 
 def _once(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
@@ -127,6 +132,10 @@ def lambda_setting(lean: Path, old: Path) -> dict[str, Any]:
         "bare_old": [str(old), str(bare_src)],
     }
     modules = {"ours": TARGETS["ours"], "ours_old": TARGETS["ours"]}
+    tasks = lean.parent / "WorkFunction"  # sam build's directory of the Work function
+    if tasks.is_dir():
+        paths["tasks"] = [str(tasks)]
+        modules["tasks"] = TASKS
 
     def code(name: str) -> str:
         if name == "bare_paused":

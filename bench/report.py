@@ -264,6 +264,7 @@ HANDLER_LABELS = {
     "bare_paused": "bare, lean package, collector paused as app.py does",
     "ours_old": "ours, old way's package (no pruning, no bytecode)",
     "bare_old": "bare, old way's package",
+    "tasks": "the Work and Answer tasks (sir_membership.tasks), their lean package",
 }
 
 
@@ -814,8 +815,11 @@ def engine_section(results: dict[str, Any]) -> list[str]:
             else "**they differ**: " + "; ".join(section["definition_problems"])
         )
         + "). The clock moves only by what the model says things take: each security-ir call "
-        "0.1 s, each Work invocation 0.5 s of cold start (billed, as Lambda bills init), the "
-        "dispatcher 0.1 s, a Wait state its seconds, a sleep inside the Work task its seconds "
+        "0.1 s; each Work invocation's start "
+        f"{section['starts']['cold']:.3f} s cold (an execution's first step, or one after a wait "
+        f"longer than {section['starts']['idle_limit']:.0f} s; billed, as Lambda bills init) "
+        f"or {section['starts']['warm']:.3f} s warm ({section['starts']['source']}); the "
+        "dispatcher 0.1 s; a Wait state its seconds; a sleep inside the Work task its seconds "
         "(billed: the function runs). Backoff jitter: `random.uniform` from a fixed seed. So the "
         "ratios say what the code decides (sleep in a billed invocation or end the step and let "
         "a Wait state wait; how many steps and transitions), not AWS's own latencies. "
@@ -902,7 +906,7 @@ def engine_section(results: dict[str, Any]) -> list[str]:
             "`Retry-After` each wait is a Wait state of the seconds asked: "
             f"{min(r['billed_over_wall'] for r in told):.1%}-"
             f"{max(r['billed_over_wall'] for r in told):.1%} billed, most of it the modelled "
-            "cold start of each step. Pacing that learns the window from accepted and refused "
+            "start of each step. Pacing that learns the window from accepted and refused "
             "calls (issue 18) is not built yet; these rows are the figures it must improve.",
             "",
         ]

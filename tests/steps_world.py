@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -300,6 +301,11 @@ class World:
     on_task: Callable[[Execution, str], None] = lambda _execution, _state: None
     #: The backoff's jitter, as ``random.uniform`` is called (default: the longest wait).
     jitter: Callable[[float, float], float] = lambda _low, high: high
+    #: Seconds a Work invocation takes to start, given the seconds since its execution's
+    #: previous Work invocation ended (``inf`` for the first); default: a cold start each time.
+    start_cost: Callable[[float], float] = lambda _idle: 0.5
+    #: When each execution's last Work invocation ended (by execution name).
+    work_ended: dict[str, float] = field(default_factory=dict)
 
     # -- the dispatcher (``app.handler``'s ``_answer``) --------------------------------
 
@@ -412,7 +418,8 @@ class World:
                 stack_status=self.stack_status,
             )
 
-        self.clock.now += 0.5  # a cold start
+        name = execution.keys.execution_name
+        self.clock.now += self.start_cost(self.clock.now - self.work_ended.get(name, -math.inf))
         outer, self.running = self.running, execution
         invocation = execution.awaited = self.work_invocations
         try:
@@ -436,6 +443,7 @@ class World:
             return
         finally:
             self.running = outer
+            self.work_ended[name] = self.clock.now
         if execution.awaited != invocation or execution.status != "RUNNING":
             return  # the state machine has moved on (a task timeout, a retry, a stop)
         if self.clock.now > deadline:  # Lambda ended it at its timeout: the result never came

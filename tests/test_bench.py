@@ -10,6 +10,7 @@ import re
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -236,3 +237,20 @@ def test_engine_bench_measures_a_change_against_its_bound() -> None:
     assert "| conflict + Retry-After | 10 s | 20 | 4 / 4 |" in text
     assert "they agree" in text
     assert "Long changes on the engine" in report.engine_headline(section)
+
+
+def test_engine_bench_charges_a_cold_start_once_per_execution_and_after_long_waits() -> None:
+    import engine_bench  # noqa: PLC0415
+
+    def billed(starts: Any) -> float:
+        row = engine_bench.change("conflict", True, 10.0, 20, starts)
+        assert (row["answers"], row["work_steps"]) == (["SUCCESS"], 4)
+        return float(row["billed_seconds"])
+
+    free = billed(engine_bench.Starts(cold=0.0, warm=0.0))
+    assert billed(engine_bench.Starts(cold=2.0, warm=0.0)) == pytest.approx(free + 2.0)
+    assert billed(engine_bench.Starts(cold=0.0, warm=1.0)) == pytest.approx(free + 3.0)
+    # Waits of 10 s are longer than an idle limit of 5 s: every step starts cold.
+    assert billed(engine_bench.Starts(cold=2.0, warm=0.0, idle_limit=5.0)) == pytest.approx(
+        free + 8.0
+    )
