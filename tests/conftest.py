@@ -108,6 +108,7 @@ def function_table(monkeypatch: pytest.MonkeyPatch, name: str) -> Any:
     )
     monkeypatch.setattr(app, "TABLE_NAME", name)
     monkeypatch.setattr(app, "REQUESTS", RequestStore(client, name))
+    monkeypatch.setattr(app, "JOURNAL", JournalStore(client, name))
     monkeypatch.setattr(tasks, "TABLE_NAME", name)
     monkeypatch.setattr(tasks, "REQUESTS", RequestStore(client, name))
     monkeypatch.setattr(tasks, "JOURNAL", JournalStore(client, name))

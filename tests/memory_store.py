@@ -27,7 +27,12 @@ from sir_membership.request_record import (
     answer_from_json,
     answer_to_json,
 )
-from sir_membership.request_store import CLOSED, Registration, _holder_keys
+from sir_membership.request_store import (
+    CLOSED,
+    Registration,
+    _holder_keys,
+    refuse_if_too_large,
+)
 from sir_membership.response import Answer
 
 
@@ -119,6 +124,8 @@ class MemoryRequestStore:
     items: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     #: Per (StackId, LogicalResourceId): (holder, generation).
     fences: dict[tuple[str, str], tuple[str, int]] = field(default_factory=dict)
+    #: Per (StackId, LogicalResourceId): when its holder's attempt was first seen.
+    fence_since: dict[tuple[str, str], float] = field(default_factory=dict)
     seen: dict[tuple[str, str], float] = field(default_factory=dict)
     #: While True, every read and write fails as an unreachable table would.
     down: bool = False
@@ -137,13 +144,18 @@ class MemoryRequestStore:
 
     # -- the dispatcher -----------------------------------------------------------
 
-    def register(self, event: Mapping[str, Any]) -> Registration:
+    def register(
+        self, event: Mapping[str, Any], admit_legacy: Callable[[RequestKeys], bool] | None = None
+    ) -> Registration:
         """``RequestStore.register``."""
         self._write("the request's registration")
         now = self.clock()
         keys = RequestKeys.of_event(event)
         text = json.dumps(dict(event), sort_keys=True)
+        refuse_if_too_large(text)
         key = (keys.stack_id, keys.request_id)
+        # First seen by the previous release (``first_seen`` only, no event).
+        legacy = key in self.seen and "event" not in self.items.get(key, {})
         item = self.items.setdefault(key, {})
         self.seen.setdefault(key, round(now, 3))
         item.setdefault("event", text)
@@ -151,13 +163,16 @@ class MemoryRequestStore:
         self.point("after the request's registration")
         stored = self._record(key)
         keys = stored.keys
+        since = float(item.get("attemptSeen", stored.first_seen))
         if stored.event.get("ResponseURL") != event.get("ResponseURL"):
             if stored.answer is None:
                 return Registration(keys, stored.first_seen, new=False)
-            keys = self._next_attempt(stored, text)
+            keys, since = self._next_attempt(stored, text), now
         elif "fenceTaken" in item:
             return Registration(keys, stored.first_seen, new=False, answer=stored.answer)
-        return self._take_fence(keys, stored.first_seen)
+        if legacy and admit_legacy is not None and not admit_legacy(keys):
+            return Registration(keys, stored.first_seen, new=False, stale=True)
+        return self._take_fence(keys, stored.first_seen, since)
 
     def _next_attempt(self, stored: RequestRecord, text: str) -> RequestKeys:
         keys = stored.keys
@@ -165,7 +180,7 @@ class MemoryRequestStore:
         item = self.items[(keys.stack_id, keys.request_id)]
         if item.get("attempt") != keys.attempt:
             return self.read_keys(keys.stack_id, keys.logical_id, keys.request_id)
-        item.update(attempt=keys.attempt + 1, event=text, workStep=0)
+        item.update(attempt=keys.attempt + 1, event=text, workStep=0, attemptSeen=self.clock())
         for gone in ("answer", "outcome", "fenceTaken"):
             item.pop(gone, None)
         self.point("after the next attempt")
@@ -178,11 +193,14 @@ class MemoryRequestStore:
         attempt = int(item["attempt"]) if item else 1
         return RequestKeys(stack_id, logical_id, request_id, attempt)
 
-    def _take_fence(self, keys: RequestKeys, first_seen: float) -> Registration:
+    def _take_fence(self, keys: RequestKeys, first_seen: float, since: float) -> Registration:
         self._write("the fence's take-over")
         fence = (keys.stack_id, keys.logical_id)
+        if self.fence_since.get(fence, since) > since:
+            return Registration(keys, first_seen, new=False, stale=True)
         previous, generation = self.fences.get(fence, ("", 0))
         self.fences[fence] = (keys.holder, generation + 1)
+        self.fence_since[fence] = since
         self.point("after the fence's take-over")
         self._write("the fence's mark")
         self.items[(keys.stack_id, keys.request_id)]["fenceTaken"] = True

@@ -37,7 +37,7 @@ from engine_local import InlineEngine
 from moto import mock_aws
 from receiver import Receiver
 
-from sir_membership import app, resource, tasks
+from sir_membership import app, dispatch, resource, tasks
 from sir_membership.errors import EngineUnavailable, JournalUnavailable
 from sir_membership.journal_store import JournalStore
 from sir_membership.request_record import RequestKeys
@@ -884,7 +884,8 @@ def test_work_done_but_outcome_not_recorded_is_answered_failed_for_the_rollback(
     assert body["PhysicalResourceId"] == MEMBERSHIP_ID
     assert body["Reason"] == (
         "The change's Work step failed (JournalUnavailable); see the Work function's logs for "
-        f"RequestId {sent['RequestId']}. 1 of 1 UpdateMembership calls were applied"
+        f"RequestId {sent['RequestId']}. 1 of 1 UpdateMembership calls were applied; "
+        "the stack's rollback restores them from the change journal"
     )
 
 
@@ -912,3 +913,85 @@ def test_bugs_and_bad_urls_leave_no_sensitive_text_in_logs(
     assert SECRET_EMAILS[0] not in text
     assert "TOPSECRETSIG" not in text
     assert len(cfn.bodies) == 1
+
+
+def _as_the_previous_release_left_it(
+    client: Any, engine: InlineEngine, *sent: dict[str, Any]
+) -> None:
+    """The table as the previous release leaves it: journal entries and first sights only.
+
+    It kept no request record (no event, no claimed answer) and no fence, and
+    started no execution.
+    """
+    for one in sent:
+        del engine.executions[KEYS_OF(one).execution_name]
+        stack, request_id = one["StackId"], one["RequestId"]
+        client.delete_item(TableName=TABLE, Key={"id": {"S": f"request#{stack}#{request_id}"}})
+        client.delete_item(
+            TableName=TABLE, Key={"id": {"S": f"fence#{stack}#{one['LogicalResourceId']}"}}
+        )
+        JournalStore(client, TABLE).first_seen(stack, request_id, time.time() - 60)
+
+
+def test_a_previous_release_continuation_of_the_latest_change_carries_on_from_its_entry(
+    sir: Stubber, cfn: Receiver, engine: InlineEngine, dynamodb: Any
+) -> None:
+    """Upgrade in flight: the old chain's next link arrives at the dispatcher."""
+    sent = event("Update", cfn, ResourceProperties=props(OrganizationalUnits=[ou(1), ou(2), ou(3)]))
+    sent["OldResourceProperties"] = props()
+    sir.add_response("get_membership", get_membership())
+    sir.add_response("update_membership", {}, update_call(organizationalUnitsToAdd=[ou(3)]))
+    app.handler(copy.deepcopy(sent), context())
+    assert answer(cfn, sent)["Status"] == "SUCCESS"
+    _as_the_previous_release_left_it(dynamodb, engine, sent)
+    cfn.bodies.clear()
+    link = copy.deepcopy(sent) | {"SirMembershipContinuation": {"Token": "a" * 32}}
+    sir.add_response(
+        "get_membership",
+        get_membership(
+            membershipAccountsConfigurations={
+                "coverEntireOrganization": False,
+                "organizationalUnits": [ou(1), ou(2), ou(3)],
+            }
+        ),
+    )
+    app.handler(link, context())  # re-plans from what is: nothing left, no UpdateMembership
+    assert list(engine.executions) == [KEYS_OF(sent).execution_name]
+    assert answer(cfn, sent)["Status"] == "SUCCESS"
+
+
+def test_a_previous_release_continuation_overtaken_by_a_newer_change_never_writes(
+    sir: Stubber, cfn: Receiver, engine: InlineEngine, dynamodb: Any
+) -> None:
+    """A stale link of the old chain after a newer update of the resource: FAILED, no call."""
+    first = event(
+        "Update", cfn, ResourceProperties=props(OrganizationalUnits=[ou(1), ou(2), ou(3)])
+    )
+    first["OldResourceProperties"] = props()
+    sir.add_response("get_membership", get_membership())
+    sir.add_response("update_membership", {}, update_call(organizationalUnitsToAdd=[ou(3)]))
+    app.handler(copy.deepcopy(first), context())
+    newer = event(
+        "Update", cfn, ResourceProperties=props(OrganizationalUnits=[ou(1), ou(2), ou(3), ou(4)])
+    )
+    newer["OldResourceProperties"] = first["ResourceProperties"]
+    sir.add_response(
+        "get_membership",
+        get_membership(
+            membershipAccountsConfigurations={
+                "coverEntireOrganization": False,
+                "organizationalUnits": [ou(1), ou(2), ou(3)],
+            }
+        ),
+    )
+    sir.add_response("update_membership", {}, update_call(organizationalUnitsToAdd=[ou(4)]))
+    app.handler(copy.deepcopy(newer), context())
+    assert [b["Status"] for b in cfn.bodies] == ["SUCCESS", "SUCCESS"]
+    _as_the_previous_release_left_it(dynamodb, engine, first, newer)
+    cfn.bodies.clear()
+    link = copy.deepcopy(first) | {"SirMembershipContinuation": {"Token": "a" * 32}}
+    app.handler(link, context())  # the Stubber has nothing left: any call would fail
+    body = answer(cfn, first)
+    assert body["Status"] == "FAILED"
+    assert body["Reason"] == dispatch.OVERTAKEN
+    assert list(engine.executions) == [], "no execution for an overtaken request"

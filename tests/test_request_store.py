@@ -21,6 +21,8 @@ from hypothesis import strategies as st
 from memory_store import MemoryRequestStore
 from moto import mock_aws
 
+from sir_membership.errors import InvalidProperties
+from sir_membership.journal_store import JournalStore
 from sir_membership.request_record import RequestKeys, answer_from_json, answer_to_json
 from sir_membership.request_store import RequestStore
 from sir_membership.response import Answer
@@ -215,3 +217,84 @@ def test_answers_round_trip_through_the_table(
         Answer.success(physical, data) if status == "SUCCESS" else Answer.failed(physical, reason)
     )
     assert answer_from_json(answer_to_json(answer)) == answer
+
+
+def _first_seen_by_the_previous_release(store: Any, request_id: str, at: float) -> None:
+    """What the previous release left: a first sight (``firstSeen``) and no event."""
+    if isinstance(store, MemoryRequestStore):
+        store.seen[(STACK, request_id)] = at
+    else:
+        JournalStore(store.client, store.table_name).first_seen(STACK, request_id, at)
+
+
+def test_a_request_never_takes_the_fence_from_one_first_seen_after_it(open_store: Store) -> None:
+    """Upgrade in flight: the previous release's request, continued after its rollback began."""
+    with open_store() as store:
+        _first_seen_by_the_previous_release(store, "forward", 900.0)
+        rollback = store.register(_event("rollback")).keys  # first seen at 1,000
+        late = store.register(_event("forward"))
+        assert late.stale
+        assert not late.new
+        assert late.superseded is None
+        assert store.holds(rollback)
+        assert not store.holds(late.keys)
+        assert store.register(_event("forward")).stale  # and stays out on every delivery
+
+
+@pytest.mark.parametrize("latest", [True, False])
+def test_a_request_the_previous_release_began_goes_on_only_while_it_is_the_latest(
+    open_store: Store, latest: bool
+) -> None:
+    """No fence yet (the newer request was the previous release's too): the journal decides."""
+    with open_store() as store:
+        _first_seen_by_the_previous_release(store, "old", 900.0)
+        asked: list[RequestKeys] = []
+
+        def admit(keys: RequestKeys) -> bool:
+            asked.append(keys)
+            return latest
+
+        registered = store.register(_event("old"), admit_legacy=admit)
+        assert asked == [RequestKeys(STACK, "Membership", "old", 1)]
+        assert registered.new is latest
+        assert registered.stale is not latest
+        assert store.holds(registered.keys) is latest
+        assert registered.first_seen == 900.0  # its ServiceTimeout still counts from then
+        # A request of this release is never asked about.
+        assert store.register(_event("new"), admit_legacy=admit).new
+        assert len(asked) == 1
+
+
+def test_a_deployment_retry_after_a_newer_request_takes_the_fence(open_store: Store) -> None:
+    """The retry is a new attempt, seen when it arrives, not when its RequestId first was."""
+    clock = [1_000.0]
+    with open_store(clock) as store:
+        first = store.register(_event("r1")).keys
+        store.claim(first, Answer.failed("m-abcdef0123", "refused"))
+        clock[0] = 1_010.0
+        rollback = store.register(_event("rollback")).keys
+        store.claim(rollback, Answer.success("m-abcdef0123", {}))
+        store.close_fence(rollback)
+        clock[0] = 1_020.0
+        retry = store.register(_event("r1", RETRY_URL))
+        assert retry.new
+        assert retry.keys.attempt == 2
+        assert store.holds(retry.keys)
+
+
+def test_an_event_too_large_for_its_record_is_refused_before_any_write(open_store: Store) -> None:
+    """A DynamoDB item holds 400 KB: thousands of OUs, old and new, must say so, not 'table down'."""
+    big = _event("r1")
+    ous = [f"ou-ab12-{n:08x}" for n in range(12_000)]
+    big["ResourceProperties"] = {"MembershipId": "m-abcdef0123", "OrganizationalUnits": ous}
+    big["OldResourceProperties"] = {"MembershipId": "m-abcdef0123", "OrganizationalUnits": ous}
+    with open_store() as store:
+        with pytest.raises(InvalidProperties) as refused:
+            store.register(big)
+        assert refused.value.reason.startswith("Invalid properties: the request is 4")
+        assert "declare fewer OrganizationalUnits" in refused.value.reason
+        assert refused.value.reason.endswith("No change was applied")
+        assert store.read(RequestKeys(STACK, "Membership", "r1")) is None
+        fits = _event("r2")
+        fits["ResourceProperties"] = {"MembershipId": "m-abcdef0123", "OrganizationalUnits": ous}
+        assert store.register(fits).new  # 12,000 OUs on one side fit

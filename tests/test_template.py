@@ -396,6 +396,9 @@ TABLE_ACTIONS = [
     "dynamodb:UpdateItem",
     "dynamodb:DeleteItem",
 ]
+#: The dispatcher and the Answer task read, and write only by conditional
+#: updates (records, fences, claims); only Work puts and deletes items.
+READ_UPDATE_ACTIONS = ["dynamodb:GetItem", "dynamodb:UpdateItem"]
 LOG_ACTIONS = ["logs:CreateLogStream", "logs:PutLogEvents"]
 SECURITY_IR_ACTIONS = [
     "security-ir:GetMembership",
@@ -408,10 +411,9 @@ SECURITY_IR_ACTIONS = [
 EXACT_ACTIONS = {
     ROLE: [
         *KEY_ACTIONS,
-        *TABLE_ACTIONS,
+        *READ_UPDATE_ACTIONS,
         *LOG_ACTIONS,
         "states:StartExecution",
-        "states:DescribeExecution",
         "states:StopExecution",
     ],
     WORK_ROLE: [
@@ -421,7 +423,7 @@ EXACT_ACTIONS = {
         *SECURITY_IR_ACTIONS,
         "cloudformation:DescribeStacks",
     ],
-    ANSWER_ROLE: [*KEY_ACTIONS, *TABLE_ACTIONS, *LOG_ACTIONS],
+    ANSWER_ROLE: [*KEY_ACTIONS, *READ_UPDATE_ACTIONS, *LOG_ACTIONS],
     MACHINE_ROLE: ["lambda:InvokeFunction"],
 }
 
@@ -463,14 +465,19 @@ def test_security_ir_scoped_to_memberships_of_this_account_and_region(
         assert not [a for a in actions if a.startswith("security-ir:")], role
 
 
-@pytest.mark.parametrize("role", [ROLE, WORK_ROLE, ANSWER_ROLE])
-def test_dynamodb_item_level_on_the_table_only(role: str, resources: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    ("role", "actions"),
+    [(ROLE, READ_UPDATE_ACTIONS), (WORK_ROLE, TABLE_ACTIONS), (ANSWER_ROLE, READ_UPDATE_ACTIONS)],
+)
+def test_dynamodb_item_level_on_the_table_only(
+    role: str, actions: list[str], resources: dict[str, Any]
+) -> None:
     s = _statement_for(role_statements(resources, role), "dynamodb:")
-    assert sorted(_as_list(s["Action"])) == sorted(TABLE_ACTIONS)
+    assert sorted(_as_list(s["Action"])) == sorted(actions)
     assert s["Resource"] == {"Fn::GetAtt": [TABLE, "Arn"]}
 
 
-def test_the_dispatcher_starts_reads_and_stops_this_state_machines_executions_only(
+def test_the_dispatcher_starts_and_stops_this_state_machines_executions_only(
     resources: dict[str, Any],
 ) -> None:
     statements = role_statements(resources, ROLE)
@@ -478,7 +485,7 @@ def test_the_dispatcher_starts_reads_and_stops_this_state_machines_executions_on
     assert [(s["Action"], s["Resource"]) for s in states] == [
         ("states:StartExecution", {"Ref": STATE_MACHINE}),
         (
-            ["states:DescribeExecution", "states:StopExecution"],
+            "states:StopExecution",
             {
                 "Fn::Sub": "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}"
                 ":execution:${MembershipStateMachine.Name}:*"
@@ -963,8 +970,7 @@ def test_the_nested_provider_serves_only_the_stack_that_nests_it() -> None:
 
 def test_the_table_retention_stated_is_the_codes() -> None:
     """docs/security.md's "What the table holds" quotes the code's TTLs, once."""
-    from sir_membership import journal_store  # noqa: PLC0415
-    from sir_membership.app import RECORD_TTL_SECONDS  # noqa: PLC0415
+    from sir_membership import journal_store, request_store  # noqa: PLC0415
 
     security = (ROOT / "docs" / "security.md").read_text(encoding="utf-8")
     section = security.split("## What the table holds", 1)[1].split("\n## ", 1)[0]
@@ -981,12 +987,20 @@ def test_the_table_retention_stated_is_the_codes() -> None:
     assert kept["journal#<StackId>#<LogicalResourceId>"].startswith(
         f"{journal_store.JOURNAL_TTL_SECONDS // 86400} days"
     )
-    assert kept["handoff#<StackId>#<RequestId>"] == hours(journal_store.HANDOFF_TTL_SECONDS)
     assert kept["lease#<MembershipId>"].startswith(hours(journal_store.LEASE_TTL_SECONDS))
-    idempotency = next(v for k, v in rows.items() if k.startswith("Powertools"))
-    assert idempotency == hours(RECORD_TTL_SECONDS)
-    # The names, emails and job titles the journal holds are said, not hidden.
-    assert "names, emails, job titles" in section
+    assert kept["request#<StackId>#<RequestId>"] == hours(request_store.REQUEST_TTL_SECONDS)
+    assert kept["fence#<StackId>#<LogicalResourceId>"].startswith("no expiry")
+    assert set(kept) == {
+        "request#<StackId>#<RequestId>",
+        "fence#<StackId>#<LogicalResourceId>",
+        "journal#<StackId>#<LogicalResourceId>",
+        "declared#<StackId>#<LogicalResourceId>",
+        "lease#<MembershipId>",
+    }
+    # The names, emails and job titles the journal and the request record hold
+    # are said, not hidden; so is the ResponseURL the request record keeps.
+    assert section.count("names, emails, job titles") == 2
+    assert "pre-signed ResponseURL" in section
     # Stated once: the README and the template's reasons point here, or agree.
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "docs/security.md#what-the-table-holds" in readme

@@ -49,6 +49,7 @@ from . import guard, resource
 from .dispatch import Dispatched, dispatch
 from .engine import Engine
 from .errors import MembershipError
+from .journal_store import JournalStore
 from .request import failed_physical_id
 from .request_store import RequestStore
 from .response import FAILED, Answer, ResponseSender, build_body
@@ -75,6 +76,9 @@ REQUESTS = RequestStore(
     ),
     TABLE_NAME,
 )
+#: The change journal, read only to tell whether a request the previous
+#: release began may go on (``dispatch.admits_legacy``).
+JOURNAL = JournalStore(REQUESTS.client, TABLE_NAME)
 #: The provider's state machine, which carries every change that may write.
 ENGINE = Engine(
     boto3.client(
@@ -260,7 +264,7 @@ def _answer(event: dict[str, Any], invocation: _Invocation) -> Answer | Dispatch
     if at_once is not None:
         return at_once
     try:
-        return dispatch(event, REQUESTS, ENGINE, invocation.dispatching)
+        return dispatch(event, REQUESTS, ENGINE, invocation.dispatching, JOURNAL.read)
     except MembershipError as error:
         return Answer.failed(request.failed_physical_id(), error.reason)
 

@@ -35,6 +35,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from .errors import JournalUnavailable, MembershipBusy
 from .journal import Entry, Record
 from .journal_codec import from_json, record_from_json, record_to_json, to_json
+from .request_store import REQUEST_TTL_SECONDS
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -43,8 +44,6 @@ logger = logging.getLogger(__name__)
 
 #: Long enough for a rollback that failed and is continued by hand days later.
 JOURNAL_TTL_SECONDS = 14 * 24 * 3600
-#: Longer than CloudFormation's longest wait (an hour) for the request's answer.
-REQUEST_TTL_SECONDS = 2 * 3600
 #: A lease item outlives its holder's deadline by this much (it lapses at the deadline).
 LEASE_TTL_SECONDS = 3600
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .errors import JournalUnavailable
+from .errors import InvalidProperties, JournalUnavailable
 from .request_record import (
     RequestKeys,
     RequestRecord,
@@ -45,6 +45,22 @@ logger = logging.getLogger(__name__)
 REQUEST_TTL_SECONDS = 2 * 3600
 #: What a request that answered leaves as the fence's holder: nobody may write.
 CLOSED = "#closed"
+#: The most of an event the request record keeps: a DynamoDB item holds 400 KB,
+#: and the record's other attributes (the answer, at most 4 KB) need room too.
+EVENT_LIMIT_BYTES = 380_000
+
+
+def refuse_if_too_large(text: str) -> None:
+    """Refuse, before any write, an event too large for its request record."""
+    size = len(text.encode())
+    if size > EVENT_LIMIT_BYTES:
+        raise InvalidProperties(
+            f"Invalid properties: the request is {size // 1000} KB, more than the "
+            f"{EVENT_LIMIT_BYTES // 1000} KB the provider's table can record for one request "
+            "(its properties and, on Update, the old ones): declare fewer OrganizationalUnits "
+            "in one resource (split them over several resources of the membership), or use "
+            "CoverEntireOrganization. No change was applied"
+        )
 
 
 def _code(error: Exception) -> str:
@@ -73,6 +89,9 @@ class Registration:
     superseded: RequestKeys | None = None
     #: The answer already claimed for this attempt (a duplicate after the answer).
     answer: Answer | None = None
+    #: A newer request of the resource holds its fence (or, for a request the
+    #: previous release began, may have written since): this one must not start.
+    stale: bool = False
 
 
 @dataclass(frozen=True)
@@ -121,43 +140,59 @@ class RequestStore:
 
     # -- the dispatcher -----------------------------------------------------------
 
-    def register(self, event: Mapping[str, Any]) -> Registration:
+    def register(
+        self, event: Mapping[str, Any], admit_legacy: Callable[[RequestKeys], bool] | None = None
+    ) -> Registration:
         """Record a delivery of ``event``, and take its resource's fence if it is new.
 
         A duplicate delivery (same RequestId, same ResponseURL) changes
         nothing. The same RequestId with another ResponseURL after its
         answer was claimed is CloudFormation retrying the deployment: a new
-        attempt, which takes the fence again.
+        attempt, which takes the fence again. A request never takes the fence
+        from one first seen after it (``stale``). A request the previous
+        release began (its record has a first sight but no event) takes it
+        only if ``admit_legacy`` says it is still the resource's latest.
         """
         now = self.clock()
         keys = RequestKeys.of_event(event)
         text = json.dumps(dict(event), sort_keys=True)
-        item = self._update(
-            "write",
-            Key=self._request_key(keys.stack_id, keys.request_id),
-            UpdateExpression=(
+        refuse_if_too_large(text)
+        record = {
+            "Key": self._request_key(keys.stack_id, keys.request_id),
+            "UpdateExpression": (
                 "SET firstSeen = if_not_exists(firstSeen, :now), "
                 "expiration = if_not_exists(expiration, :exp), "
                 "event = if_not_exists(event, :event), attempt = if_not_exists(attempt, :one)"
             ),
-            ExpressionAttributeValues={
+            "ExpressionAttributeValues": {
                 ":now": _n(round(now, 3)),
                 ":exp": _n(int(now) + REQUEST_TTL_SECONDS),
                 ":event": _s(text),
                 ":one": _n(1),
             },
-            ReturnValues="ALL_NEW",
+            "ReturnValues": "ALL_NEW",
+        }
+        item = self._update(
+            "write",
+            ConditionExpression="attribute_not_exists(firstSeen) OR attribute_exists(event)",
+            **record,
         )
+        legacy = item is None
+        if legacy:  # first seen by the previous release, which kept no event
+            item = self._update("write", **record)
         assert item is not None  # unconditional
         stored = self._record(item)
         keys = stored.keys
+        since = float(item["attemptSeen"]["N"]) if "attemptSeen" in item else stored.first_seen
         if stored.event.get("ResponseURL") != event.get("ResponseURL"):
             if stored.answer is None:  # a second URL while the first is unanswered: keep the first
                 return Registration(keys, stored.first_seen, new=False)
-            keys = self._next_attempt(stored, text)
+            keys, since = self._next_attempt(stored, text), now
         elif "fenceTaken" in item:
             return Registration(keys, stored.first_seen, new=False, answer=stored.answer)
-        return self._take_fence(keys, stored.first_seen)
+        if legacy and admit_legacy is not None and not admit_legacy(keys):
+            return Registration(keys, stored.first_seen, new=False, stale=True)
+        return self._take_fence(keys, stored.first_seen, since)
 
     def _next_attempt(self, stored: RequestRecord, text: str) -> RequestKeys:
         keys = stored.keys
@@ -165,7 +200,7 @@ class RequestStore:
             "write",
             Key=self._request_key(keys.stack_id, keys.request_id),
             UpdateExpression=(
-                "SET attempt = :next, event = :event, workStep = :zero "
+                "SET attempt = :next, event = :event, workStep = :zero, attemptSeen = :now "
                 "REMOVE answer, outcome, fenceTaken"
             ),
             ConditionExpression="attempt = :this",
@@ -174,6 +209,7 @@ class RequestStore:
                 ":this": _n(keys.attempt),
                 ":event": _s(text),
                 ":zero": _n(0),
+                ":now": _n(round(self.clock(), 3)),
             },
         )
         if item is None:  # another delivery of the retry got there first
@@ -186,21 +222,39 @@ class RequestStore:
         attempt = int(item["attempt"]["N"]) if item else 1
         return RequestKeys(stack_id, logical_id, request_id, attempt)
 
-    def _take_fence(self, keys: RequestKeys, first_seen: float) -> Registration:
+    def _take_fence(self, keys: RequestKeys, first_seen: float, since: float) -> Registration:
+        """Hold the resource's fence from now on, unless a newer request holds it.
+
+        ``since`` is when this attempt was first seen: the fence only ever
+        passes to a request first seen no earlier than its holder, so a late
+        delivery of an older request never supersedes its rollback.
+        """
         before = self._update(
             "write",
             Key=self._fence_key(keys.stack_id, keys.logical_id),
-            UpdateExpression="SET holder = :me, generation = if_not_exists(generation, :zero) + :one",
-            ExpressionAttributeValues={":me": _s(keys.holder), ":zero": _n(0), ":one": _n(1)},
+            UpdateExpression=(
+                "SET holder = :me, since = :since, "
+                "generation = if_not_exists(generation, :zero) + :one"
+            ),
+            ConditionExpression="attribute_not_exists(since) OR since <= :since",
+            ExpressionAttributeValues={
+                ":me": _s(keys.holder),
+                ":since": _n(since),
+                ":zero": _n(0),
+                ":one": _n(1),
+            },
             ReturnValues="ALL_OLD",
         )
+        if before is None:
+            logger.warning("a newer request of the resource holds its fence: not started")
+            return Registration(keys, first_seen, new=False, stale=True)
         self._update(
             "write",
             Key=self._request_key(keys.stack_id, keys.request_id),
             UpdateExpression="SET fenceTaken = :t",
             ExpressionAttributeValues={":t": {"BOOL": True}},
         )
-        previous = str(before["holder"]["S"]) if before and "holder" in before else ""
+        previous = str(before["holder"]["S"]) if "holder" in before else ""
         superseded = _holder_keys(keys, previous) if previous != keys.holder else None
         return Registration(keys, first_seen, new=True, superseded=superseded)
 

@@ -1,10 +1,11 @@
 """One CloudFormation request in, one ``Answer`` out.
 
-``handle`` is the side-effecting work that runs at most once per request
-(the shell wraps it in Powertools idempotency). ``answer_without_writes``
-answers the requests that cannot lead to a write (invalid properties, a
-Delete with nothing to do) before that, so they never depend on the table:
-the rollback Delete of a failed Create succeeds even if it is unreachable.
+``handle`` is one Work step of a request that may write (``work_task`` runs
+it; the state machine runs the steps). ``answer_without_writes`` answers the
+requests that cannot lead to a write (invalid properties, a Delete with
+nothing to do) in the dispatcher, before any execution, so they never depend
+on the table or the engine: the rollback Delete of a failed Create succeeds
+even if they are unreachable.
 
 Every request that may write goes through the same steps:
 
@@ -33,7 +34,7 @@ same answer back; only bugs escape as exceptions.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import replace
 
 from . import tags
@@ -66,11 +67,11 @@ from .membership import MembershipState
 from .outcome import Outcome, Stopped
 from .plan import Plan
 from .request import Decision, Request, decide
+from .request_scope import own_entry, rolls_back_create, write_targets
 from .response import Answer
 from .restore import WORK_RESERVE, Restorer, read_settled
 from .service import MembershipService
-from .service_model import rules
-from .shell import Shell, stack_rolls_back
+from .shell import Shell
 from .steps import Steps
 
 __all__ = ["Answer", "Request", "Shell", "answer_without_writes", "handle"]
@@ -132,49 +133,16 @@ class _Work:
         store = self.shell.store
         entry = store.read(request.stack_id, request.logical_id)
         self.record = store.read_record(request.stack_id, request.logical_id)
-        own = self._own_entry(entry)
+        own = own_entry(request, decision, store, entry)
         if own is not None:  # a retry or a later step: carry on from its own entry
             return self._continued_mode(own)
-        if request.request_type == "Delete" and self._rolls_back_create(entry):
+        if request.request_type == "Delete" and rolls_back_create(request, entry, self.shell):
             assert entry is not None
             if entry.phase == "restored":
                 return AlreadyRestored(entry)
             logger.info("the operation that created this membership rolls back: restoring")
             return Rollback(entry)
         return classify(request, entry, decision.restore_failed, self.record)
-
-    def _rolls_back_create(self, entry: Entry | None) -> bool:
-        """Whether this Delete undoes the Create of ``entry`` because its operation failed.
-
-        CloudFormation deletes a resource whose creation is being rolled back
-        (the stack is ``ROLLBACK_IN_PROGRESS``, or ``UPDATE_ROLLBACK_COMPLETE_
-        CLEANUP_IN_PROGRESS`` for one created by a failed update) even with
-        ``DeletionPolicy: RetainExceptOnCreate``: that Delete restores what
-        the Create changed, whatever ``OnDelete`` says. Any other Delete (the
-        user removed the resource or the stack) follows ``OnDelete``. Only
-        the consumer stack's status tells them apart, so it is read, and a
-        Delete that cannot read it fails rather than guess.
-        """
-        request = self.request
-        if (
-            entry is None
-            or entry.request_type != "Create"
-            or entry.membership_id != request.physical_id
-            or entry.wrote_nothing
-        ):
-            return False
-        return stack_rolls_back(self.shell.stack_status(request.stack_id))
-
-    def _own_entry(self, latest: Entry | None) -> Entry | None:
-        """The entry an earlier invocation of this request wrote, if any."""
-        request = self.request
-        if request.request_type == "Delete" and self.decision.membership_id:
-            own_delete = self.shell.store.read(
-                request.stack_id, delete_key(request.logical_id, self.decision.membership_id)
-            )
-            if own_delete is not None and own_delete.request_id == request.request_id:
-                return own_delete
-        return latest if latest is not None and latest.request_id == request.request_id else None
 
     def _continued_mode(self, own: Entry) -> Mode | Outcome:
         """Where an earlier Work step of this request left it."""
@@ -203,32 +171,11 @@ class _Work:
         reason = f"{failed_before}; the stack's rollback restores them from the change journal"
         return Answer.failed(self.request.failed_physical_id(), reason)
 
-    def _targets(self) -> list[str]:
-        """The memberships this request may write to, in the order their leases are taken.
-
-        Taken from the event alone, so the journal is read once, under the
-        leases: the declared membership, and for an Update the old
-        declaration's (the rollback of a replacement that has not journaled yet,
-        after a cancelled update, must wait for the membership the forward
-        change is writing to). The Delete of a failed Create's ``unrestored``
-        id restores the membership its properties declare.
-        """
-        targets = {self.decision.membership_id}
-        declarations = [self.request.properties]
-        if self.request.request_type == "Update":
-            declarations.append(self.request.old_properties or {})
-        for declared in declarations:
-            if isinstance(declared, Mapping):
-                named = declared.get("MembershipId")
-                if isinstance(named, str) and rules().membership_id.accepts(named):
-                    targets.add(named)
-        return sorted(t for t in targets if t)
-
     def run(self) -> Outcome:
         stopped = self._begin()
         if stopped is not None:
             return stopped
-        targets = self._targets()
+        targets = write_targets(self.request, self.decision)
         if not targets:
             return self._carry(self._read_mode())  # no membership: nothing to write
         held: list[str] = []

@@ -10,7 +10,8 @@ membership, then drives a plan to completion:
   allows (a refusal is not counted against ``max_attempts``: the service may
   take minutes per account change); a wait that cannot fit in the time left
   raises ``OutOfTime`` at once, saying how many calls were applied, and the
-  caller continues in a new invocation or fails (``resource``).
+  Work step returns it to the state machine, which waits with no Lambda
+  running, or the request fails (``resource``).
 * A 5xx, a reset connection or a read timeout leave it unknown whether the
   call was applied: the membership is read again and the rest of the work is
   planned anew from what it now is, so no OU is added or removed twice.
@@ -18,8 +19,8 @@ membership, then drives a plan to completion:
 
 A call is started only if it can finish (connect and read timeouts) before
 the deadline (``remaining``: the earlier of the invocation's and the
-request's), minus the time kept to answer or hand off, so the function is
-never killed mid-call.
+request's), minus the time kept to answer, so the function is never killed
+mid-call. What a failed call means is read in ``service_errors``.
 """
 
 from __future__ import annotations
@@ -28,33 +29,26 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
     NoCredentialsError,
-    ReadTimeoutError,
 )
 
-from . import denial
 from .errors import (
     MembershipError,
     MembershipNotFound,
     OutOfTime,
-    PermissionDenied,
-    Rejected,
-    ServiceFailure,
     calls_applied,
     with_outcome,
 )
 from .membership import MembershipState, state_from_api
 from .plan import Plan, UpdateRequest, apply_request, changed_by
+from .service_errors import AMBIGUOUS_NETWORK, REFUSED_NETWORK, Retry, client_error, failure
 from .tags import TagCall, TagPlan
 from .timing import TIMING
 from .unknown_outcome import proves_applied, with_unknown
@@ -63,10 +57,6 @@ logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from mypy_boto3_security_ir import SecurityIncidentResponseClient
-
-REFUSED = frozenset({"ThrottlingException", "ConflictException", "TooManyRequestsException"})
-REFUSED_NETWORK = (EndpointConnectionError, ConnectTimeoutError)
-AMBIGUOUS_NETWORK = (ConnectionClosedError, ReadTimeoutError)
 
 
 @dataclass(frozen=True)
@@ -92,26 +82,6 @@ class Applied:
 
     calls: int
     state: MembershipState
-
-
-class _Retry(Exception):
-    """Internal: the call was refused or its outcome is unknown."""
-
-    def __init__(
-        self,
-        cause: str,
-        *,
-        ambiguous: bool,
-        retry_after: float | None = None,
-        refused: bool = False,
-    ) -> None:
-        super().__init__(cause)
-        self.cause = cause
-        self.ambiguous = ambiguous
-        self.retry_after = retry_after
-        #: The service itself said "not now" (Throttling, Conflict): retried
-        #: until the time runs out, not for a fixed number of attempts.
-        self.refused = refused
 
 
 class MembershipService:
@@ -229,7 +199,7 @@ class MembershipService:
                     planned=planned,
                     ambiguous_is_retry=False,
                 )
-            except _Retry as retry:
+            except Retry as retry:
                 # The call may or may not have been applied: until a read
                 # shows which, it counts as unknown, never as "not applied".
                 attempts += 1
@@ -329,7 +299,7 @@ class MembershipService:
             self._ensure_time(operation, 0.0, applied, planned, last)
             try:
                 return self._classify(operation, membership_id, call, applied, planned)
-            except _Retry as retry:
+            except Retry as retry:
                 if retry.ambiguous and not ambiguous_is_retry:
                     raise
                 attempt += 1
@@ -337,12 +307,12 @@ class MembershipService:
                 self._backoff(attempt, retry, operation, applied, planned)
 
     def _backoff(
-        self, attempt: int, retry: _Retry, operation: str, applied: int, planned: int
+        self, attempt: int, retry: Retry, operation: str, applied: int, planned: int
     ) -> None:
         """Sleep before attempt ``attempt + 1``, or fail if attempts or time ran out."""
         policy = self._policy
         if attempt >= policy.max_attempts and not retry.refused:
-            raise self._failure(
+            raise failure(
                 f"{operation} still failing after {attempt} attempts ({retry.cause})",
                 applied,
                 planned,
@@ -366,9 +336,7 @@ class MembershipService:
             )
         self._sleep(delay)
 
-    def _ensure_retry_after(
-        self, operation: str, retry: _Retry, applied: int, planned: int
-    ) -> None:
+    def _ensure_retry_after(self, operation: str, retry: Retry, applied: int, planned: int) -> None:
         """Fail at once, without sleeping, when the wait the service asked for cannot fit.
 
         Sleeping it out would reach a point where the next call can no
@@ -421,100 +389,22 @@ class MembershipService:
         try:
             return call()
         except ClientError as error:
-            raise self._client_error(operation, membership_id, error, applied, planned) from None
+            raise client_error(
+                operation,
+                membership_id,
+                error,
+                applied=applied,
+                planned=planned,
+                where=f"account {self._account_id or '?'} region {self._region or '?'}",
+                account_id=self._account_id or "?",
+            ) from None
         except REFUSED_NETWORK as error:
-            raise _Retry(type(error).__name__, ambiguous=False) from None
+            raise Retry(type(error).__name__, ambiguous=False) from None
         except AMBIGUOUS_NETWORK as error:
-            raise _Retry(type(error).__name__, ambiguous=True) from None
+            raise Retry(type(error).__name__, ambiguous=True) from None
         except NoCredentialsError:
-            raise self._failure(
+            raise failure(
                 "no AWS credentials: the function's role could not be assumed", applied, planned
             ) from None
         except BotoCoreError as error:
-            raise self._failure(
-                f"{operation} failed: {type(error).__name__}", applied, planned
-            ) from None
-
-    def _client_error(
-        self, operation: str, membership_id: str, error: ClientError, applied: int, planned: int
-    ) -> Exception:
-        response: dict[str, Any] = dict(error.response)
-        code = str(response.get("Error", {}).get("Code", "Unknown"))
-        status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-        if code in REFUSED or status == 429:
-            return _Retry(code, ambiguous=False, retry_after=_retry_after(response), refused=True)
-        if status >= 500 or code == "InternalServerException":
-            return _Retry(code, ambiguous=True, retry_after=_retry_after(response))
-        where = f"account {self._account_id or '?'} region {self._region or '?'}"
-        outcome = calls_applied(applied, planned)
-        if code == "ResourceNotFoundException":
-            return MembershipNotFound(
-                with_outcome(
-                    f"Membership {membership_id} was not found in {where}: deploy this stack "
-                    "in the membership's account and region, and check MembershipId",
-                    outcome,
-                ),
-                applied=applied,
-                planned=planned,
-            )
-        if code == "AccessDeniedException":
-            action = f"security-ir:{operation}"
-            allow = (
-                f"allow {action} on arn:<partition>:security-ir:<region>:<account>:membership/* "
-                "in the function's role"
-            )
-            message = str(response.get("Error", {}).get("Message") or response.get("message") or "")
-            deny = denial.read(message)
-            fix = deny.check(action, self._account_id or "?", f"membership {membership_id}", allow)
-            return PermissionDenied(
-                with_outcome(
-                    f"Access denied for {action} on membership {membership_id}"
-                    f"{deny.said(action)}: {fix}",
-                    outcome,
-                ),
-                applied=applied,
-                planned=planned,
-            )
-        if code == "SecurityIncidentResponseNotActiveException":
-            return self._failure(
-                f"Security Incident Response is not active in {where}", applied, planned
-            )
-        fields = [str(f.get("name")) for f in response.get("fieldList") or () if f.get("name")]
-        detail = f" on {', '.join(fields)}" if fields else ""
-        return Rejected(
-            with_outcome(
-                f"{operation} was rejected: {code}{detail}", calls_applied(applied, planned)
-            ),
-            applied=applied,
-            planned=planned,
-            fields=tuple(fields) if code == "ValidationException" else (),
-        )
-
-    @staticmethod
-    def _failure(cause: str, applied: int, planned: int) -> ServiceFailure:
-        return ServiceFailure(
-            with_outcome(cause, calls_applied(applied, planned)), applied=applied, planned=planned
-        )
-
-
-def _retry_after(response: Mapping[str, Any]) -> float | None:
-    """Seconds the service asked to wait before the next attempt, if it said.
-
-    The model's ``retryAfterSeconds`` (bound to the ``Retry-After`` header on
-    ThrottlingException and InternalServerException) comes first; other
-    refusals (ConflictException has no such member) may still send a bare
-    ``Retry-After`` header, which botocore keeps, lower-cased, in
-    ``ResponseMetadata.HTTPHeaders``. Only a number of seconds is understood:
-    an HTTP-date or garbage is ignored and the backoff alone decides.
-    """
-    after = response.get("retryAfterSeconds")
-    if after is None:
-        headers = response.get("ResponseMetadata", {}).get("HTTPHeaders") or {}
-        after = headers.get("retry-after")
-    if after is None:
-        return None
-    try:
-        seconds = float(after)
-    except (TypeError, ValueError):
-        return None
-    return seconds if 0.0 <= seconds < math.inf else None
+            raise failure(f"{operation} failed: {type(error).__name__}", applied, planned) from None
