@@ -308,15 +308,16 @@ mark("import aws_lambda_powertools (logger)")
 from crhelper import CfnResource
 mark("import crhelper")
 from sir_membership import (
-    dispatch, engine, errors, guard, request, request_store, resource, response, service_model,
-    timing)
+    dispatch, engine, errors, guard, journal_store, request, request_store, resource, response,
+    service_model, timing)
 mark("import sir_membership modules")
 logger = Logger(service="sir-membership")
 mark("Logger()")
 ddb = boto3.client("dynamodb", config=Config(connect_timeout=2, read_timeout=5,
     retries={"total_max_attempts": 3, "mode": "standard"}))
 requests = request_store.RequestStore(ddb, "x")
-mark("boto3.client('dynamodb') (request records and fences)")
+journal = journal_store.JournalStore(ddb, "x")
+mark("boto3.client('dynamodb') (request records and fences, the journal)")
 sfn = boto3.client("stepfunctions", config=Config(connect_timeout=3, read_timeout=5,
     retries={"total_max_attempts": 3, "mode": "standard"}))
 runs = engine.Engine(sfn, "")

@@ -174,7 +174,14 @@ def test_cold_start_replay_follows_app_py() -> None:
     assert app.index("gc.disable()") < app.index("import boto3")
     assert app.index("HELPER = _Resource()") < app.index("\n_collector_resumed()\n")
     assert "gc.freeze()" in app
-    for call in ('"dynamodb"', '"stepfunctions"', "RequestStore(", "Engine(", "CfnResource"):
+    for call in (
+        '"dynamodb"',
+        '"stepfunctions"',
+        "RequestStore(",
+        "JournalStore(",
+        "Engine(",
+        "CfnResource",
+    ):
         assert call in app
     assert '"security-ir"' not in app
     assert "share_model(" not in app
@@ -183,6 +190,7 @@ def test_cold_start_replay_follows_app_py() -> None:
     for call in (
         'boto3.client("dynamodb"',
         "RequestStore(",
+        "JournalStore(",
         'boto3.client("stepfunctions"',
         "Engine(",
         "CfnResource(",
