@@ -95,7 +95,9 @@ def headline(results: dict[str, Any]) -> list[str]:
         f"after import, {_kib(biggest['after_invocation']['vmhwm_kb'] * 1024)} after one event "
         f"declaring {biggest['declared']:,} OUs"
         + (
-            "."
+            " (refused before any write: too large for its request record)."
+            if biggest["state_ok"] and biggest.get("refused_too_large")
+            else "."
             if biggest["state_ok"]
             else f" (which **answered {biggest.get('status', '?')}**: "
             f"{biggest.get('reason', '')[:160]})."
@@ -672,7 +674,11 @@ def scale_section(results: dict[str, Any], png_name: str | None) -> list[str]:
                 f"ours, {r['declared']:,} declared OUs (+{r['adds']:,} -{r['removes']:,})",
                 f"{r['calls']:,}",
                 ms(r["seconds"], 0),
-                "ok" if r["state_ok"] else f"WRONG (answered {r.get('status', '?')})",
+                (
+                    ("refused before any write: too large" if r.get("refused_too_large") else "ok")
+                    if r["state_ok"]
+                    else f"WRONG (answered {r.get('status', '?')})"
+                ),
                 _kib(r["after_import"]["vmhwm_kb"] * 1024),
                 _kib(r["after_invocation"]["vmhwm_kb"] * 1024),
                 _kib(r["peak_delta_kb"] * 1024),
