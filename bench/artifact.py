@@ -158,6 +158,13 @@ def measure(sam: str | None) -> dict[str, Any]:
         "goal_zipped_bytes": GOAL_ZIPPED_BYTES,
         "old": sizes(old_root, "old") | {"build_seconds": old_seconds},
     }
+    # The state machine's tasks (WorkFunction; AnswerFunction is the same package).
+    tasks_root = Path(root).parent / "WorkFunction"
+    if tasks_root.is_dir():
+        result["tasks"] = sizes(tasks_root, "tasks") | {
+            "services": lean_package.client_services(SRC_DIR, "sir_membership.tasks"),
+        }
+        result["tasks"]["zipped_over_goal"] = result["tasks"]["zipped_bytes"] / GOAL_ZIPPED_BYTES
     result["zipped_over_goal"] = result["zipped_bytes"] / GOAL_ZIPPED_BYTES
     result["zipped_over_old"] = result["zipped_bytes"] / result["old"]["zipped_bytes"]
     log(

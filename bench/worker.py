@@ -1,5 +1,13 @@
 """A handler process for the benchmarks: Lambda's role, driven over a pipe.
 
+Ours is the provider as deployed: the dispatcher (``sir_membership.app``)
+starts an execution of the state machine, whose Work and Answer tasks
+(``sir_membership.tasks``) make the calls and send the answer. Here the
+execution runs in this process as soon as it starts (``engine_local``, the
+unit tests' in-process engine: the definition's states, checked against
+statemachine/membership.asl.json), so one ``invoke`` is the dispatcher's
+invocation plus every task invocation of its execution, Wait states slept.
+
 The parent (``calls.Worker``) starts it with the environment of
 ``local_services().child_env()`` (emulator, moto DynamoDB, the receiver's
 CA, dummy credentials) and sends one JSON command per line on stdin; the
@@ -29,6 +37,7 @@ import sys
 import threading
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
 from common import context
@@ -37,16 +46,17 @@ MODULES = {"ours": "sir_membership.app", "naive": "naive", "bare": "bare_handler
 
 
 class CallTimer:
-    """Seconds spent inside a boto3 client's API calls (before-call to after-call)."""
+    """Seconds spent inside boto3 clients' API calls (before-call to after-call)."""
 
-    def __init__(self, client: Any, kind: str | None = None) -> None:
+    def __init__(self, clients: Any, kind: str | None = None) -> None:
         self.total = 0.0
         self.calls = 0
         self.kind = kind
         self._local = threading.local()
-        client.meta.events.register("before-call", self._start)
-        client.meta.events.register("after-call", self._stop)
-        client.meta.events.register("after-call-error", self._stop)
+        for client in clients if isinstance(clients, list | tuple) else (clients,):
+            client.meta.events.register("before-call", self._start)
+            client.meta.events.register("after-call", self._stop)
+            client.meta.events.register("after-call-error", self._stop)
 
     def _start(self, params: Any = None, **_: Any) -> None:
         if self.kind is not None and not _is_kind(params, self.kind):
@@ -90,6 +100,22 @@ def memory() -> dict[str, int]:
     return out
 
 
+def run_executions_here(app: Any) -> Any:
+    """Point the dispatcher at an in-process engine that runs the tasks here; the tasks module.
+
+    Each task invocation gets a fresh 300 s context (the Work function's Timeout).
+    """
+    tests = str(Path(__file__).resolve().parent.parent / "tests")
+    if tests not in sys.path:
+        sys.path.append(tests)
+    from engine_local import InlineEngine  # noqa: PLC0415 - the tests' engine, by path
+
+    from sir_membership import tasks  # noqa: PLC0415
+
+    app.ENGINE = InlineEngine(lambda: context(300.0, request_id="bench-task"))
+    return tasks
+
+
 class Worker:
     def __init__(self) -> None:
         self.modules: dict[str, Any] = {}
@@ -100,12 +126,15 @@ class Worker:
             module = importlib.import_module(MODULES[name])
             self.modules[name] = module
             if name == "ours":
+                tasks = run_executions_here(module)
+                # The dispatcher's table client and the tasks' (one per function).
+                tables = [module.REQUESTS.client, tasks.REQUESTS.client]
                 self.timers[name] = {
-                    "security_ir": CallTimer(module.SECURITY_IR),
-                    "dynamodb": CallTimer(module.PERSISTENCE.client),
+                    "security_ir": CallTimer(tasks.security_ir()),
+                    "dynamodb": CallTimer(tables),
                     # The change journal's and the leases' share of those calls.
-                    "journal": CallTimer(module.PERSISTENCE.client, "journal"),
-                    "lease": CallTimer(module.PERSISTENCE.client, "lease"),
+                    "journal": CallTimer(tables, "journal"),
+                    "lease": CallTimer(tables, "lease"),
                 }
             else:
                 self.timers[name] = {"security_ir": CallTimer(module.CLIENT)}

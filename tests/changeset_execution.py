@@ -209,15 +209,18 @@ class _Context:
 
 @contextmanager
 def lambda_function(client: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Invoke]:
-    """The deployed dispatcher, ``app.handler``, its executions run in process (``engine_local``)
-    with ``client`` as their Work steps' security-ir.
+    """The deployed provider's entry point, ``app.handler``, with ``client`` as its security-ir.
 
-    Idempotency records go to a moto DynamoDB table and answers to a local
-    ResponseURL, so each answer is the body CloudFormation would receive.
+    The dispatcher starts the request's execution, which the in-process engine
+    (tests/engine_local.py, from ``function_table``) plays through the Work and
+    Answer tasks. Request records, fences and the journal go to a moto
+    DynamoDB table and answers to a local ResponseURL, so each answer is the
+    body CloudFormation would receive.
     """
     with mock_aws(), Receiver() as receiver:
         function_table(monkeypatch, TABLE)
-        # The dispatcher makes no security-ir call: its executions' Work steps do.
+        # The Work task's security-ir client (``tasks.security_ir``), run in
+        # process by the engine fixture between the dispatcher and the answer.
         monkeypatch.setattr(tasks, "security_ir", lambda: client)
 
         def invoke(event: dict[str, Any]) -> Mapping[str, Any]:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -309,6 +310,13 @@ class World:
     #: Told before each task runs (its execution and state) and after (state ""): a
     #: test's fault points.
     on_task: Callable[[Execution, str], None] = lambda _execution, _state: None
+    #: The backoff's jitter, as ``random.uniform`` is called (default: the longest wait).
+    jitter: Callable[[float, float], float] = lambda _low, high: high
+    #: Seconds a Work invocation takes to start, given the seconds since its execution's
+    #: previous Work invocation ended (``inf`` for the first); default: a cold start each time.
+    start_cost: Callable[[float], float] = lambda _idle: 0.5
+    #: When each execution's last Work invocation ended (by execution name).
+    work_ended: dict[str, float] = field(default_factory=dict)
 
     # -- the dispatcher (``app.handler``'s ``_answer``) --------------------------------
 
@@ -404,7 +412,7 @@ class World:
                 remaining,
                 policy=self.policy,
                 sleep=self.clock.sleep,
-                jitter=lambda _low, high: high,
+                jitter=self.jitter,
                 before_write=before_write,
                 paces=self.paces,
                 clock=self.clock,
@@ -424,8 +432,11 @@ class World:
             )
 
         began = self.clock.now
-        warm = self.clock.now - self.idle_since < self.warm_for
-        self.clock.now += WARM_START if warm else COLD_START
+        name = execution.keys.execution_name
+        if self.clock.now - self.idle_since < self.warm_for:  # a sandbox is still warm
+            self.clock.now += WARM_START
+        else:
+            self.clock.now += self.start_cost(self.clock.now - self.work_ended.get(name, -math.inf))
         outer, self.running = self.running, execution
         invocation = execution.awaited = self.work_invocations
         try:
@@ -451,6 +462,7 @@ class World:
             self.running = outer
             self.billed += self.clock.now - began
             self.idle_since = self.clock.now
+            self.work_ended[name] = self.clock.now
         if execution.awaited != invocation or execution.status != "RUNNING":
             return  # the state machine has moved on (a task timeout, a retry, a stop)
         if self.clock.now > deadline:  # Lambda ended it at its timeout: the result never came

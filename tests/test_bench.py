@@ -6,9 +6,11 @@ and the receiver, exactly as in ``make bench``; only the grid is small.
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -163,36 +165,100 @@ def test_cold_start_report_gives_the_issue_ratios_with_verdicts() -> None:
 
 
 def test_cold_start_replay_follows_app_py() -> None:
-    """The replay times app.py's module load: what app.py does, the replay does."""
+    """The replay times app.py's module load: what app.py does, the replay does.
+
+    app.py is the dispatcher: a table client for the request records and a
+    Step Functions client, no security-ir client (the Work task has that).
+    """
     app = (BENCH.parent / "src" / "sir_membership" / "app.py").read_text(encoding="utf-8")
     assert app.index("gc.disable()") < app.index("import boto3")
     assert app.index("HELPER = _Resource()") < app.index("\n_collector_resumed()\n")
     assert "gc.freeze()" in app
     for call in (
-        "boto3_client=boto3.client(",
-        "service_model.share_model(",
+        '"dynamodb"',
+        '"stepfunctions"',
+        "RequestStore(",
+        "JournalStore(",
+        "Engine(",
         "CfnResource",
     ):
         assert call in app
-    for call in ("boto3_client=ddb", "service_model.share_model(", "CfnResource(", "gc.freeze()"):
-        assert call in coldstart._REPLAY
-    assert coldstart._REPLAY.index("gc.disable()") < coldstart._REPLAY.index("import boto3")
+    assert '"security-ir"' not in app
+    assert "share_model(" not in app
+    replay = coldstart._REPLAY
+    body = replay[: replay.index(coldstart.FIRST)]
+    for call in (
+        'boto3.client("dynamodb"',
+        "RequestStore(",
+        "JournalStore(",
+        'boto3.client("stepfunctions"',
+        "Engine(",
+        "CfnResource(",
+        "gc.freeze()",
+    ):
+        assert call in body
+    assert "security-ir" not in body
+    assert "share_model(" not in body
+    # Every module of the package that app.py imports, the replay imports before its clients.
+    imported = set(re.findall(r"^from \.(\w+) import", app, re.MULTILINE))
+    imported |= {
+        name.strip()
+        for names in re.findall(r"^from \. import ([\w, ]+)$", app, re.MULTILINE)
+        for name in names.split(",")
+    }
+    modules = body[body.index("from sir_membership import (") : body.index('mark("import sir')]
+    assert imported
+    assert imported <= set(re.findall(r"\w+", modules))
+    assert replay.index("gc.disable()") < replay.index("import boto3")
+    assert "idempotent_function" not in replay
+    assert "self_invoke" not in replay
 
 
-def test_continuation_bench_measures_a_change_against_its_bound() -> None:
-    import continuation  # noqa: PLC0415
+def test_engine_bench_measures_a_change_against_its_bound() -> None:
+    """One change through the simulated engine: its calls, waits, billed time and transitions."""
+    import engine_bench  # noqa: PLC0415
 
-    section = continuation.measure((("conflict", 0.2, False, (20,)),))
-    (row,) = section["rows"]
-    assert (row["status"], row["answers"], row["applied"], row["calls"]) == (
-        "UPDATE_COMPLETE",
-        1,
-        4,
-        4,
+    section = engine_bench.measure(
+        models=(("conflict", True),),
+        periods=(10.0,),
+        sizes=(20,),
+        doomed_cases=(("conflict", True, 10.0, 100, 120),),
     )
-    assert row["ok"]
+    assert section["definition_problems"] == []
+    (row,) = section["rows"]
+    assert (row["answers"], row["applied"], row["calls"], row["ok"]) == (["SUCCESS"], 4, 4, True)
     assert row["refused"] >= 1, "the propagation model refused calls"
-    assert row["seconds"] >= row["bound"] - 0.2 * 1  # the first call goes at once
-    assert continuation.problems(section) == []
-    text = "\n".join(report.continuation_section({"continuation": section}))
-    assert "| conflict | 0.2 s | 20 | 4 / 4 |" in text
+    assert row["wall"] >= row["bound"] - 10.0  # the first call goes at once
+    # Each refusal with Retry-After 10 s is a Wait state, not a sleep: one Work step per call.
+    assert (row["work_steps"], row["waits"]) == (4, 3)
+    # Work, Route, Wait per waiting step; the last Work, Route, Answer, Done.
+    assert row["transitions"] == 3 * 3 + 4
+    assert row["billed_seconds"] < 0.1 * row["wall"]
+    assert row["gb_seconds"] == pytest.approx(row["billed_seconds"] * 256 / 1024)
+    (doomed,) = section["doomed"]
+    assert doomed["answers"] == ["FAILED"]
+    assert doomed["seconds_to_failed"] < doomed["service_timeout"]
+    assert f"of {doomed['calls']} UpdateMembership calls were applied" in doomed["reason"]
+    assert len(doomed["rollback_answers"]) == 1
+    assert engine_bench.problems(section) == []
+    text = "\n".join(report.engine_section({"engine": section}))
+    assert "| conflict + Retry-After | 10 s | 20 | 4 / 4 |" in text
+    assert "they agree" in text
+    assert "Long changes on the engine" in report.engine_headline(section)
+
+
+def test_engine_bench_charges_a_cold_start_once_per_execution_and_after_long_waits() -> None:
+    import engine_bench  # noqa: PLC0415
+
+    def billed(starts: Any) -> float:
+        row = engine_bench.change("conflict", True, 10.0, 20, starts)
+        assert (row["answers"], row["work_steps"]) == (["SUCCESS"], 4)
+        return float(row["billed_seconds"])
+
+    free = billed(engine_bench.Starts(cold=0.0, warm=0.0))
+    assert billed(engine_bench.Starts(cold=2.0, warm=0.0)) == pytest.approx(free + 2.0)
+    assert billed(engine_bench.Starts(cold=0.0, warm=1.0)) == pytest.approx(free + 3.0)
+    # Waits of 10 s are longer than an idle limit of 5 s: every step starts cold.
+    assert billed(engine_bench.Starts(cold=2.0, warm=0.0, idle_limit=5.0)) == pytest.approx(
+        free + 8.0
+    )

@@ -260,7 +260,7 @@ def test_preferences_of_the_wrong_type_are_named_not_crashed() -> None:
 def test_rules_are_the_same_from_a_fresh_loader_and_from_the_clients_model(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The function shares its client's parsed model; a fresh loader must give the same rules."""
+    """The Work task shares its client's parsed model; a fresh loader must give the same rules."""
     from sir_membership import app, service_model  # noqa: PLC0415
 
     shared = service_model.rules_from(tasks.security_ir().meta.service_model)
@@ -269,4 +269,4 @@ def test_rules_are_the_same_from_a_fresh_loader_and_from_the_clients_model(
     assert fresh == shared
     assert fresh.ou_batch_size == 5
     with pytest.raises(ValueError, match="expected the security-ir model"):
-        service_model.share_model(app.PERSISTENCE.client.meta.service_model)
+        service_model.share_model(app.REQUESTS.client.meta.service_model)

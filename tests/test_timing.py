@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sir_membership import answers, app, continuation, relay, response, restore, service, tasks
+from sir_membership import answers, app, response, restore, service, steps, tasks
 from sir_membership.errors import ConfigurationError
 from sir_membership.timing import PREFIX, TIMING, Timing
 
@@ -29,7 +29,8 @@ PRODUCTION = {
     "bookkeeping_reserve": 8.0,
     "continue_min": 30.0,
     "answer_margin": 10.0,
-    "wait_reserve": 30.0,
+    "busy_poll": 5.0,
+    "longest_sleep": 5.0,
     "work_reserve": 20.0,
     "service_connect_timeout": 3.0,
     "service_read_timeout": 10.0,
@@ -47,13 +48,15 @@ def test_without_the_environment_the_production_values_hold() -> None:
     assert Timing() == TIMING
     assert TIMING.call_timeout == 13.0
     assert (app.TIMER_RESERVE, answers.BOOKKEEPING_RESERVE) == (3.0, 8.0)
-    assert (continuation.CONTINUE_MIN, continuation.ANSWER_MARGIN) == (30.0, 10.0)
-    assert (relay.WAIT_RESERVE, restore.WORK_RESERVE) == (30.0, 20.0)
+    assert (steps.CONTINUE_MIN, steps.ANSWER_MARGIN, steps.BUSY_POLL) == (30.0, 10.0, 5.0)
+    assert restore.WORK_RESERVE == 20.0
     policy = service.RetryPolicy()
     assert (policy.call_timeout, policy.answer_reserve) == (13.0, 6.0)
     assert response.DeliveryPolicy().attempt_timeout == 10.0
     config = tasks.security_ir().meta.config
     assert (config.connect_timeout, config.read_timeout) == (3.0, 10.0)
+    for table in (app.REQUESTS.client, tasks.REQUESTS.client):
+        assert (table.meta.config.connect_timeout, table.meta.config.read_timeout) == (2.0, 5.0)
 
 
 @given(
@@ -88,33 +91,72 @@ def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+#: Runs the Work task in a fresh interpreter up to the point where it hands its
+#: service factory to ``run_step``, and prints the longest sleep of the
+#: service it builds (read when the task runs, not at import).
+WORK_SERVICE = """
+from sir_membership import tasks
+class Done:
+    def to_payload(self):
+        return {}
+def run_step(keys, step, requests, service, shell, tag):
+    print(service(None)._policy.longest_sleep, end=" ")
+    return Done()
+class Context:
+    function_name = "sir-membership-work"
+    function_version = "$LATEST"
+    memory_limit_in_mb = 256
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:sir-membership-work"
+    aws_request_id = "task-request-1"
+    def get_remaining_time_in_millis(self):
+        return 60000
+tasks.run_step = run_step
+request = {"stackId": "s", "logicalId": "Membership", "requestId": "r", "attempt": 1}
+tasks.work({"request": request, "step": 0}, Context())
+"""
+
+
 def test_the_environment_reaches_every_module_that_uses_a_reserve() -> None:
-    code = (
-        "from sir_membership import app, answers, continuation, relay, restore, response, service\n"
+    code = WORK_SERVICE + (
+        "from sir_membership import app, answers, restore, response, service, steps\n"
         "c = tasks.security_ir().meta.config\n"
-        "print(app.TIMER_RESERVE, answers.BOOKKEEPING_RESERVE, continuation.CONTINUE_MIN,"
-        " continuation.ANSWER_MARGIN, relay.WAIT_RESERVE, restore.WORK_RESERVE,"
+        "d = app.REQUESTS.client.meta.config\n"
+        "e = tasks.JOURNAL.client.meta.config\n"
+        "print(app.TIMER_RESERVE, answers.BOOKKEEPING_RESERVE, steps.CONTINUE_MIN,"
+        " steps.ANSWER_MARGIN, steps.BUSY_POLL, restore.WORK_RESERVE,"
         " service.RetryPolicy().call_timeout, service.RetryPolicy().answer_reserve,"
-        " response.DeliveryPolicy().attempt_timeout, c.connect_timeout, c.read_timeout)\n"
+        " response.DeliveryPolicy().attempt_timeout, c.connect_timeout, c.read_timeout,"
+        " d.connect_timeout, d.read_timeout, e.connect_timeout, e.read_timeout)\n"
     )
     values = {name: str(n + 1.5) for n, name in enumerate(PRODUCTION)}
-    done = _python(code, **{PREFIX + k.upper(): v for k, v in values.items()})
+    done = _python(
+        code,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        **{PREFIX + k.upper(): v for k, v in values.items()},
+    )
     assert done.returncode == 0, done.stderr
     t = {k: float(v) for k, v in values.items()}
     expected = [
+        t["longest_sleep"],
         t["timer_reserve"],
         t["bookkeeping_reserve"],
         t["continue_min"],
         t["answer_margin"],
-        t["wait_reserve"],
+        t["busy_poll"],
         t["work_reserve"],
         t["service_connect_timeout"] + t["service_read_timeout"],
         t["answer_reserve"],
         t["put_attempt_timeout"],
         t["service_connect_timeout"],
         t["service_read_timeout"],
+        t["table_connect_timeout"],
+        t["table_read_timeout"],
+        t["table_connect_timeout"],
+        t["table_read_timeout"],
     ]
-    assert [float(v) for v in done.stdout.split()] == expected
+    printed = [line for line in done.stdout.splitlines() if not line.startswith("{")]
+    assert [float(v) for v in " ".join(printed).split()] == expected
 
 
 def test_a_bad_value_stops_the_function_at_import() -> None:
