@@ -37,7 +37,7 @@ from .request import Request
 from .tags import TagCall, TagChange, TagPlan
 
 #: ``restoring`` marks an entry whose rollback has begun while its change may
-#: still be continuing in another invocation: that continuation then stops.
+#: still have a Work step running: that step then stops (the fence stops it too).
 Phase = Literal["applying", "applied", "failed", "restoring", "restored"]
 
 

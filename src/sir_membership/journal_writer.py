@@ -90,7 +90,7 @@ class JournalWriter:
         self.try_save("progress")
 
     def restore_progress(self, _restored: int, state: MembershipState) -> None:
-        """After each call of a rollback: a continuation or a retry reads what it left."""
+        """After each call of a rollback: its next Work step, or a retry, reads what it left."""
         self.wrote(state)
         self.try_save("the rollback's progress")
 

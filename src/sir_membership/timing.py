@@ -1,8 +1,9 @@
 """The function's time reserves and client timeouts, in one place.
 
-Why: what still fits in an invocation is decided from a few fixed times (how
-long one call may take, what is kept to answer, when a hand-off is worth
-it, how long a step may sleep). Production uses the defaults below; the template never changes them.
+Why: what still fits in a Work step is decided from a few fixed times (how
+long one call may take, what is kept to answer, when another step is worth
+waiting for, how long a step may sleep before a Wait state takes over).
+Production uses the defaults below; the template never changes them.
 The end-to-end tests may shorten them through the function's environment,
 ``SIR_TIMING_<FIELD>`` in seconds (``SIR_TIMING_SERVICE_READ_TIMEOUT=2``), so
 a scenario about a timeout plays the same decisions without waiting a real
@@ -49,7 +50,7 @@ class Timing:
     answer_reserve: float = 6.0
     #: One PUT of the answer to the ResponseURL (response.DeliveryPolicy).
     put_attempt_timeout: float = 10.0
-    #: The idempotency table client's timeouts.
+    #: The table client's timeouts (request records, fences, the journal).
     table_connect_timeout: float = 2.0
     table_read_timeout: float = 5.0
 
