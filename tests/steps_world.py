@@ -601,3 +601,19 @@ def created(w: World, timeout: int | None = None) -> dict[str, Any]:
     chain = w.run(request("Create", old))
     assert [a.status for a in chain.answers] == ["SUCCESS"]
     return old
+
+
+def fail_after_calls(w: World, calls: int, error: BaseException) -> None:
+    """Arm ``error`` right after ``calls`` more UpdateMembership calls are applied."""
+    original = w.sir.update_membership
+    left = [calls]
+
+    def failing(**params: Any) -> dict[str, Any]:
+        result = original(**params)
+        left[0] -= 1
+        if left[0] == 0:
+            w.sir.update_membership = original
+            raise error
+        return result
+
+    w.sir.update_membership = failing

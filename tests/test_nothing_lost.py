@@ -37,6 +37,7 @@ from steps_world import (
     World,
     created,
     declared,
+    fail_after_calls,
     request,
     with_service,
     world,
@@ -57,22 +58,6 @@ def with_team(props: dict[str, Any], team: list[dict[str, str]]) -> dict[str, An
         {"Name": p["name"], "JobTitle": p["jobTitle"], "Email": p["email"]} for p in team
     ]
     return {**props, "IncidentResponseTeam": declared_team}
-
-
-def fail_after_calls(w: World, calls: int, error: BaseException) -> None:
-    """Arm ``error`` right after ``calls`` more UpdateMembership calls are applied."""
-    original = w.sir.update_membership
-    left = [calls]
-
-    def failing(**params: Any) -> dict[str, Any]:
-        result = original(**params)
-        left[0] -= 1
-        if left[0] == 0:
-            w.sir.update_membership = original
-            raise error
-        return result
-
-    w.sir.update_membership = failing
 
 
 def retried_after_a_service_error(w: World, req: Any, calls: int = 1) -> Chain:

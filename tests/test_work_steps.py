@@ -10,8 +10,6 @@ after each accepted OU change, UpdateMembership is refused for P seconds
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -22,6 +20,7 @@ from steps_world import (
     LambdaServiceError,
     created,
     declared,
+    fail_after_calls,
     request,
     response_url,
     world,
@@ -36,22 +35,6 @@ MODELS = [
     pytest.param("conflict", True, id="conflict-retry-after"),
     pytest.param("stale", False, id="conflict-stale-reads"),
 ]
-
-
-def fail_at_call(w: Any, call: int, error: BaseException) -> None:
-    """Raise ``error`` right after the ``call``-th UpdateMembership from now is applied."""
-    original = w.sir.update_membership
-    left = [call]
-
-    def failing(**params: Any) -> dict[str, Any]:
-        result = original(**params)
-        left[0] -= 1
-        if left[0] == 0:
-            w.sir.update_membership = original
-            raise error
-        return result
-
-    w.sir.update_membership = failing
 
 
 @pytest.mark.parametrize(("model", "retry_after"), MODELS)
@@ -163,7 +146,7 @@ def test_a_step_that_died_of_a_lambda_service_error_is_retried_and_applies_nothi
     assert execution is not None
     w.advance(execution)  # the first step: one call, then a wait
     # The next step applies a call, then the Invoke fails on Lambda's side.
-    fail_at_call(w, 1, LambdaServiceError())
+    fail_after_calls(w, 1, LambdaServiceError())
     w.finish(execution)
     history = execution.history
     retried = [i for i in range(1, len(history)) if history[i - 1 : i + 1] == ["Work", "Work"]]
@@ -181,7 +164,7 @@ def test_a_step_that_crashes_answers_failed_once_and_the_rollback_restores() -> 
     assert chain.execution is not None
     w.advance(chain.execution)
     w.advance(chain.execution)  # the Wait, then the second step...
-    fail_at_call(w, 1, Crash())  # ...applies a call, and its sandbox dies
+    fail_after_calls(w, 1, Crash())  # ...applies a call, and its sandbox dies
     w.finish(chain.execution)
     (answer,) = chain.answers
     assert answer.status == "FAILED"
