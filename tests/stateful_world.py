@@ -191,6 +191,11 @@ class OverlapIR:
     #: Per RequestId: UpdateMembership calls that took effect (whatever the answer said).
     applied: Counter[str] = field(default_factory=Counter)
 
+    @property
+    def told(self) -> str:
+        """The history, one line each (a failing assertion's message, unabridged)."""
+        return "\n".join(self.history)
+
     def add(self, spec: dict[str, Any], tags: dict[str, str]) -> None:
         m = new_membership(spec)
         self.memberships[m["membershipId"]] = m
@@ -233,6 +238,10 @@ class OverlapIR:
             if error is None and fault == "5xx-applied":
                 STATS["answers lost after applying"] += 1
                 error = _error("InternalServerException", 500, "UpdateMembership")
+        self.history.append(
+            f"    UpdateMembership {mid[-2:]} by {running.request_id[-4:]}: {brief(params)}"
+            f" -> {fault or ''} {error.response['Error']['Code'] if error else 'ok'}"
+        )
         self.point("after UpdateMembership")
         if error is not None:
             raise error
@@ -291,7 +300,7 @@ class OverlapIR:
         ), (
             f"an UpdateMembership the journal does not cover: {params} {running} "
             f"{self.entries_of(running)} new={declaration_digest(running.request.properties)} "
-            f"old={declaration_digest(running.request.old_properties)} {self.history}"
+            f"old={declaration_digest(running.request.old_properties)}\n{self.told}"
         )
 
     def check_removals(self, mid: str, params: dict[str, Any], running: Running) -> None:
@@ -318,6 +327,7 @@ class OverlapIR:
         self.clock.now += 0.1
         self._check_tags_journaled(resourceArn, set(tags))
         self.tags[resourceArn].update(tags)
+        self.history.append(f"    TagResource {resourceArn[-2:]} {sorted(tags.items())}")
         self.point("after TagResource")
         return {}
 
@@ -328,6 +338,7 @@ class OverlapIR:
         self._check_tags_journaled(resourceArn, set(tagKeys))
         for key in tagKeys:
             self.tags[resourceArn].pop(key, None)
+        self.history.append(f"    UntagResource {resourceArn[-2:]} {sorted(tagKeys)}")
         self.point("after UntagResource")
         return {}
 
@@ -361,3 +372,16 @@ def covers(touched: Touched, params: dict[str, Any]) -> bool:
         change.get("organizationalUnitsToRemove") or []
     )
     return ous <= touched.ous_added | touched.ous_removed
+
+
+def brief(params: dict[str, Any]) -> str:
+    """An UpdateMembership call in a line of history: the fields it sets, the OUs it moves."""
+    change = params.get("membershipAccountsConfigurationsUpdate") or {}
+    parts = [
+        k for k in params if k not in ("membershipId", "membershipAccountsConfigurationsUpdate")
+    ]
+    parts += [f"+{o[3:5]}{o[-1]}" for o in change.get("organizationalUnitsToAdd") or []]
+    parts += [f"-{o[3:5]}{o[-1]}" for o in change.get("organizationalUnitsToRemove") or []]
+    if "coverEntireOrganization" in change:
+        parts.append(f"cover={change['coverEntireOrganization']}")
+    return " ".join(parts)
