@@ -530,3 +530,19 @@ def test_a_create_whose_step_died_after_its_last_call_is_restored_by_its_rollbac
     delete = w.run(request("Delete", new, physical=answer.physical_resource_id))
     assert [x.status for x in delete.answers] == ["SUCCESS"]
     assert w.sir.ous == before
+
+
+def test_a_rollback_of_a_step_that_died_with_a_call_in_flight_waits_for_fresh_reads() -> None:
+    """Found by the two-stack stateful test: the step died right after an applied call, before
+    its entry could count it; its rollback, within P of that call, read the membership without
+    it and restored nothing (docs/journal.md, "Unknown stays unknown until proven")."""
+    w = world("stale", 20.0)
+    a = created(w)
+    b = declared(BASE + MORE[:3])  # one call: add 3 OUs
+    fail_after_calls(w, 1, Crash())
+    (answer,) = w.run(request("Update", b, a)).answers
+    assert answer.status == "FAILED"
+    assert "The outcome of 1 UpdateMembership call is unknown" in answer.reason, answer.reason
+    back = w.run(request("Update", a, b))  # at once: reads do not show the 3 OUs yet
+    assert [x.status for x in back.answers] == ["SUCCESS"]
+    assert w.sir.ous == set(BASE)

@@ -187,7 +187,11 @@ class Restorer:
         request = self.request
         journal = JournalWriter(self.shell.store, request, entry, self.shell.clock)
         if entry.phase == "applying":  # its change may still be running: mark it
-            journal.update(phase="restoring")
+            # A step of it that died (or runs on past the fence) may have had a call in
+            # flight that its entry could not count: unknown until a read proves it, so
+            # compare-and-restore waits for fresh reads (docs/journal.md).
+            in_flight = entry.applied < entry.planned
+            journal.update(phase="restoring", unknown=max(entry.unknown, 1) if in_flight else None)
             try:
                 journal.save()
             except MembershipError as error:
