@@ -546,3 +546,44 @@ def test_a_rollback_of_a_step_that_died_with_a_call_in_flight_waits_for_fresh_re
     back = w.run(request("Update", a, b))  # at once: reads do not show the 3 OUs yet
     assert [x.status for x in back.answers] == ["SUCCESS"]
     assert w.sir.ous == set(BASE)
+
+
+class StaleReadsIR(LostAnswerIR):
+    """Reads show an OU change P s late, and calls are never refused meanwhile (the two-stack
+    test's service): a repeat is refused at once if its OU is already associated."""
+
+    stale_until = 0.0
+
+    def update_membership(self, **params: Any) -> dict[str, Any]:
+        self.until = 0.0
+        try:
+            return super().update_membership(**params)
+        finally:
+            self.stale_until, self.until = max(self.stale_until, self.until), 0.0
+
+    def get_membership(self, membershipId: str) -> dict[str, Any]:
+        self.until = self.stale_until
+        try:
+            return super().get_membership(membershipId)
+        finally:
+            self.until = 0.0
+
+
+def test_a_lost_call_shown_applied_by_its_other_fields_counts_its_ous_too() -> None:
+    """Found by the two-stack stateful test: a lost call that disabled Triage and added an OU;
+    the read after it showed Triage (features show at once) but not the OU (stale), so the
+    OU was sent again, refused as already associated, and the change answered FAILED. A call
+    applies whole: what a read shows of it proves all of it."""
+    clock = Clock()
+    w = with_service(clock, LostAnswerIR(clock, "stale", 20.0))
+    a = created(w)
+    b = {
+        **declared(BASE + MORE[:1]),
+        "OptInFeatures": [{"FeatureName": "Triage", "IsEnabled": "false"}],
+    }
+    w.sir.lose_next = True  # type: ignore[attr-defined]
+    (answer,) = w.run(request("Update", b, a)).answers
+    assert answer.status == "SUCCESS", answer.reason
+    assert w.sir.ous == set(BASE + MORE[:1])
+    assert [x.status for x in w.run(request("Update", a, b)).answers] == ["SUCCESS"]
+    assert w.sir.ous == set(BASE)
