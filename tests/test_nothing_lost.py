@@ -173,12 +173,11 @@ class LostAnswerIR(PropagatingIR):
                 apply_update(dict(self.membership), params)
             except ServiceError as error:
                 self.clock.now += 0.1
-                field = "membershipAccountsConfigurationsUpdate.organizationalUnitsToAdd[0]"
                 raise ClientError(
                     {
                         "Error": {"Code": error.code, "Message": "rejected"},
                         "ResponseMetadata": {"HTTPStatusCode": 400},
-                        "fieldList": [{"name": field, "message": "already associated"}],
+                        "fieldList": error.fields["fieldList"],  # each OU it refuses
                     },  # type: ignore[typeddict-unknown-key]
                     "UpdateMembership",
                 ) from None
@@ -553,8 +552,20 @@ class StaleReadsIR(LostAnswerIR):
     test's service): a repeat is refused at once if its OU is already associated."""
 
     stale_until = 0.0
+    #: The next call fails with a 500 before it is applied.
+    fail_next = False
 
     def update_membership(self, **params: Any) -> dict[str, Any]:
+        if self.fail_next:
+            self.fail_next = False
+            self.clock.now += 0.1
+            raise ClientError(
+                {
+                    "Error": {"Code": "InternalServerException", "Message": "not applied"},
+                    "ResponseMetadata": {"HTTPStatusCode": 500},
+                },  # type: ignore[typeddict-item]
+                "UpdateMembership",
+            )
         self.until = 0.0
         try:
             return super().update_membership(**params)
@@ -587,3 +598,27 @@ def test_a_lost_call_shown_applied_by_its_other_fields_counts_its_ous_too() -> N
     assert w.sir.ous == set(BASE + MORE[:1])
     assert [x.status for x in w.run(request("Update", a, b)).answers] == ["SUCCESS"]
     assert w.sir.ous == set(BASE)
+
+
+def test_a_refused_repeat_proves_a_lost_call_only_if_it_names_each_of_its_ous() -> None:
+    """Found by the two-stack stateful test: another stack's resource had just associated
+    one of the two OUs this Update adds (reads did not show it yet); the Update's call was
+    lost unapplied, its repeat refused on that OU only, and the refusal taken as proof
+    that the call was applied: SUCCESS, the other OU never associated. A call applies
+    whole: had it been applied, the repeat would be refused on each of its OUs."""
+    clock = Clock()
+    sir = StaleReadsIR(clock, "stale", 20.0)
+    w = with_service(clock, sir)
+    a = created(w)
+    other = request("Create", declared([MORE[1]]), stack=OTHER, logical="Coverage")
+    assert [x.status for x in w.run(other).answers] == ["SUCCESS"]
+    b = declared(BASE + MORE[:2])  # one call: add both (the read shows neither yet)
+    sir.fail_next = True
+    (answer,) = w.run(request("Update", b, a)).answers
+    assert "no change was applied" not in answer.reason.lower()
+    assert answer.status == "FAILED", answer.reason
+    assert answer.reason.endswith(
+        "The outcome of 1 UpdateMembership call is unknown (it may have been applied); the "
+        "stack's rollback restores them from the change journal"
+    ), answer.reason
+    assert sir.ous == {*BASE, MORE[1]}
