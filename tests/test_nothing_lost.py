@@ -622,3 +622,19 @@ def test_a_refused_repeat_proves_a_lost_call_only_if_it_names_each_of_its_ous() 
         "stack's rollback restores them from the change journal"
     ), answer.reason
     assert sir.ous == {*BASE, MORE[1]}
+
+
+def test_a_rollback_step_retried_after_its_call_proves_it_by_the_refused_repeat() -> None:
+    """Found by the two-stack stateful test: a rollback's step removed the OUs, then its
+    Invoke failed; Step Functions' retry read them still there (stale), removed them again,
+    was refused as not associated, and answered FAILED saying no change was applied."""
+    clock = Clock()
+    w = with_service(clock, StaleReadsIR(clock, "stale", 20.0))
+    a = created(w)
+    b = declared(BASE + MORE[:3])
+    assert [x.status for x in w.run(request("Update", b, a)).answers] == ["SUCCESS"]
+    clock.sleep(60.0)  # reads are fresh again
+    fail_after_calls(w, 1, LambdaServiceError())  # the restoring call applied, then retried
+    back = w.run(request("Update", a, b))
+    assert [x.status for x in back.answers] == ["SUCCESS"], back.answers
+    assert w.sir.ous == set(BASE)

@@ -141,7 +141,13 @@ class Restorer:
         log_plan("restoring from the journal", restore)
         if restore.requests:
             now = self.service.apply(
-                now, restore, lambda state: plan_rollback(entry, state), journal.restore_progress
+                now,
+                restore,
+                lambda state: plan_rollback(entry, state),
+                journal.restore_progress,
+                # A retried step may repeat a restoring call the step that died had in
+                # flight: the service's refusal of the repeat proves it applied.
+                in_flight=self.shell.retried,
             ).state
         if entry.touched.tags_before:
             arn = tags.state_arn(now)
