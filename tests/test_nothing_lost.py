@@ -638,3 +638,39 @@ def test_a_rollback_step_retried_after_its_call_proves_it_by_the_refused_repeat(
     back = w.run(request("Update", a, b))
     assert [x.status for x in back.answers] == ["SUCCESS"], back.answers
     assert w.sir.ous == set(BASE)
+
+
+def test_a_rollback_failing_in_a_later_step_never_says_no_change() -> None:
+    """Found by the two-stack stateful test: a rollback restored with its first step, waited
+    (Retry-After), and failed in its next step: the reason counted that step's calls only
+    and said no change was applied."""
+    w = world("conflict", 20.0, retry_after=True)
+    a = created(w)
+    b = declared(BASE + MORE[:15])  # 3 calls
+    assert [x.status for x in w.run(request("Update", b, a)).answers] == ["SUCCESS"]
+    w.clock.sleep(60.0)
+    original, calls = w.sir.update_membership, [0]
+
+    def denied_in_the_next_step(**params: Any) -> dict[str, Any]:
+        calls[0] += 1
+        if calls[0] == 3:  # 1: applied; 2: refused (Retry-After 20 s: a Wait); 3: denied
+            raise ClientError(
+                {
+                    "Error": {"Code": "AccessDeniedException", "Message": "denied"},
+                    "ResponseMetadata": {"HTTPStatusCode": 403},
+                },  # type: ignore[typeddict-item]
+                "UpdateMembership",
+            )
+        return original(**params)
+
+    w.sir.update_membership = denied_in_the_next_step  # type: ignore[method-assign]
+    back = w.run(request("Update", a, b))
+    assert back.execution is not None
+    assert back.execution.history == ["Work", "Wait", "Work", "Answer", "Done"]
+    (answer,) = back.answers
+    assert answer.status == "FAILED"
+    assert answer.reason.endswith(
+        "Some of its restoring calls may have been applied in an earlier step; the change "
+        "journal keeps what to restore: retry the rollback (continue the update rollback, or "
+        "delete again)"
+    ), answer.reason

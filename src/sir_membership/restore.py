@@ -13,11 +13,12 @@ them yet.
 
 from __future__ import annotations
 
+import copy
 import logging
 
 from . import tags
 from .answers import bookkeeping, failed, log_plan
-from .errors import MembershipError, OutOfTime, Superseded
+from .errors import NO_CHANGE, MembershipError, OutOfTime, Superseded, with_outcome
 from .journal import Entry, plan_rollback, plan_tag_rollback
 from .journal_writer import JournalWriter
 from .membership import MembershipState
@@ -109,6 +110,24 @@ def _wait_for_fresh_reads(service: MembershipService, shell: Shell, entry: Entry
         )
     logger.info("an earlier call's outcome is unknown: waiting for reads to show it")
     shell.sleep(wait)
+
+
+def _after_earlier_restores(error: MembershipError) -> MembershipError:
+    """``error`` of a rollback that an earlier step (or request) may have restored with.
+
+    Its counts are this step's only: never "no change was applied" then.
+    """
+    nothing = with_outcome("", NO_CHANGE)
+    if not error.reason.endswith(nothing):
+        return error
+    told = copy.copy(error)
+    told.args = (
+        with_outcome(
+            error.reason.removesuffix(nothing),
+            "some of its restoring calls may have been applied in an earlier step",
+        ),
+    )
+    return told
 
 
 class Restorer:
@@ -213,6 +232,8 @@ class Restorer:
                 return self.steps.continue_after(error)
             if isinstance(error, OutOfTime):
                 error = self.steps.out_of_time(error)
+            if self.shell.step or self.shell.retried or entry.phase == "restoring":
+                error = _after_earlier_restores(error)
             noted = error.noted(
                 "the change journal keeps what to restore: retry the rollback "
                 "(continue the update rollback, or delete again)"
