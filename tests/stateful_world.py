@@ -87,11 +87,19 @@ class CrashingStore(MemoryStore):
     point: Callable[[str], None] = lambda _name: None
     #: Raises if the request making a write no longer holds its fence.
     guard: Callable[[str], None] = lambda _what: None
+    #: Hears each journal write (for the failing example's story).
+    told: Callable[[str], None] = lambda _what: None
 
     def write(self, stack_id: str, logical_id: str, entry: Entry) -> None:
         self.guard("a journal write")
         self.point("before the journal write")
         super().write(stack_id, logical_id, entry)
+        self.told(
+            f"    journal {logical_id}: {entry.request_id[-4:]} {entry.phase} "
+            f"{entry.applied}/{entry.planned} unknown {entry.unknown} "
+            f"+{sorted(o[3:5] + o[-1] for o in entry.touched.ous_added)} "
+            f"-{sorted(o[3:5] + o[-1] for o in entry.touched.ous_removed)}"
+        )
         self.point("after the journal write")
 
     def write_record(self, stack_id: str, logical_id: str, record: Record | None) -> None:
@@ -163,8 +171,8 @@ def _error(code: str, status: int, operation: str, **extra: Any) -> ClientError:
 class OverlapIR:
     """Two memberships by the emulator's rules, with stale reads and faults per request.
 
-    After an accepted OU change, GetMembership shows the OUs as they were for
-    ``stale`` seconds (the service's propagation). A fault ``5xx-applied``
+    GetMembership shows an accepted OU change ``stale`` seconds after it was
+    made (the service's propagation), each change on its own clock. A fault ``5xx-applied``
     applies the call and loses its answer. Adding an OU already associated
     (or removing one that is not) is refused as a ValidationException naming
     the field, as the service does; any other rule the call breaks is a bug
@@ -181,8 +189,11 @@ class OverlapIR:
     stale: float = 0.0
     memberships: dict[str, dict[str, Any]] = field(default_factory=dict)
     tags: dict[str, dict[str, str]] = field(default_factory=dict)
-    #: Per membership: (shown until, the OU configuration shown meanwhile).
-    shown: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
+    #: Per membership, each accepted account change not yet shown: when, and the OU
+    #: configuration before it. A read shows each change ``stale`` seconds after it was
+    #: made (a later change does not hold an earlier one back: P stays under the 120 s
+    #: the code waits for fresh reads).
+    unseen: dict[str, list[tuple[float, dict[str, Any]]]] = field(default_factory=dict)
     #: What the harness did so far (for messages).
     history: list[str] = field(default_factory=list)
     #: Per RequestId: its n-th UpdateMembership (1-based, across invocations) -> fault.
@@ -205,10 +216,21 @@ class OverlapIR:
         self.point("before GetMembership")
         self.clock.now += 0.1
         shown = copy.deepcopy(self.memberships[membershipId])
-        until, accounts = self.shown.get(membershipId, (0.0, {}))
-        if self.clock.now < until:
-            shown["membershipAccountsConfigurations"] = copy.deepcopy(accounts)
+        unseen = [
+            before
+            for at, before in self.unseen.get(membershipId, [])
+            if self.clock.now < at + self.stale
+        ]
+        if unseen:  # the configuration before the oldest change not shown yet
+            shown["membershipAccountsConfigurations"] = copy.deepcopy(unseen[0])
             STATS["stale reads"] += 1
+        running = self.running
+        ous = shown["membershipAccountsConfigurations"].get("organizationalUnits") or []
+        self.history.append(
+            f"    GetMembership {membershipId[-2:]} by {running.request_id[-4:] if running else '?'}"
+            f" at {self.clock.now:.1f}: {sorted(o[3:5] + o[-1] for o in ous)}"
+            f"{' (stale)' if unseen else ''}"
+        )
         self.point("after GetMembership")
         return shown
 
@@ -272,11 +294,9 @@ class OverlapIR:
         self.check_journaled(mid, params, running)
         self.check_removals(mid, params, running)
         if accounts_changed and self.stale:
-            shown = self.shown.get(mid)
-            accounts = before["membershipAccountsConfigurations"]
-            if shown is not None and self.clock.now < shown[0]:
-                accounts = shown[1]  # still showing an older state
-            self.shown[mid] = (self.clock.now + self.stale, copy.deepcopy(accounts))
+            now, accounts = self.clock.now, before["membershipAccountsConfigurations"]
+            kept = [(at, old) for at, old in self.unseen.get(mid, []) if now < at + self.stale]
+            self.unseen[mid] = [*kept, (now, copy.deepcopy(accounts))]
         self.memberships[mid] = updated
         self.applied[running.request_id] += 1
         return None

@@ -210,7 +210,7 @@ class TwoStacksOneMembership(RuleBasedStateMachine):
             self.clock, self.fake, self.store, self.requests, policy=POLICY, on_task=self._arm
         )
         self.world.stack_status = lambda stack: self.status[stack]  # type: ignore[method-assign]
-        self.points.told = self.fake.history.append
+        self.points.told = self.store.told = self.fake.history.append
         self.points.actions = {
             "timeout": lambda: self.world.time_out_task(self._execution()),
             "invoke-error": lambda: self.world.retry_while_running(self._execution()),
