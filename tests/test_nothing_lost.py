@@ -674,3 +674,26 @@ def test_a_rollback_failing_in_a_later_step_never_says_no_change() -> None:
         "journal keeps what to restore: retry the rollback (continue the update rollback, or "
         "delete again)"
     ), answer.reason
+
+
+def test_a_retry_after_its_change_failed_with_an_unknown_call_never_says_no_change() -> None:
+    """Found by the two-stack stateful test: a step recorded its change failed with a call of
+    unknown outcome, then its Invoke failed; the retry answered from that entry 'No change
+    was applied'."""
+    w = world("none", 0.0)
+    a = created(w)
+    fail_after_calls(w, 1, LambdaServiceError())
+    chain = w.deliver(request("Update", declared(BASE + MORE[:10]), a))
+    assert chain.execution is not None
+    w.advance(chain.execution)  # applied one call, then died: retried in 2 s
+    ((key, text),) = w.store.entries.items()
+    entry = from_json(text)
+    w.store.entries[key] = to_json(replace(entry, phase="failed", applied=0, unknown=1))
+    w.finish(chain.execution)
+    (answer,) = chain.answers
+    assert answer.status == "FAILED"
+    assert answer.reason == (
+        "the change failed in an earlier invocation. The outcome of 1 UpdateMembership call is "
+        "unknown (it may have been applied); the stack's rollback restores them from the change "
+        "journal"
+    ), answer.reason

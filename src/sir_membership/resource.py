@@ -46,7 +46,7 @@ from .errors import (
     MembershipError,
     OutOfTime,
     Superseded,
-    calls_applied,
+    calls_known,
     with_outcome,
 )
 from .journal import (
@@ -166,7 +166,8 @@ class _Work:
                 "rollback restores what it changed from the change journal",
             )
         failed_before = with_outcome(
-            "the change failed in an earlier invocation", calls_applied(own.applied, own.planned)
+            "the change failed in an earlier invocation",
+            calls_known(own.applied, own.planned, own.unknown),
         )
         reason = f"{failed_before}; the stack's rollback restores them from the change journal"
         return Answer.failed(self.request.failed_physical_id(), reason)
