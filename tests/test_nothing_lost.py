@@ -697,3 +697,40 @@ def test_a_retry_after_its_change_failed_with_an_unknown_call_never_says_no_chan
         "unknown (it may have been applied); the stack's rollback restores them from the change "
         "journal"
     ), answer.reason
+
+
+def test_a_create_whose_undo_died_after_a_call_is_not_carried_forward_by_the_retry() -> None:
+    """Found by the two-stack stateful test: a Create failed part-way and undid its first
+    call; the step died right after that restoring call, before the journal said the change
+    had failed; Step Functions' retry read the entry as a change under way, saw (stale) the
+    OUs the undo had removed, and answered SUCCESS without them."""
+    clock = Clock()
+    sir = StaleReadsIR(clock, "stale", 20.0)
+    w = with_service(clock, sir)
+    original, calls = sir.update_membership, [0]
+
+    def scripted(**params: Any) -> dict[str, Any]:
+        calls[0] += 1
+        if calls[0] == 2:  # the Create's second call is denied: the Create undoes the first
+            raise ClientError(
+                {
+                    "Error": {"Code": "AccessDeniedException", "Message": "denied"},
+                    "ResponseMetadata": {"HTTPStatusCode": 403},
+                },  # type: ignore[typeddict-item]
+                "UpdateMembership",
+            )
+        result = original(**params)
+        if calls[0] == 3:  # the undo's call applied; then the Invoke fails
+            raise LambdaServiceError
+        return result
+
+    sir.update_membership = scripted  # type: ignore[method-assign]
+    new = declared(BASE + MORE[:6])  # two calls: 5 OUs, then 1
+    answers = w.run(request("Create", new)).answers
+    sir.update_membership = original  # type: ignore[method-assign]
+    assert [a.status for a in answers] == ["FAILED"], answers
+    assert "no change was applied" not in answers[0].reason.lower()
+    w.status = "ROLLBACK_IN_PROGRESS"
+    delete = request("Delete", new, physical=answers[0].physical_resource_id)
+    assert [a.status for a in w.run(delete).answers] == ["SUCCESS"]
+    assert sir.ous == set(BASE)

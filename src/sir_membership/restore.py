@@ -183,6 +183,9 @@ class Restorer:
         """
         request, membership_id = self.request, journal.entry.membership_id
         try:
+            # The entry says the change failed before a restoring call is sent: a retry of
+            # this step must not carry the change on over what the undo removed.
+            journal.save()
             self.restore(journal)
         except MembershipError as undo_error:
             logger.warning("undo failed", extra={"errorType": type(undo_error).__name__})
