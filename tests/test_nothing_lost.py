@@ -734,3 +734,46 @@ def test_a_create_whose_undo_died_after_a_call_is_not_carried_forward_by_the_ret
     delete = request("Delete", new, physical=answers[0].physical_resource_id)
     assert [a.status for a in w.run(delete).answers] == ["SUCCESS"]
     assert sir.ous == set(BASE)
+
+
+def test_a_create_found_failed_by_a_retry_is_answered_unrestored_and_restored() -> None:
+    """Found by the two-stack stateful test: a Create failed part-way and recorded it; its step
+    died before the undo; the retry answered FAILED with the id of a Create that left
+    nothing, so the rollback Delete answered at once and the OUs stayed."""
+    w = world("none", 0.0)
+    original_update, calls = w.sir.update_membership, [0]
+
+    def denied_second(**params: Any) -> dict[str, Any]:
+        calls[0] += 1
+        if calls[0] == 2:
+            raise ClientError(
+                {
+                    "Error": {"Code": "AccessDeniedException", "Message": "denied"},
+                    "ResponseMetadata": {"HTTPStatusCode": 403},
+                },  # type: ignore[typeddict-item]
+                "UpdateMembership",
+            )
+        return original_update(**params)
+
+    w.sir.update_membership = denied_second  # type: ignore[method-assign]
+    original_write, died = w.store.write, [False]
+
+    def write(*args: Any) -> None:
+        original_write(*args)
+        entry = w.store.read(STACK, "Membership")
+        if not died[0] and entry is not None and entry.phase == "failed":
+            died[0] = True
+            raise LambdaServiceError  # the failure is recorded; the undo never starts
+
+    w.store.write = write  # type: ignore[method-assign]
+    new = declared(BASE + MORE[:6])  # two calls: 5 OUs, then 1 (denied)
+    (answer,) = w.run(request("Create", new)).answers
+    w.store.write = original_write  # type: ignore[method-assign]
+    w.sir.update_membership = original_update  # type: ignore[method-assign]
+    assert died[0]
+    assert answer.status == "FAILED"
+    assert "-unrestored-" in answer.physical_resource_id, answer
+    w.status = "ROLLBACK_IN_PROGRESS"
+    delete = request("Delete", new, physical=answer.physical_resource_id)
+    assert [a.status for a in w.run(delete).answers] == ["SUCCESS"]
+    assert w.sir.ous == set(BASE)

@@ -170,7 +170,8 @@ class _Work:
             calls_known(own.applied, own.planned, own.unknown),
         )
         reason = f"{failed_before}; the stack's rollback restores them from the change journal"
-        return Answer.failed(self.request.failed_physical_id(), reason)
+        # A Create's writes left for its rollback Delete: the id says so, or it restores nothing.
+        return Answer.failed(self.request.failed_physical_id(unrestored=own.unresolved), reason)
 
     def run(self) -> Outcome:
         stopped = self._begin()

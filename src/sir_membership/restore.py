@@ -164,9 +164,10 @@ class Restorer:
                 restore,
                 lambda state: plan_rollback(entry, state),
                 journal.restore_progress,
-                # A retried step may repeat a restoring call the step that died had in
-                # flight: the service's refusal of the repeat proves it applied.
-                in_flight=self.shell.retried,
+                # Its first call may repeat one a step that died had in flight (a retried
+                # step; an undo of a failed change that died unrecorded): the service's
+                # refusal of each OU it moves proves they are where the restore puts them.
+                in_flight=self.shell.retried or entry.phase == "failed",
             ).state
         if entry.touched.tags_before:
             arn = tags.state_arn(now)
