@@ -777,3 +777,31 @@ def test_a_create_found_failed_by_a_retry_is_answered_unrestored_and_restored() 
     delete = request("Delete", new, physical=answer.physical_resource_id)
     assert [a.status for a in w.run(delete).answers] == ["SUCCESS"]
     assert w.sir.ous == set(BASE)
+
+
+def test_a_rollback_waits_for_fresh_reads_after_an_unknown_call_a_retry_counted() -> None:
+    """Found by the two-stack stateful test: a step's call applied, its Invoke failed; the
+    retry counted the call unknown (when it was sent is not in the entry) and died; the
+    rollback, reading at once (stale), restored nothing."""
+    clock = Clock()
+    w = with_service(clock, StaleReadsIR(clock, "stale", 20.0))
+    a = created(w)
+    b = declared(BASE + MORE[:3])
+    fail_after_calls(w, 1, LambdaServiceError())
+    original_write, died = w.store.write, [False]
+
+    def write(*args: Any) -> None:
+        original_write(*args)
+        entry = w.store.read(STACK, "Membership")
+        if not died[0] and entry is not None and entry.unknown:
+            died[0] = True
+            raise Crash  # the retry counted the call unknown, then died
+
+    w.store.write = write  # type: ignore[method-assign]
+    (answer,) = w.run(request("Update", b, a)).answers
+    w.store.write = original_write  # type: ignore[method-assign]
+    assert died[0]
+    assert answer.status == "FAILED"
+    assert "unknown (it may have been applied)" in answer.reason, answer.reason
+    assert [x.status for x in w.run(request("Update", a, b)).answers] == ["SUCCESS"]
+    assert w.sir.ous == set(BASE)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from dataclasses import replace
 
 from . import tags
 from .answers import bookkeeping, failed, log_plan
@@ -221,6 +222,10 @@ class Restorer:
             # compare-and-restore waits for fresh reads (docs/journal.md).
             in_flight = entry.applied < entry.planned
             journal.update(phase="restoring", unknown=max(entry.unknown, 1) if in_flight else None)
+            if journal.entry.unknown:
+                # When that call was sent is not in the entry (a retried step counted it,
+                # after the fact): reads are proof only a grace after now.
+                journal.entry = replace(journal.entry, last_write=self.shell.clock())
             try:
                 journal.save()
             except MembershipError as error:
