@@ -478,6 +478,9 @@ class TwoStacksOneMembership(RuleBasedStateMachine):
     ) -> None:
         """Every field ``who`` manages, and its OUs, as before the rolled-back change."""
         final = self.state()
+        # docs/journal.md, "Several stacks on one membership": an OU both stacks declare
+        # is the last converged request's; after an overlap the other stack may have
+        # converged it since, so only this stack's own OUs are compared then.
         own = set(OWN[who]) if who in self.interleaved else set(OWN[who]) | set(COMMON)
         for mid in final:
             for name in FIELDS[who]:
@@ -503,6 +506,7 @@ class TwoStacksOneMembership(RuleBasedStateMachine):
         if "OptInFeatures" in declared:
             assert now["triage"] == (declared["OptInFeatures"][0]["IsEnabled"] == "true")
         mine = set(declared["OrganizationalUnits"])
+        # docs/journal.md, "Several stacks on one membership": the last to converge wins.
         if who in self.interleaved:  # the other stack may have removed a common one since
             mine -= set(COMMON)
         assert mine <= now["ous"], f"missing {sorted(mine - now['ous'])}\n{self.fake.told}"
