@@ -46,6 +46,17 @@ __all__ = ["Clock", "Crash", "CrashingStore", "OverlapIR", "Points", "Running"]
 STATS: Counter[str] = Counter()
 #: What a fault point can do (see the module's docstring).
 KINDS = ("crash", "service", "timeout", "invoke-error", "cancel")
+#: The points right after a write's fence check, before the write itself.
+CHECKED_WRITES = frozenset(
+    f"before {what}"
+    for what in (
+        "UpdateMembership",
+        "TagResource",
+        "UntagResource",
+        "the journal write",
+        "the declaration record's write",
+    )
+)
 
 
 @dataclass
@@ -70,6 +81,12 @@ class Points:
         self.seen += 1
         if self.armed is None or self.seen < self.armed:
             return
+        if self.kind == "invoke-error" and name in CHECKED_WRITES:
+            # Between a fence check and its write (docs/semantics.md: a few milliseconds,
+            # one call at most) the write lands long before Step Functions' retry, 2 s
+            # later, could run: the retry runs after it.
+            self.armed = self.seen + 1
+            return
         kind, self.armed, self.crashed_at = self.kind, None, name
         STATS[f"{kind} {name}"] += 1
         self.told(f"  {kind} {name}")
@@ -87,11 +104,19 @@ class CrashingStore(MemoryStore):
     point: Callable[[str], None] = lambda _name: None
     #: Raises if the request making a write no longer holds its fence.
     guard: Callable[[str], None] = lambda _what: None
+    #: Hears each journal write (for the failing example's story).
+    told: Callable[[str], None] = lambda _what: None
 
     def write(self, stack_id: str, logical_id: str, entry: Entry) -> None:
         self.guard("a journal write")
         self.point("before the journal write")
         super().write(stack_id, logical_id, entry)
+        self.told(
+            f"    journal {logical_id}: {entry.request_id[-4:]} {entry.phase} "
+            f"{entry.applied}/{entry.planned} unknown {entry.unknown} "
+            f"+{sorted(o[3:5] + o[-1] for o in entry.touched.ous_added)} "
+            f"-{sorted(o[3:5] + o[-1] for o in entry.touched.ous_removed)}"
+        )
         self.point("after the journal write")
 
     def write_record(self, stack_id: str, logical_id: str, record: Record | None) -> None:
@@ -163,8 +188,8 @@ def _error(code: str, status: int, operation: str, **extra: Any) -> ClientError:
 class OverlapIR:
     """Two memberships by the emulator's rules, with stale reads and faults per request.
 
-    After an accepted OU change, GetMembership shows the OUs as they were for
-    ``stale`` seconds (the service's propagation). A fault ``5xx-applied``
+    GetMembership shows an accepted OU change ``stale`` seconds after it was
+    made (the service's propagation), each change on its own clock. A fault ``5xx-applied``
     applies the call and loses its answer. Adding an OU already associated
     (or removing one that is not) is refused as a ValidationException naming
     the field, as the service does; any other rule the call breaks is a bug
@@ -181,8 +206,11 @@ class OverlapIR:
     stale: float = 0.0
     memberships: dict[str, dict[str, Any]] = field(default_factory=dict)
     tags: dict[str, dict[str, str]] = field(default_factory=dict)
-    #: Per membership: (shown until, the OU configuration shown meanwhile).
-    shown: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
+    #: Per membership, each accepted account change not yet shown: when, and the OU
+    #: configuration before it. A read shows each change ``stale`` seconds after it was
+    #: made (a later change does not hold an earlier one back: P stays under the 120 s
+    #: the code waits for fresh reads).
+    unseen: dict[str, list[tuple[float, dict[str, Any]]]] = field(default_factory=dict)
     #: What the harness did so far (for messages).
     history: list[str] = field(default_factory=list)
     #: Per RequestId: its n-th UpdateMembership (1-based, across invocations) -> fault.
@@ -190,6 +218,11 @@ class OverlapIR:
     sent: Counter[str] = field(default_factory=Counter)
     #: Per RequestId: UpdateMembership calls that took effect (whatever the answer said).
     applied: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def told(self) -> str:
+        """The history, one line each (a failing assertion's message, unabridged)."""
+        return "\n".join(self.history)
 
     def add(self, spec: dict[str, Any], tags: dict[str, str]) -> None:
         m = new_membership(spec)
@@ -200,10 +233,21 @@ class OverlapIR:
         self.point("before GetMembership")
         self.clock.now += 0.1
         shown = copy.deepcopy(self.memberships[membershipId])
-        until, accounts = self.shown.get(membershipId, (0.0, {}))
-        if self.clock.now < until:
-            shown["membershipAccountsConfigurations"] = copy.deepcopy(accounts)
+        unseen = [
+            before
+            for at, before in self.unseen.get(membershipId, [])
+            if self.clock.now < at + self.stale
+        ]
+        if unseen:  # the configuration before the oldest change not shown yet
+            shown["membershipAccountsConfigurations"] = copy.deepcopy(unseen[0])
             STATS["stale reads"] += 1
+        running = self.running
+        ous = shown["membershipAccountsConfigurations"].get("organizationalUnits") or []
+        self.history.append(
+            f"    GetMembership {membershipId[-2:]} by {running.request_id[-4:] if running else '?'}"
+            f" at {self.clock.now:.1f}: {sorted(o[3:5] + o[-1] for o in ous)}"
+            f"{' (stale)' if unseen else ''}"
+        )
         self.point("after GetMembership")
         return shown
 
@@ -233,6 +277,10 @@ class OverlapIR:
             if error is None and fault == "5xx-applied":
                 STATS["answers lost after applying"] += 1
                 error = _error("InternalServerException", 500, "UpdateMembership")
+        self.history.append(
+            f"    UpdateMembership {mid[-2:]} by {running.request_id[-4:]}: {brief(params)}"
+            f" -> {fault or ''} {error.response['Error']['Code'] if error else 'ok'}"
+        )
         self.point("after UpdateMembership")
         if error is not None:
             raise error
@@ -263,11 +311,9 @@ class OverlapIR:
         self.check_journaled(mid, params, running)
         self.check_removals(mid, params, running)
         if accounts_changed and self.stale:
-            shown = self.shown.get(mid)
-            accounts = before["membershipAccountsConfigurations"]
-            if shown is not None and self.clock.now < shown[0]:
-                accounts = shown[1]  # still showing an older state
-            self.shown[mid] = (self.clock.now + self.stale, copy.deepcopy(accounts))
+            now, accounts = self.clock.now, before["membershipAccountsConfigurations"]
+            kept = [(at, old) for at, old in self.unseen.get(mid, []) if now < at + self.stale]
+            self.unseen[mid] = [*kept, (now, copy.deepcopy(accounts))]
         self.memberships[mid] = updated
         self.applied[running.request_id] += 1
         return None
@@ -291,7 +337,7 @@ class OverlapIR:
         ), (
             f"an UpdateMembership the journal does not cover: {params} {running} "
             f"{self.entries_of(running)} new={declaration_digest(running.request.properties)} "
-            f"old={declaration_digest(running.request.old_properties)} {self.history}"
+            f"old={declaration_digest(running.request.old_properties)}\n{self.told}"
         )
 
     def check_removals(self, mid: str, params: dict[str, Any], running: Running) -> None:
@@ -318,6 +364,7 @@ class OverlapIR:
         self.clock.now += 0.1
         self._check_tags_journaled(resourceArn, set(tags))
         self.tags[resourceArn].update(tags)
+        self.history.append(f"    TagResource {resourceArn[-2:]} {sorted(tags.items())}")
         self.point("after TagResource")
         return {}
 
@@ -328,6 +375,7 @@ class OverlapIR:
         self._check_tags_journaled(resourceArn, set(tagKeys))
         for key in tagKeys:
             self.tags[resourceArn].pop(key, None)
+        self.history.append(f"    UntagResource {resourceArn[-2:]} {sorted(tagKeys)}")
         self.point("after UntagResource")
         return {}
 
@@ -361,3 +409,16 @@ def covers(touched: Touched, params: dict[str, Any]) -> bool:
         change.get("organizationalUnitsToRemove") or []
     )
     return ous <= touched.ous_added | touched.ous_removed
+
+
+def brief(params: dict[str, Any]) -> str:
+    """An UpdateMembership call in a line of history: the fields it sets, the OUs it moves."""
+    change = params.get("membershipAccountsConfigurationsUpdate") or {}
+    parts = [
+        k for k in params if k not in ("membershipId", "membershipAccountsConfigurationsUpdate")
+    ]
+    parts += [f"+{o[3:5]}{o[-1]}" for o in change.get("organizationalUnitsToAdd") or []]
+    parts += [f"-{o[3:5]}{o[-1]}" for o in change.get("organizationalUnitsToRemove") or []]
+    if "coverEntireOrganization" in change:
+        parts.append(f"cover={change['coverEntireOrganization']}")
+    return " ".join(parts)

@@ -158,12 +158,11 @@ class LostAnswerIR(PropagatingIR):
                 apply_update(dict(self.membership), params)
             except ServiceError as error:
                 self.clock.now += 0.1
-                field = "membershipAccountsConfigurationsUpdate.organizationalUnitsToAdd[0]"
                 raise ClientError(
                     {
                         "Error": {"Code": error.code, "Message": "rejected"},
                         "ResponseMetadata": {"HTTPStatusCode": 400},
-                        "fieldList": [{"name": field, "message": "already associated"}],
+                        "fieldList": error.fields["fieldList"],  # each OU it refuses
                     },  # type: ignore[typeddict-unknown-key]
                     "UpdateMembership",
                 ) from None
@@ -515,3 +514,279 @@ def test_a_create_whose_step_died_after_its_last_call_is_restored_by_its_rollbac
     delete = w.run(request("Delete", new, physical=answer.physical_resource_id))
     assert [x.status for x in delete.answers] == ["SUCCESS"]
     assert w.sir.ous == before
+
+
+def test_a_rollback_of_a_step_that_died_with_a_call_in_flight_waits_for_fresh_reads() -> None:
+    """Found by the two-stack stateful test: the step died right after an applied call, before
+    its entry could count it; its rollback, within P of that call, read the membership without
+    it and restored nothing (docs/journal.md, "Unknown stays unknown until proven")."""
+    w = world("stale", 20.0)
+    a = created(w)
+    b = declared(BASE + MORE[:3])  # one call: add 3 OUs
+    fail_after_calls(w, 1, Crash())
+    (answer,) = w.run(request("Update", b, a)).answers
+    assert answer.status == "FAILED"
+    assert "The outcome of 1 UpdateMembership call is unknown" in answer.reason, answer.reason
+    back = w.run(request("Update", a, b))  # at once: reads do not show the 3 OUs yet
+    assert [x.status for x in back.answers] == ["SUCCESS"]
+    assert w.sir.ous == set(BASE)
+
+
+class StaleReadsIR(LostAnswerIR):
+    """Reads show an OU change P s late, and calls are never refused meanwhile (the two-stack
+    test's service): a repeat is refused at once if its OU is already associated."""
+
+    stale_until = 0.0
+    #: The next call fails with a 500 before it is applied.
+    fail_next = False
+
+    def update_membership(self, **params: Any) -> dict[str, Any]:
+        if self.fail_next:
+            self.fail_next = False
+            self.clock.now += 0.1
+            raise ClientError(
+                {
+                    "Error": {"Code": "InternalServerException", "Message": "not applied"},
+                    "ResponseMetadata": {"HTTPStatusCode": 500},
+                },  # type: ignore[typeddict-item]
+                "UpdateMembership",
+            )
+        self.until = 0.0
+        try:
+            return super().update_membership(**params)
+        finally:
+            self.stale_until, self.until = max(self.stale_until, self.until), 0.0
+
+    def get_membership(self, membershipId: str) -> dict[str, Any]:
+        self.until = self.stale_until
+        try:
+            return super().get_membership(membershipId)
+        finally:
+            self.until = 0.0
+
+
+def test_a_lost_call_shown_applied_by_its_other_fields_counts_its_ous_too() -> None:
+    """Found by the two-stack stateful test: a lost call that disabled Triage and added an OU;
+    the read after it showed Triage (features show at once) but not the OU (stale), so the
+    OU was sent again, refused as already associated, and the change answered FAILED. A call
+    applies whole: what a read shows of it proves all of it."""
+    clock = Clock()
+    w = with_service(clock, LostAnswerIR(clock, "stale", 20.0))
+    a = created(w)
+    b = {
+        **declared(BASE + MORE[:1]),
+        "OptInFeatures": [{"FeatureName": "Triage", "IsEnabled": "false"}],
+    }
+    w.sir.lose_next = True  # type: ignore[attr-defined]
+    (answer,) = w.run(request("Update", b, a)).answers
+    assert answer.status == "SUCCESS", answer.reason
+    assert w.sir.ous == set(BASE + MORE[:1])
+    assert [x.status for x in w.run(request("Update", a, b)).answers] == ["SUCCESS"]
+    assert w.sir.ous == set(BASE)
+
+
+def test_a_refused_repeat_proves_a_lost_call_only_if_it_names_each_of_its_ous() -> None:
+    """Found by the two-stack stateful test: another stack's resource had just associated
+    one of the two OUs this Update adds (reads did not show it yet); the Update's call was
+    lost unapplied, its repeat refused on that OU only, and the refusal taken as proof
+    that the call was applied: SUCCESS, the other OU never associated. A call applies
+    whole: had it been applied, the repeat would be refused on each of its OUs."""
+    clock = Clock()
+    sir = StaleReadsIR(clock, "stale", 20.0)
+    w = with_service(clock, sir)
+    a = created(w)
+    other = request("Create", declared([MORE[1]]), stack=OTHER, logical="Coverage")
+    assert [x.status for x in w.run(other).answers] == ["SUCCESS"]
+    b = declared(BASE + MORE[:2])  # one call: add both (the read shows neither yet)
+    sir.fail_next = True
+    (answer,) = w.run(request("Update", b, a)).answers
+    assert "no change was applied" not in answer.reason.lower()
+    assert answer.status == "FAILED", answer.reason
+    assert answer.reason.endswith(
+        "The outcome of 1 UpdateMembership call is unknown (it may have been applied); the "
+        "stack's rollback restores them from the change journal"
+    ), answer.reason
+    assert sir.ous == {*BASE, MORE[1]}
+
+
+def test_a_rollback_step_retried_after_its_call_proves_it_by_the_refused_repeat() -> None:
+    """Found by the two-stack stateful test: a rollback's step removed the OUs, then its
+    Invoke failed; Step Functions' retry read them still there (stale), removed them again,
+    was refused as not associated, and answered FAILED saying no change was applied."""
+    clock = Clock()
+    w = with_service(clock, StaleReadsIR(clock, "stale", 20.0))
+    a = created(w)
+    b = declared(BASE + MORE[:3])
+    assert [x.status for x in w.run(request("Update", b, a)).answers] == ["SUCCESS"]
+    clock.sleep(60.0)  # reads are fresh again
+    fail_after_calls(w, 1, LambdaServiceError())  # the restoring call applied, then retried
+    back = w.run(request("Update", a, b))
+    assert [x.status for x in back.answers] == ["SUCCESS"], back.answers
+    assert w.sir.ous == set(BASE)
+
+
+def test_a_rollback_failing_in_a_later_step_never_says_no_change() -> None:
+    """Found by the two-stack stateful test: a rollback restored with its first step, waited
+    (Retry-After), and failed in its next step: the reason counted that step's calls only
+    and said no change was applied."""
+    w = world("conflict", 20.0, retry_after=True)
+    a = created(w)
+    b = declared(BASE + MORE[:15])  # 3 calls
+    assert [x.status for x in w.run(request("Update", b, a)).answers] == ["SUCCESS"]
+    w.clock.sleep(60.0)
+    original, calls = w.sir.update_membership, [0]
+
+    def denied_in_the_next_step(**params: Any) -> dict[str, Any]:
+        calls[0] += 1
+        if calls[0] == 3:  # 1: applied; 2: refused (Retry-After 20 s: a Wait); 3: denied
+            raise ClientError(
+                {
+                    "Error": {"Code": "AccessDeniedException", "Message": "denied"},
+                    "ResponseMetadata": {"HTTPStatusCode": 403},
+                },  # type: ignore[typeddict-item]
+                "UpdateMembership",
+            )
+        return original(**params)
+
+    w.sir.update_membership = denied_in_the_next_step  # type: ignore[method-assign]
+    back = w.run(request("Update", a, b))
+    assert back.execution is not None
+    assert back.execution.history == ["Work", "Wait", "Work", "Answer", "Done"]
+    (answer,) = back.answers
+    assert answer.status == "FAILED"
+    assert answer.reason.endswith(
+        "Some of its restoring calls may have been applied in an earlier step; the change "
+        "journal keeps what to restore: retry the rollback (continue the update rollback, or "
+        "delete again)"
+    ), answer.reason
+
+
+def test_a_retry_after_its_change_failed_with_an_unknown_call_never_says_no_change() -> None:
+    """Found by the two-stack stateful test: a step recorded its change failed with a call of
+    unknown outcome, then its Invoke failed; the retry answered from that entry 'No change
+    was applied'."""
+    w = world("none", 0.0)
+    a = created(w)
+    fail_after_calls(w, 1, LambdaServiceError())
+    chain = w.deliver(request("Update", declared(BASE + MORE[:10]), a))
+    assert chain.execution is not None
+    w.advance(chain.execution)  # applied one call, then died: retried in 2 s
+    ((key, text),) = w.store.entries.items()
+    entry = from_json(text)
+    w.store.entries[key] = to_json(replace(entry, phase="failed", applied=0, unknown=1))
+    w.finish(chain.execution)
+    (answer,) = chain.answers
+    assert answer.status == "FAILED"
+    assert answer.reason == (
+        "the change failed in an earlier invocation. The outcome of 1 UpdateMembership call is "
+        "unknown (it may have been applied); the stack's rollback restores them from the change "
+        "journal"
+    ), answer.reason
+
+
+def test_a_create_whose_undo_died_after_a_call_is_not_carried_forward_by_the_retry() -> None:
+    """Found by the two-stack stateful test: a Create failed part-way and undid its first
+    call; the step died right after that restoring call, before the journal said the change
+    had failed; Step Functions' retry read the entry as a change under way, saw (stale) the
+    OUs the undo had removed, and answered SUCCESS without them."""
+    clock = Clock()
+    sir = StaleReadsIR(clock, "stale", 20.0)
+    w = with_service(clock, sir)
+    original, calls = sir.update_membership, [0]
+
+    def scripted(**params: Any) -> dict[str, Any]:
+        calls[0] += 1
+        if calls[0] == 2:  # the Create's second call is denied: the Create undoes the first
+            raise ClientError(
+                {
+                    "Error": {"Code": "AccessDeniedException", "Message": "denied"},
+                    "ResponseMetadata": {"HTTPStatusCode": 403},
+                },  # type: ignore[typeddict-item]
+                "UpdateMembership",
+            )
+        result = original(**params)
+        if calls[0] == 3:  # the undo's call applied; then the Invoke fails
+            raise LambdaServiceError
+        return result
+
+    sir.update_membership = scripted  # type: ignore[method-assign]
+    new = declared(BASE + MORE[:6])  # two calls: 5 OUs, then 1
+    answers = w.run(request("Create", new)).answers
+    sir.update_membership = original  # type: ignore[method-assign]
+    assert [a.status for a in answers] == ["FAILED"], answers
+    assert "no change was applied" not in answers[0].reason.lower()
+    w.status = "ROLLBACK_IN_PROGRESS"
+    delete = request("Delete", new, physical=answers[0].physical_resource_id)
+    assert [a.status for a in w.run(delete).answers] == ["SUCCESS"]
+    assert sir.ous == set(BASE)
+
+
+def test_a_create_found_failed_by_a_retry_is_answered_unrestored_and_restored() -> None:
+    """Found by the two-stack stateful test: a Create failed part-way and recorded it; its step
+    died before the undo; the retry answered FAILED with the id of a Create that left
+    nothing, so the rollback Delete answered at once and the OUs stayed."""
+    w = world("none", 0.0)
+    original_update, calls = w.sir.update_membership, [0]
+
+    def denied_second(**params: Any) -> dict[str, Any]:
+        calls[0] += 1
+        if calls[0] == 2:
+            raise ClientError(
+                {
+                    "Error": {"Code": "AccessDeniedException", "Message": "denied"},
+                    "ResponseMetadata": {"HTTPStatusCode": 403},
+                },  # type: ignore[typeddict-item]
+                "UpdateMembership",
+            )
+        return original_update(**params)
+
+    w.sir.update_membership = denied_second  # type: ignore[method-assign]
+    original_write, died = w.store.write, [False]
+
+    def write(*args: Any) -> None:
+        original_write(*args)
+        entry = w.store.read(STACK, "Membership")
+        if not died[0] and entry is not None and entry.phase == "failed":
+            died[0] = True
+            raise LambdaServiceError  # the failure is recorded; the undo never starts
+
+    w.store.write = write  # type: ignore[method-assign]
+    new = declared(BASE + MORE[:6])  # two calls: 5 OUs, then 1 (denied)
+    (answer,) = w.run(request("Create", new)).answers
+    w.store.write = original_write  # type: ignore[method-assign]
+    w.sir.update_membership = original_update  # type: ignore[method-assign]
+    assert died[0]
+    assert answer.status == "FAILED"
+    assert "-unrestored-" in answer.physical_resource_id, answer
+    w.status = "ROLLBACK_IN_PROGRESS"
+    delete = request("Delete", new, physical=answer.physical_resource_id)
+    assert [a.status for a in w.run(delete).answers] == ["SUCCESS"]
+    assert w.sir.ous == set(BASE)
+
+
+def test_a_rollback_waits_for_fresh_reads_after_an_unknown_call_a_retry_counted() -> None:
+    """Found by the two-stack stateful test: a step's call applied, its Invoke failed; the
+    retry counted the call unknown (when it was sent is not in the entry) and died; the
+    rollback, reading at once (stale), restored nothing."""
+    clock = Clock()
+    w = with_service(clock, StaleReadsIR(clock, "stale", 20.0))
+    a = created(w)
+    b = declared(BASE + MORE[:3])
+    fail_after_calls(w, 1, LambdaServiceError())
+    original_write, died = w.store.write, [False]
+
+    def write(*args: Any) -> None:
+        original_write(*args)
+        entry = w.store.read(STACK, "Membership")
+        if not died[0] and entry is not None and entry.unknown:
+            died[0] = True
+            raise Crash  # the retry counted the call unknown, then died
+
+    w.store.write = write  # type: ignore[method-assign]
+    (answer,) = w.run(request("Update", b, a)).answers
+    w.store.write = original_write  # type: ignore[method-assign]
+    assert died[0]
+    assert answer.status == "FAILED"
+    assert "unknown (it may have been applied)" in answer.reason, answer.reason
+    assert [x.status for x in w.run(request("Update", a, b)).answers] == ["SUCCESS"]
+    assert w.sir.ous == set(BASE)

@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, assume, settings
+from hypothesis import HealthCheck, Phase, assume, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -210,7 +210,7 @@ class TwoStacksOneMembership(RuleBasedStateMachine):
             self.clock, self.fake, self.store, self.requests, policy=POLICY, on_task=self._arm
         )
         self.world.stack_status = lambda stack: self.status[stack]  # type: ignore[method-assign]
-        self.points.told = self.fake.history.append
+        self.points.told = self.store.told = self.fake.history.append
         self.points.actions = {
             "timeout": lambda: self.world.time_out_task(self._execution()),
             "invoke-error": lambda: self.world.retry_while_running(self._execution()),
@@ -273,7 +273,7 @@ class TwoStacksOneMembership(RuleBasedStateMachine):
         assert execution is not None, f"{what} outside a Work step"
         assert self.requests.holds(execution.keys), (
             f"{what} by {execution.keys.request_id[:4]} after it lost its fence "
-            f"(now {self.requests.fence_holder(execution.keys)[:6]}): {self.fake.history}"
+            f"(now {self.requests.fence_holder(execution.keys)[:6]}):\n{self.fake.told}"
         )
 
     def _arm(self, execution: Any, state: str) -> None:
@@ -347,7 +347,7 @@ class TwoStacksOneMembership(RuleBasedStateMachine):
                 f"{who} {kind} {declaration_digest(new)[:4]}<-{declaration_digest(old)[:4]} "
                 f"{request.request_id[-4:]} {answer.status} at {sent.chain.answered_at[0]:.1f} "
                 f"{sent.chain.execution.history if sent.chain.execution else 'at once'} "
-                f"{answer.physical_resource_id[-14:]} {answer.reason[:160]}"
+                f"{answer.physical_resource_id[-14:]} {answer.reason}"
             )
         return sent
 
@@ -389,7 +389,7 @@ class TwoStacksOneMembership(RuleBasedStateMachine):
             STATS["rollbacks continued after failing"] += 1
             yield Wait(at=self.clock.now + 600.0)
             sent = yield from self.send(who, kind, new, old, physical, rolls_back=rolls_back)
-        assert sent.answer.status == "SUCCESS", (sent.answer.reason, self.fake.history)
+        assert sent.answer.status == "SUCCESS", f"{sent.answer.reason}\n{self.fake.told}"
         return sent.answer
 
     # -- the scheduler ------------------------------------------------------------------
@@ -425,10 +425,10 @@ class TwoStacksOneMembership(RuleBasedStateMachine):
                 else:
                     self.world.advance(following)
                 continue
-            assert wakes, f"stories wait for answers nothing will give: {self.fake.history}"
+            assert wakes, f"stories wait for answers nothing will give:\n{self.fake.told}"
             self.clock.now = max(now, min(wakes))
         else:
-            raise AssertionError(f"an example that never ends: {self.fake.history[-5:]}")
+            raise AssertionError(f"an example that never ends:\n{self.fake.told}")
         self.world.run_all()  # what is left: superseded executions, retries beside a step
 
     # -- the world as the invariants see it ---------------------------------------------
@@ -478,6 +478,9 @@ class TwoStacksOneMembership(RuleBasedStateMachine):
     ) -> None:
         """Every field ``who`` manages, and its OUs, as before the rolled-back change."""
         final = self.state()
+        # docs/journal.md, "Several stacks on one membership": an OU both stacks declare
+        # is the last converged request's; after an overlap the other stack may have
+        # converged it since, so only this stack's own OUs are compared then.
         own = set(OWN[who]) if who in self.interleaved else set(OWN[who]) | set(COMMON)
         for mid in final:
             for name in FIELDS[who]:
@@ -488,12 +491,12 @@ class TwoStacksOneMembership(RuleBasedStateMachine):
                 # compare-and-restore cannot tell them apart and restores: either end holds.
                 if unknown and changed and final[mid][name] == before[mid][name]:
                     continue
-                assert final[mid][name] == expected, (name, mid, before, final, self.fake.history)
+                assert final[mid][name] == expected, (
+                    f"{name} of {mid}: before {before[mid]}, now {final[mid]}\n{self.fake.told}"
+                )
             assert final[mid]["ous"] & own == before[mid]["ous"] & own, (
-                mid,
-                before,
-                final,
-                self.fake.history,
+                f"OUs of {mid}: before {sorted(before[mid]['ous'])}, "
+                f"now {sorted(final[mid]['ous'])}\n{self.fake.told}"
             )
 
     def assert_converged(self, who: str, declared: dict[str, Any]) -> None:
@@ -503,9 +506,10 @@ class TwoStacksOneMembership(RuleBasedStateMachine):
         if "OptInFeatures" in declared:
             assert now["triage"] == (declared["OptInFeatures"][0]["IsEnabled"] == "true")
         mine = set(declared["OrganizationalUnits"])
+        # docs/journal.md, "Several stacks on one membership": the last to converge wins.
         if who in self.interleaved:  # the other stack may have removed a common one since
             mine -= set(COMMON)
-        assert mine <= now["ous"], (mine - now["ous"], self.fake.history)
+        assert mine <= now["ous"], f"missing {sorted(mine - now['ous'])}\n{self.fake.told}"
 
     # -- the stacks' stories ------------------------------------------------------------
 
@@ -685,7 +689,7 @@ class TwoStacksOneMembership(RuleBasedStateMachine):
             STATS["deletes retried after failing"] += 1
             yield Wait(at=self.clock.now + 600.0)
             sent = yield from self.send(who, "Delete", res.deployed, None, res.physical)
-        assert sent.answer.status == "SUCCESS", (sent.answer.reason, self.fake.history)
+        assert sent.answer.status == "SUCCESS", f"{sent.answer.reason}\n{self.fake.told}"
         if res.deployed["OnDelete"] != "Retain":
             mine = set(res.deployed["OrganizationalUnits"])
             if who in self.interleaved:
@@ -705,7 +709,7 @@ class TwoStacksOneMembership(RuleBasedStateMachine):
         dump = os.environ.get("SIR_STATEFUL_DUMP")
         if dump:
             with open(dump, "a", encoding="utf-8") as out:
-                out.write("=" * 40 + "\n" + "\n".join(self.fake.history) + "\n")
+                out.write("=" * 40 + "\n" + self.fake.told + "\n")
 
     @rule(who=st.sampled_from("AB"), data=st.data())
     def operate(self, who: str, data: st.DataObject) -> None:
@@ -739,18 +743,17 @@ class TwoStacksOneMembership(RuleBasedStateMachine):
         for sent in self.sent:
             answers = {(a.status, a.physical_resource_id, a.reason) for a in sent.chain.answers}
             request = sent.request
-            assert len(answers) <= 1, (answers, self.fake.history)
+            assert len(answers) <= 1, f"{answers}\n{self.fake.told}"
             if not sent.superseded:
-                assert len(answers) == 1, (request, self.fake.history)
+                assert len(answers) == 1, f"unanswered {request.request_id[-4:]}\n{self.fake.told}"
             if not answers:
                 continue
             answer = sent.answer
             limit = sent.chain.started + service_timeout(request.properties)
-            assert sent.chain.answered_at[0] <= limit, (answer, self.fake.history)
+            assert sent.chain.answered_at[0] <= limit, f"late: {answer}\n{self.fake.told}"
             if self.fake.applied[request.request_id]:
                 assert "no change was applied" not in answer.reason.lower(), (
-                    answer.reason,
-                    self.fake.history,
+                    f"{answer.reason}\n{self.fake.told}"
                 )
 
     @invariant()
@@ -770,6 +773,8 @@ def test_two_stacks_faults_cancels_and_rollbacks() -> None:
             max_examples=EXAMPLES,
             stateful_step_count=STEPS,
             deadline=None,
+            # No explain phase: it traces every line under sys.settrace, minutes per failure.
+            phases=[p for p in Phase if p is not Phase.explain],
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
         ),
     )

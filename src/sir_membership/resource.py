@@ -47,7 +47,7 @@ from .errors import (
     OutOfTime,
     ServiceFailure,
     Superseded,
-    calls_applied,
+    calls_known,
     with_outcome,
 )
 from .journal import (
@@ -167,10 +167,12 @@ class _Work:
                 "rollback restores what it changed from the change journal",
             )
         failed_before = with_outcome(
-            "the change failed in an earlier invocation", calls_applied(own.applied, own.planned)
+            "the change failed in an earlier invocation",
+            calls_known(own.applied, own.planned, own.unknown),
         )
         reason = f"{failed_before}; the stack's rollback restores them from the change journal"
-        return Answer.failed(self.request.failed_physical_id(), reason)
+        # A Create's writes left for its rollback Delete: the id says so, or it restores nothing.
+        return Answer.failed(self.request.failed_physical_id(unrestored=own.unresolved), reason)
 
     def run(self) -> Outcome:
         stopped = self._begin()

@@ -13,11 +13,13 @@ them yet.
 
 from __future__ import annotations
 
+import copy
 import logging
+from dataclasses import replace
 
 from . import tags
 from .answers import bookkeeping, failed, log_plan
-from .errors import MembershipError, OutOfTime, Superseded
+from .errors import NO_CHANGE, MembershipError, OutOfTime, Superseded, with_outcome
 from .journal import Entry, plan_rollback, plan_tag_rollback
 from .journal_writer import JournalWriter
 from .membership import MembershipState
@@ -117,6 +119,24 @@ def _wait_for_fresh_reads(service: MembershipService, shell: Shell, entry: Entry
     shell.sleep(wait)
 
 
+def _after_earlier_restores(error: MembershipError) -> MembershipError:
+    """``error`` of a rollback that an earlier step (or request) may have restored with.
+
+    Its counts are this step's only: never "no change was applied" then.
+    """
+    nothing = with_outcome("", NO_CHANGE)
+    if not error.reason.endswith(nothing):
+        return error
+    told = copy.copy(error)
+    told.args = (
+        with_outcome(
+            error.reason.removesuffix(nothing),
+            "some of its restoring calls may have been applied in an earlier step",
+        ),
+    )
+    return told
+
+
 class Restorer:
     """Restores one request's journal entries (see the module docstring)."""
 
@@ -147,7 +167,14 @@ class Restorer:
         log_plan("restoring from the journal", restore)
         if restore.requests:
             now = self.service.apply(
-                now, restore, lambda state: plan_rollback(entry, state), journal.restore_progress
+                now,
+                restore,
+                lambda state: plan_rollback(entry, state),
+                journal.restore_progress,
+                # Its first call may repeat one a step that died had in flight (a retried
+                # step; an undo of a failed change that died unrecorded): the service's
+                # refusal of each OU it moves proves they are where the restore puts them.
+                in_flight=self.shell.retried or entry.phase == "failed",
             ).state
         if entry.touched.tags_before:
             arn = tags.state_arn(now)
@@ -164,6 +191,9 @@ class Restorer:
         """
         request, membership_id = self.request, journal.entry.membership_id
         try:
+            # The entry says the change failed before a restoring call is sent: a retry of
+            # this step must not carry the change on over what the undo removed.
+            journal.save()
             self.restore(journal)
         except MembershipError as undo_error:
             logger.warning("undo failed", extra={"errorType": type(undo_error).__name__})
@@ -193,7 +223,15 @@ class Restorer:
         request = self.request
         journal = JournalWriter(self.shell.store, request, entry, self.shell.clock)
         if entry.phase == "applying":  # its change may still be running: mark it
-            journal.update(phase="restoring")
+            # A step of it that died (or runs on past the fence) may have had a call in
+            # flight that its entry could not count: unknown until a read proves it, so
+            # compare-and-restore waits for fresh reads (docs/journal.md).
+            in_flight = entry.applied < entry.planned
+            journal.update(phase="restoring", unknown=max(entry.unknown, 1) if in_flight else None)
+            if journal.entry.unknown:
+                # When that call was sent is not in the entry (a retried step counted it,
+                # after the fact): reads are proof only a grace after now.
+                journal.entry = replace(journal.entry, last_write=self.shell.clock())
             try:
                 journal.save()
             except MembershipError as error:
@@ -209,6 +247,8 @@ class Restorer:
                 return self.steps.continue_after(error)
             if isinstance(error, OutOfTime):
                 error = self.steps.out_of_time(error)
+            if self.shell.step or self.shell.retried or entry.phase == "restoring":
+                error = _after_earlier_restores(error)
             noted = error.noted(
                 "the change journal keeps what to restore: retry the rollback "
                 "(continue the update rollback, or delete again)"

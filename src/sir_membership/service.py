@@ -275,6 +275,9 @@ class MembershipService:
                 except MembershipError as error:
                     raise with_unknown(error) from None
                 if changed_by(request, state, seen):  # it was applied after all
+                    # A call applies whole: its OUs count too, though the read may show
+                    # them late (else they are sent again, and refused as associated).
+                    seen = apply_request(seen, request)
                     done += 1
                     self._progress(done, seen)
                     unsure = None

@@ -17,19 +17,30 @@ def proves_applied(error: MembershipError, sent: UpdateRequest, lost: UpdateRequ
     """Whether ``error``, the answer to ``sent``, proves the lost call ``lost`` was applied.
 
     The service rejects adding an OU that is already associated (and
-    removing one that is not) as a ValidationException on that field. When
-    ``sent`` repeats ``lost``'s OU changes and only those fields are
-    rejected, the OUs are as ``lost`` left them: it was applied.
+    removing one that is not) as a ValidationException naming each such
+    OU's field. When ``sent`` repeats ``lost``'s OU changes and only those
+    fields are rejected, each of them, the OUs are as ``lost`` left them: it
+    was applied. A call applies whole, so one repeated OU the service does
+    not name shows it was not: another request moved the named ones.
     """
     if not isinstance(error, Rejected) or not error.fields:
         return False
     fields = error.fields
-    repeats = (set(lost.ous_to_add) & set(sent.ous_to_add)) or (
-        set(lost.ous_to_remove) & set(sent.ous_to_remove)
-    )
+    repeated = [
+        f"organizationalUnitsToAdd[{i}]"
+        for i, ou in enumerate(sent.ous_to_add)
+        if ou in lost.ous_to_add
+    ] + [
+        f"organizationalUnitsToRemove[{i}]"
+        for i, ou in enumerate(sent.ous_to_remove)
+        if ou in lost.ous_to_remove
+    ]
     ou_fields = ("organizationalUnitsToAdd", "organizationalUnitsToRemove")
     only_ous = all(any(name.split("[")[0].endswith(f) for f in ou_fields) for name in fields)
-    return bool(repeats) and only_ous
+    each = all(
+        any(name.endswith(f".{field}") or name == field for name in fields) for field in repeated
+    )
+    return bool(repeated) and only_ous and each
 
 
 def with_unknown(error: MembershipError) -> MembershipError:
