@@ -651,7 +651,11 @@ def test_a_rollback_failing_in_a_later_step_never_says_no_change() -> None:
     w.sir.update_membership = denied_in_the_next_step  # type: ignore[method-assign]
     back = w.run(request("Update", a, b))
     assert back.execution is not None
-    assert back.execution.history == ["Work", "Wait", "Work", "Answer", "Done"]
+    history = back.execution.history
+    # Restored in its first step, then waited (Retry-After, or its pace) and failed later.
+    assert history[0] == "Work"
+    assert "Wait" in history
+    assert history[-3:] == ["Work", "Answer", "Done"]
     (answer,) = back.answers
     assert answer.status == "FAILED"
     assert answer.reason.endswith(

@@ -287,15 +287,9 @@ class MembershipService:
                 pending = list(replan(state).requests)
                 continue
             except MembershipError as error:
-                if unsure is None:
-                    raise
-                if not proves_applied(error, request, unsure):
-                    raise with_unknown(error) from None
-                # The service refused to repeat the lost call's OU change: the
-                # first one was applied, and the read before was only stale.
-                logger.info("a lost UpdateMembership call proved applied by its repeat")
+                proven = _proven_by_its_repeat(error, request, unsure)
                 done += 1
-                state = apply_request(state, unsure)
+                state = apply_request(state, proven)
                 self._progress(done, state)
                 unsure = None
                 pending = list(replan(state).requests)
@@ -486,3 +480,19 @@ class MembershipService:
             ) from None
         except BotoCoreError as error:
             raise failure(f"{operation} failed: {type(error).__name__}", applied, planned) from None
+
+
+def _proven_by_its_repeat(
+    error: MembershipError, request: UpdateRequest, unsure: UpdateRequest | None
+) -> UpdateRequest:
+    """The lost call that ``error`` (the refusal of its repeat) proves applied; else raise.
+
+    The service refuses to repeat an OU change that is already in place: the
+    first call was applied, and the read before the repeat was only stale.
+    """
+    if unsure is None:
+        raise error
+    if not proves_applied(error, request, unsure):
+        raise with_unknown(error) from None
+    logger.info("a lost UpdateMembership call proved applied by its repeat")
+    return unsure
