@@ -296,8 +296,8 @@ def changes(
         w, sw.request("Update", old, new), change="next", size=size, p=p, expected=set(sw.BASE)
     )
     elapsed = time.perf_counter() - started
-    common = {"model": model, "label": _label(model, retry_after), "retry_after": retry_after}
-    return [common | r | {"simulation_seconds": elapsed / 2} for r in (first, after)]
+    shared = {"model": model, "label": _label(model, retry_after), "retry_after": retry_after}
+    return [shared | r | {"simulation_seconds": elapsed / 2} for r in (first, after)]
 
 
 def doomed(
