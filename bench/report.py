@@ -774,27 +774,89 @@ def _usd(value: float) -> str:
     return f"{value * 1000:.3f}"
 
 
+def _span(values: list[float], digits: int = 2) -> str:
+    """``min-max`` of ``values`` (one figure when they agree at ``digits``)."""
+    low, high = f"{min(values):.{digits}f}", f"{max(values):.{digits}f}"
+    return low if low == high else f"{low}-{high}"
+
+
+def _where(rows: list[dict[str, Any]], every: list[dict[str, Any]]) -> str:
+    """Which rows, by P and model: "P = 1 s (every model), P = 10 s (conflict + stale reads)"."""
+    out = []
+    for p in sorted({r["p"] for r in rows}):
+        labels = sorted({r["label"] for r in rows if r["p"] == p})
+        all_labels = sorted({r["label"] for r in every if r["p"] == p})
+        which = "every model" if labels == all_labels else ", ".join(labels)
+        out.append(f"P = {p:g} s ({which})")
+    return "; ".join(out)
+
+
+def _goal_rows(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rows over the wall goal, and the rows at P >= 10 s over the billed goal."""
+    over = [r for r in rows if r["wall_over_bound"] is not None and r["wall_over_bound"] > 1.1]
+    slow = [r for r in rows if r["p"] >= 10 and (r["billed_over_wall"] or 0) > 0.05]
+    return over, slow
+
+
 def engine_headline(section: dict[str, Any]) -> str:
     """One headline bullet: the goals of issue 18's Measure section, met or not."""
     rows = section["rows"]
-    ratios = [r["wall_over_bound"] for r in rows if r["wall_over_bound"] is not None]
-    over = [r for r in rows if r["wall_over_bound"] is not None and r["wall_over_bound"] > 1.1]
-    slow = [r for r in rows if r["p"] >= 10 and (r["billed_over_wall"] or 0) > 0.05]
-    doomed = section["doomed"]
-    fastest = min((d["seconds_to_failed"] for d in doomed if d["seconds_to_failed"]), default=None)
-    return (
-        f"- **Long changes on the engine** (simulated clock around the real task code, "
-        f"{len(rows)} changes): wall / (calls x P) from {min(ratios):.2f} to {max(ratios):.2f} "
-        f"(goal ≤ 1.1: {'met' if not over else f'**not met** on {len(over)} rows'}); Lambda time "
-        f"billed / wall for P ≥ 10 s from "
-        f"{min(r['billed_over_wall'] for r in rows if r['p'] >= 10):.3f} to "
-        f"{max(r['billed_over_wall'] for r in rows if r['p'] >= 10):.3f} (goal ≤ 0.05: "
-        f"{'met' if not slow else f'**not met** on {len(slow)} rows'}); a change that cannot fit "
-        f"answered FAILED after {fastest:.0f} s at the earliest (goal: refused in under 5 s, "
-        "**not met**: no refusal before the first write yet)."
-        if ratios and fastest is not None
-        else "- **Long changes on the engine:** not measured."
+    first = [r for r in rows if r["change"] == "first" and r["wall_over_bound"] is not None]
+    after = [r for r in rows if r["change"] == "next" and r["wall_over_bound"] is not None]
+    paced = [d for d in section["doomed"] if d["paced"] and d["seconds_to_failed"] is not None]
+    unpaced = [d for d in section["doomed"] if not d["paced"] and d["seconds_to_failed"]]
+    if not first or not after or not paced:
+        return "- **Long changes on the engine:** not measured."
+    over, slow = _goal_rows(rows)
+    ten = [r for r in rows if r["p"] >= 10]
+    refused = max(d["seconds_to_failed"] for d in paced)
+    before_write = all(not d["writes_before_answer"] for d in paced)
+    verdict = "met" if refused < 5.0 and before_write else "**not met**"
+
+    def billed(change: str) -> str:
+        return _span([r["billed_over_wall"] for r in ten if r["change"] == change], 3)
+
+    text = (
+        f"- **Long changes on the engine** (simulated clock around the real task code; "
+        f"{len(first)} pairs: a membership's first change, with no pace recorded, then its next "
+        f"change, from the pace the first recorded): wall / (calls x P) "
+        f"{_span([r['wall_over_bound'] for r in first])} on first changes and "
+        f"{_span([r['wall_over_bound'] for r in after])} on next ones (goal ≤ 1.1: "
+        + (
+            "met"
+            if not over
+            else f"**not met** on {len(over)} of {len(rows)} rows: {_where(over, rows)}"
+        )
+        + f"); Lambda time billed / wall for P ≥ 10 s {billed('first')} on first changes and "
+        f"{billed('next')} on next ones (goal ≤ 0.05: "
+        + (
+            "met"
+            if not slow
+            else f"**not met** on {len(slow)} rows: "
+            + ", ".join(
+                f"{r['change']} +{r['ous']} OUs at P = {r['p']:g} s ({r['label']})" for r in slow
+            )
+        )
+        + f"); a change that cannot fit, on a membership whose pace is recorded, answered FAILED "
+        f"after {refused:.2f} s at most, "
+        + (
+            "before any UpdateMembership call or journal write"
+            if before_write
+            else "**after writing**"
+        )
+        + f" (goal: refused in under 5 s, {verdict})"
     )
+    if unpaced:
+        text += (
+            "; as a membership's first change (no pace) it is not refused: FAILED at its "
+            f"deadline after {_span([d['seconds_to_failed'] for d in unpaced], 1)} s with "
+            f"{_span([float(d['applied_before_failed']) for d in unpaced], 0)} calls applied"
+        )
+    return text + "."
+
+
+def _pace_text(window: float | None) -> str:
+    return "none" if window is None else f"{window:.1f} s"
 
 
 def engine_section(results: dict[str, Any]) -> list[str]:
@@ -803,6 +865,7 @@ def engine_section(results: dict[str, Any]) -> list[str]:
     if not section:
         return []
     prices = section["prices"]
+    hours = section["next_after"] / 3600
     lines = [
         "## 7. Long changes on the engine (Step Functions)",
         "",
@@ -810,9 +873,10 @@ def engine_section(results: dict[str, Any]) -> list[str]:
         "clock of `tests/steps_world.py`, which plays the state machine of "
         "`statemachine/membership.asl.json` (Work, Route, Wait, Answer, AnswerFailure, their Retry "
         "and Catch, the top-level timeout) around the real code of each part: the dispatcher's "
-        "`dispatch.dispatch`, the Work task's `work_task.run_step` (plan, journal, fence, "
+        "`dispatch.dispatch`, the Work task's `work_task.run_step` (plan, journal, fence, pacing, "
         "`MembershipService` with its retry policy as the Work task builds it), the Answer task's "
-        "`answer_task.answer_request`, with the table's in-memory twins and the stateful test's "
+        "`answer_task.answer_request`, with the table's in-memory twins (the recorded paces "
+        "included: `World.paces`, the `pace#<MembershipId>` items) and the stateful test's "
         "fake service under a propagation model. The harness's retry intervals and timeouts were "
         "compared with the definition file in this run ("
         + (
@@ -828,18 +892,22 @@ def engine_section(results: dict[str, Any]) -> list[str]:
         "dispatcher 0.1 s; a Wait state its seconds; a sleep inside the Work task its seconds "
         "(billed: the function runs). Backoff jitter: `random.uniform` from a fixed seed. So the "
         "ratios say what the code decides (sleep in a billed invocation or end the step and let "
-        "a Wait state wait; how many steps and transitions), not AWS's own latencies. "
-        f"The whole section took {section['seconds']:.1f} s of real time.",
+        "a Wait state wait; when to send the next call; how many steps and transitions), not "
+        f"AWS's own latencies. The whole section took {section['seconds']:.1f} s of real time.",
         "",
-        "Each row: a stack Update adding N OUs (ServiceTimeout "
-        f"{section['service_timeout']} s) while the service refuses UpdateMembership with "
-        "ConflictException for P s after each accepted OU change (`conflict`), also showing reads "
-        "the OUs as they were for those P s (`conflict + stale reads`), with or without "
-        "`Retry-After`. Bound = calls x P (the first call goes at once, so a few-call change can "
-        "come in under it). Billed = dispatcher + Work + Answer invocations' time; GB-s at "
-        f"{section['memory_gb'] * 1024:.0f} MB (template.yaml). Transitions = states entered "
-        "(Route after each Work, retries included). Cost per change at us-east-1 list prices "
-        f"(arm64 Lambda ${prices['lambda_gb_second_arm64']:.10f}/GB-s and "
+        "Rows come in pairs, as users meet them: a membership's **first** change through the "
+        "provider, a stack Update adding N OUs with no pace recorded (the Work task learns the "
+        "window from its own calls and records it), then its **next** change "
+        f"{hours:g} h later, removing the same N OUs (as many calls), which starts from the "
+        f"recorded pace. ServiceTimeout {section['service_timeout']} s. The service refuses "
+        "UpdateMembership with ConflictException for P s after each accepted OU change "
+        "(`conflict`), also showing reads the OUs as they were for those P s (`conflict + stale "
+        "reads`), with or without `Retry-After`. Bound = calls x P (the first call goes at once, "
+        "so a few-call change can come in under it). Pace before = the window recorded for the "
+        "membership when the change began. Billed = dispatcher + Work + Answer invocations' time; "
+        f"GB-s at {section['memory_gb'] * 1024:.0f} MB (template.yaml). Transitions = states "
+        "entered (Route after each Work, retries included). Cost per change at us-east-1 list "
+        f"prices (arm64 Lambda ${prices['lambda_gb_second_arm64']:.10f}/GB-s and "
         f"${prices['lambda_request'] * 1e6:.2f}/M requests; Standard workflows "
         f"${prices['state_transition'] * 1000:.3f}/1,000 transitions; free tiers ignored; not "
         "re-checked offline), in thousandths of a dollar (m$).",
@@ -849,6 +917,8 @@ def engine_section(results: dict[str, Any]) -> list[str]:
                 "model",
                 "P",
                 "N OUs",
+                "change",
+                "pace before",
                 "calls applied / bound",
                 "refused",
                 "Work steps",
@@ -867,6 +937,8 @@ def engine_section(results: dict[str, Any]) -> list[str]:
                     r["label"],
                     f"{r['p']:g} s",
                     str(r["ous"]),
+                    f"first: +{r['ous']}" if r["change"] == "first" else f"next: -{r['ous']}",
+                    _pace_text(r["pace_before"]),
                     f"{r['applied']} / {r['calls']}",
                     str(r["refused"]),
                     str(r["work_steps"]),
@@ -889,36 +961,90 @@ def engine_section(results: dict[str, Any]) -> list[str]:
         lines += [
             "Not run (their bound x 1.1 exceeds the ServiceTimeout, so they cannot succeed): "
             + ", ".join(
-                f"+{s['ous']} OUs at P = {s['p']:g} s ({s['model']}"
-                + (" + Retry-After" if s["retry_after"] else "")
-                + ")"
-                for s in section["skipped"]
+                f"+{s['ous']} OUs at P = {s['p']:g} s ({s['label']})" for s in section["skipped"]
             )
-            + ". One of them is the doomed change below.",
+            + ". One of them is a doomed change below.",
             "",
         ]
-    rows = section["rows"]
-    plain = [r for r in rows if not r["retry_after"] and r["p"] >= 10]
-    told = [r for r in rows if r["retry_after"] and r["p"] >= 10]
-    if plain and told:
-        lines += [
-            "What the figures say. Without `Retry-After` the Work task does not know P: after "
-            "each refusal it backs off (capped exponential from 0.2 s, jittered), sleeping inside "
-            "the invocation while the backoff is at most "
-            "5 s (`SIR_TIMING_LONGEST_SLEEP`), so at P ≥ 10 s "
-            f"{min(r['billed_over_wall'] for r in plain):.0%}-"
-            f"{max(r['billed_over_wall'] for r in plain):.0%} of the wall time is billed Lambda "
-            "time, and each call lands up to one backoff step after the window closes. With "
-            "`Retry-After` each wait is a Wait state of the seconds asked: "
-            f"{min(r['billed_over_wall'] for r in told):.1%}-"
-            f"{max(r['billed_over_wall'] for r in told):.1%} billed, most of it the modelled "
-            "start of each step. Pacing that learns the window from accepted and refused "
-            "calls (issue 18) is not built yet; these rows are the figures it must improve.",
-            "",
-        ]
-    lines += [
+    lines += _engine_findings(section["rows"])
+    lines += _doomed_lines(section)
+    return lines
+
+
+def _engine_findings(rows: list[dict[str, Any]]) -> list[str]:
+    """What the rows say, computed from them."""
+    measured = [r for r in rows if r["wall_over_bound"] is not None and r["billed_over_wall"]]
+    if not measured:
+        return []
+    over, slow = _goal_rows(measured)
+    short = [r for r in measured if r["p"] < 10]
+    ten = [r for r in measured if r["p"] >= 10]
+    plain_first = [r for r in ten if r["change"] == "first" and not r["retry_after"]]
+    after = [r for r in ten if r["change"] == "next"]
+    out = ["What the figures say."]
+    if plain_first and after:
+        out.append(
+            "Without `Retry-After` a first change finds the window by probing (refused "
+            f"{_span([float(r['refused']) for r in plain_first], 0)} times at P ≥ 10 s, each "
+            "refusal a Work step); the next change starts from the recorded window (refused "
+            f"{_span([float(r['refused']) for r in after], 0)} times). Waiting is a Wait state, "
+            "not a sleep in a billed invocation: at P ≥ 10 s the Lambda time billed is "
+            f"{_span([r['billed_over_wall'] for r in ten if r['change'] == 'first'], 3)} of the "
+            "wall time on first changes and "
+            f"{_span([r['billed_over_wall'] for r in after], 3)} on next ones, most of it the "
+            "modelled start of each step."
+        )
+    if short:
+        out.append(
+            f"At P = {_span([r['p'] for r in short], 0)} s each call is its own Work step "
+            "behind a Wait state, which lasts whole seconds, and the step adds its start, its "
+            "read and its call: wall / bound "
+            f"{_span([r['wall_over_bound'] for r in short])}, billed / wall "
+            f"{_span([r['billed_over_wall'] for r in short], 3)}."
+        )
+    wide = [
+        r
+        for r in ten
+        if r["change"] == "first" and r["pace_after"] and r["pace_after"] > 1.1 * r["p"]
+    ]
+    if wide:
+        out.append(
+            "The window recorded by a first change was more than 10 % above P on "
+            + ", ".join(
+                f"+{r['ous']} OUs at P = {r['p']:g} s ({r['label']}: {r['pace_after']:.1f} s)"
+                for r in wide
+            )
+            + "; the next change starts from it, so its calls are spaced by it."
+        )
+    out.append(
+        "Every row met wall / bound ≤ 1.1."
+        if not over
+        else f"Wall / bound above 1.1: {_where(over, measured)}."
+    )
+    out.append(
+        "Every row at P ≥ 10 s met billed / wall ≤ 0.05."
+        if not slow
+        else "Billed / wall above 0.05 at P ≥ 10 s: "
+        + ", ".join(
+            f"{r['change']} +{r['ous']} OUs at P = {r['p']:g} s ({r['label']}, "
+            f"{r['billed_over_wall']:.3f})"
+            for r in slow
+        )
+        + "."
+    )
+    return [" ".join(out), ""]
+
+
+def _doomed_lines(section: dict[str, Any]) -> list[str]:
+    """The doomed changes' table and what it says."""
+    doomed = section["doomed"]
+    if not doomed:
+        return []
+    lines = [
         "**A change that cannot fit its ServiceTimeout**, then CloudFormation's rollback (the "
-        "old declaration back, same model):",
+        "old declaration back, same model). Each is measured on a membership whose pace is "
+        f"recorded (+{section['learn_ous']} OUs and back, {section['next_after'] / 3600:g} h "
+        "before) and as the membership's first change (no pace):",
         "",
         table(
             [
@@ -926,10 +1052,13 @@ def engine_section(results: dict[str, Any]) -> list[str]:
                 "P",
                 "N OUs",
                 "ServiceTimeout",
+                "pace before",
                 "estimate (calls x P)",
                 "answer",
                 "time to answer",
-                "calls applied first",
+                "Work steps",
+                "UpdateMembership sent first",
+                "journal written first",
                 "rollback",
                 "rollback time",
                 "restored",
@@ -940,31 +1069,59 @@ def engine_section(results: dict[str, Any]) -> list[str]:
                     f"{d['p']:g} s",
                     str(d["ous"]),
                     f"{d['service_timeout']} s",
+                    _pace_text(d["pace_before"]),
                     f"{d['estimate']:.0f} s",
                     "/".join(d["answers"]),
-                    f"{d['seconds_to_failed']:.1f} s" if d["seconds_to_failed"] else "-",
-                    str(d["applied_before_failed"]),
+                    f"{d['seconds_to_failed']:.2f} s" if d["seconds_to_failed"] else "-",
+                    str(d["work_steps"]),
+                    f"{d['updates_sent_before_failed']} ({d['applied_before_failed']} applied)",
+                    "yes" if d["journal_written_before_failed"] else "no",
                     "/".join(d["rollback_answers"]),
-                    f"{d['rollback_seconds']:.1f} s" if d["rollback_seconds"] else "-",
+                    f"{d['rollback_seconds']:.2f} s" if d["rollback_seconds"] else "-",
                     "yes" if d["rolled_back"] else "**no**",
                 ]
-                for d in section["doomed"]
+                for d in doomed
             ],
         ),
         "",
-        "A doomed change is not refused before it writes (the recorded pace and the refusal "
-        "are not built): it runs until a wait would end past its deadline, then answers FAILED "
-        "in time with the counts. Its rollback must undo what it applied under the same "
-        "propagation window, so it needs about as long again: "
-        + (
-            "here it too ran out of its ServiceTimeout and answered FAILED (the journal keeps what "
-            "to restore; CloudFormation's continue-update-rollback retries it). Refusing a doomed "
-            "change before its first write is what avoids this."
-            if any(not d["rolled_back"] for d in section["doomed"])
-            else "here it converged."
-        ),
     ]
-    return lines
+    paced = [d for d in doomed if d["paced"] and d["seconds_to_failed"] is not None]
+    unpaced = [d for d in doomed if not d["paced"] and d["seconds_to_failed"] is not None]
+    said = []
+    if paced:
+        clean = all(not d["writes_before_answer"] for d in paced)
+        said.append(
+            "With a recorded pace the first Work step answered FAILED after "
+            f"{_span([d['seconds_to_failed'] for d in paced])} s, "
+            + (
+                "before any UpdateMembership call or journal write"
+                if clean
+                else "**but not before writing**"
+            )
+            + ", and the rollback had nothing to undo ("
+            + "/".join(sorted({"/".join(d["rollback_answers"]) for d in paced}))
+            + f" after {_span([d['rollback_seconds'] or 0.0 for d in paced])} s). The answer's "
+            f"reason, as CloudFormation shows it: “{paced[0]['reason']}”."
+        )
+    if unpaced:
+        restored = all(d["rolled_back"] for d in unpaced)
+        said.append(
+            "With no recorded pace (the membership's first change through this provider, or "
+            "none for 30 days) nothing is refused: the change ran until a wait would end past "
+            "its deadline and answered FAILED in time after "
+            f"{_span([d['seconds_to_failed'] for d in unpaced], 1)} s with "
+            f"{_span([float(d['applied_before_failed']) for d in unpaced], 0)} calls applied. "
+            + (
+                "Its rollback converged."
+                if restored
+                else "Its rollback, undoing them under the same window within its own "
+                "ServiceTimeout, answered FAILED too after restoring "
+                f"{_span([float(d['rollback_applied']) for d in unpaced], 0)} calls (the "
+                "journal keeps what to restore; CloudFormation's continue-update-rollback "
+                "retries it)."
+            )
+        )
+    return [*lines, " ".join(said)] if said else lines
 
 
 def render(results: dict[str, Any], png_name: str | None = None) -> str:

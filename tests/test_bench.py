@@ -214,44 +214,109 @@ def test_cold_start_replay_follows_app_py() -> None:
     assert "self_invoke" not in replay
 
 
-def test_engine_bench_measures_a_change_against_its_bound() -> None:
-    """One change through the simulated engine: its calls, waits, billed time and transitions."""
+def test_engine_bench_measures_a_first_change_then_the_next_from_its_recorded_pace() -> None:
+    """A membership's first change learns the window; the next one starts from it.
+
+    Both against calls x P, with the billed time, the transitions and a
+    doomed change measured both ways: refused before any write when the pace
+    is recorded, FAILED at its deadline as a first change.
+    """
+    import copy  # noqa: PLC0415
+
     import engine_bench  # noqa: PLC0415
 
     section = engine_bench.measure(
-        models=(("conflict", True),),
-        periods=(10.0,),
+        models=(("conflict", False),),
+        periods=(60.0,),
         sizes=(20,),
-        doomed_cases=(("conflict", True, 10.0, 100, 120),),
+        doomed_cases=(("conflict", False, 10.0, 100, 120),),
     )
     assert section["definition_problems"] == []
-    (row,) = section["rows"]
-    assert (row["answers"], row["applied"], row["calls"], row["ok"]) == (["SUCCESS"], 4, 4, True)
-    assert row["refused"] >= 1, "the propagation model refused calls"
-    assert row["wall"] >= row["bound"] - 10.0  # the first call goes at once
-    # Each refusal with Retry-After 10 s is a Wait state, not a sleep: one Work step per call.
-    assert (row["work_steps"], row["waits"]) == (4, 3)
-    # Work, Route, Wait per waiting step; the last Work, Route, Answer, Done.
-    assert row["transitions"] == 3 * 3 + 4
-    assert row["billed_seconds"] < 0.1 * row["wall"]
-    assert row["gb_seconds"] == pytest.approx(row["billed_seconds"] * 256 / 1024)
-    (doomed,) = section["doomed"]
-    assert doomed["answers"] == ["FAILED"]
-    assert doomed["seconds_to_failed"] < doomed["service_timeout"]
-    assert f"of {doomed['calls']} UpdateMembership calls were applied" in doomed["reason"]
-    assert len(doomed["rollback_answers"]) == 1
+    first, after = section["rows"]
+    assert (first["change"], after["change"]) == ("first", "next")
+    for row in (first, after):
+        assert (row["answers"], row["applied"], row["calls"], row["ok"]) == (
+            ["SUCCESS"],
+            4,
+            4,
+            True,
+        )
+        # Work, Wait and Route per step that waits; the last Work, Route, Answer, Done.
+        assert row["transitions"] == 3 * row["work_steps"] + 1
+        assert row["waits"] == row["work_steps"] - 1
+        assert row["gb_seconds"] == pytest.approx(row["billed_seconds"] * 256 / 1024)
+    # The first change has no pace: it probes for the window (refusals, extra steps) and
+    # records one within the model's P and 10 % of it.
+    assert first["pace_before"] is None
+    assert first["refused"] >= 2
+    assert first["work_steps"] > first["calls"]
+    assert 60.0 <= first["pace_after"] <= 66.0
+    # The next one starts from that window: a refusal at most, one step per call or so.
+    assert after["pace_before"] == first["pace_after"]
+    assert after["refused"] <= 1 < first["refused"]
+    assert after["work_steps"] <= after["calls"] + 1
+    assert after["wall_over_bound"] <= 1.1
+    assert after["billed_over_wall"] <= 0.05, "waiting is a Wait state, not billed time"
+    assert after["billed_seconds"] < first["billed_seconds"]
+    paced, unpaced = section["doomed"]
+    # With a recorded pace: refused by the first Work step, before any call or journal write.
+    assert (paced["paced"], paced["answers"], paced["work_steps"]) == (True, ["FAILED"], 1)
+    assert paced["pace_before"] is not None
+    assert paced["seconds_to_failed"] < 5.0
+    assert (paced["updates_sent_before_failed"], paced["applied_before_failed"]) == (0, 0)
+    assert not paced["journal_written_before_failed"]
+    assert paced["reason"].startswith("The change needs 20 UpdateMembership calls, 19 of them")
+    assert (paced["rollback_answers"], paced["rolled_back"]) == (["SUCCESS"], True)
+    # As a first change nothing is refused: it writes, and answers FAILED at its deadline.
+    assert (unpaced["paced"], unpaced["pace_before"], unpaced["answers"]) == (
+        False,
+        None,
+        ["FAILED"],
+    )
+    assert 5.0 < unpaced["seconds_to_failed"] < unpaced["service_timeout"]
+    assert unpaced["applied_before_failed"] >= 1
+    assert unpaced["journal_written_before_failed"]
+    assert "of 20 UpdateMembership calls were applied" in unpaced["reason"]
+    assert len(unpaced["rollback_answers"]) == 1
     assert engine_bench.problems(section) == []
     text = "\n".join(report.engine_section({"engine": section}))
-    assert "| conflict + Retry-After | 10 s | 20 | 4 / 4 |" in text
+    assert "| conflict | 60 s | 20 | first: +20 | none | 4 / 4 |" in text
+    assert f"| conflict | 60 s | 20 | next: -20 | {first['pace_after']:.1f} s | 4 / 4 |" in text
+    assert "| conflict | 10 s | 100 | 120 s | none | 200 s | FAILED |" in text
     assert "they agree" in text
-    assert "Long changes on the engine" in report.engine_headline(section)
+    assert "before any UpdateMembership call or journal write" in text
+    headline = report.engine_headline(section)
+    assert "goal ≤ 1.1: met" in headline
+    assert "(goal: refused in under 5 s, met)" in headline
+    # A row past a goal is named, not averaged away.
+    slow = copy.deepcopy(section)
+    slow["rows"][1]["wall_over_bound"] = 1.5
+    assert "**not met** on 1 of 2 rows: P = 60 s (every model)" in report.engine_headline(slow)
+    broken = copy.deepcopy(section)
+    broken["doomed"][0]["updates_sent_before_failed"] = 1
+    broken["doomed"][0]["writes_before_answer"] = True
+    assert any("not refused before its first write" in p for p in engine_bench.problems(broken))
+
+
+def test_engine_bench_with_retry_after_waits_in_wait_states_one_step_per_call() -> None:
+    import engine_bench  # noqa: PLC0415
+
+    for row in engine_bench.changes("conflict", True, 10.0, 20):
+        assert (row["answers"], row["applied"], row["ok"]) == (["SUCCESS"], 4, True)
+        # Each refusal with Retry-After 10 s is a Wait state, not a sleep: one Work step per call.
+        assert (row["work_steps"], row["waits"], row["transitions"]) == (4, 3, 3 * 3 + 4)
+        assert row["wall"] >= row["bound"] - 10.0  # the first call goes at once
+        assert row["billed_seconds"] < 0.1 * row["wall"]
+    first, after = engine_bench.changes("conflict", True, 10.0, 20)
+    assert first["refused"] == 1, "one refusal tells the window (Retry-After)"
+    assert after["refused"] == 0
 
 
 def test_engine_bench_charges_a_cold_start_once_per_execution_and_after_long_waits() -> None:
     import engine_bench  # noqa: PLC0415
 
     def billed(starts: Any) -> float:
-        row = engine_bench.change("conflict", True, 10.0, 20, starts)
+        row = engine_bench.changes("conflict", True, 10.0, 20, starts)[0]
         assert (row["answers"], row["work_steps"]) == (["SUCCESS"], 4)
         return float(row["billed_seconds"])
 
