@@ -143,6 +143,11 @@ def test_the_pace_learns_from_refusals_and_accepted_calls() -> None:
     assert Pace(last=1.0).refusal(5000.0, None).floor == 0.0
     # A call sent long after it was due does not bound the window.
     assert Pace(floor=0.1, last=1.0).accepted(5000.0, propagating=True).window is None
+    # Calls accepted back to back: the "window" is the first call's latency, never waited.
+    quick = Pace().accepted(10.0, propagating=True).accepted(10.1, propagating=True)
+    assert quick.window == pytest.approx(0.1)
+    assert quick.wait(10.1) == 0.0
+    assert quick.accepted(10.2, propagating=True).wait(10.2) == 0.0
     assert Pace.from_item(Pace(1.0, 2.0, 3.0, 4).to_item()) == Pace(1.0, 2.0, 3.0, 4)
     assert Pace.from_item({"floor": "x"}) == Pace()
 

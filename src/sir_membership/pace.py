@@ -14,7 +14,9 @@ refused before it writes (``doomed``).
 
 When the next call is due, counted from the last accepted change (``target``):
 
-* nothing known: at once, so a service that does not propagate is never waited for;
+* nothing known, or a window of at most ``NEGLIGIBLE`` never refused: at once,
+  so a service that does not propagate is never waited for (a window learned
+  from two calls accepted back to back is only the first call's latency);
 * only a floor: ``GROWTH`` times the floor, at least ``PROBE_FLOOR`` (a search
   for the window that overshoots it by at most half);
 * a window more than ``TIGHT`` of itself (and half a second) above the
@@ -34,6 +36,8 @@ from typing import Any
 from .errors import NO_CHANGE, with_outcome
 from .plan import Plan, UpdateRequest
 
+#: A window this short, with no refusal since, is the calls' own latency: no wait.
+NEGLIGIBLE = 1.0
 #: The first wait of a search for an unknown window (seconds).
 PROBE_FLOOR = 4.0
 #: Each further wait of that search: the floor times this.
@@ -100,6 +104,8 @@ class Pace:
         window, floor = self.window, self.floor
         if window is None:
             return 0.0 if floor <= 0 else max(PROBE_FLOOR, GROWTH * floor)
+        if floor <= 0 and window <= NEGLIGIBLE:
+            return 0.0
         if floor >= window:
             return floor + STEP * window
         if self.refused or window - floor <= max(TIGHT * window, 0.5):
