@@ -285,3 +285,26 @@ def test_the_service_timeout_and_the_step_result_as_the_state_machine_reads_them
     assert service_timeout({}) == 3600
     assert StepResult(3, "wait", 20).to_payload() == {"step": 3, "next": "wait", "seconds": 20}
     assert StepResult(4, "answer").to_payload() == {"step": 4, "next": "answer", "seconds": 0}
+
+
+def test_a_rollback_out_of_time_in_a_later_step_says_its_count_is_that_steps() -> None:
+    """Found by the bench: a rollback that restored over several steps and then ran out
+    of its ServiceTimeout said '1 of 2 calls were applied' (its last step's count)."""
+    w = world("conflict", 20.0)
+    old = created(w, timeout=200)  # the rollback Update's own deadline: too short as well
+    new = declared(BASE + MORE[:100], timeout=300)
+    assert [a.status for a in w.run(request("Update", new, old)).answers] == ["FAILED"]
+    applied = w.sir.accepted
+    back = w.run(request("Update", old, new))
+    assert len(back.steps) > 1
+    (answer,) = back.answers
+    assert answer.status == "FAILED"
+    restored = w.sir.accepted - applied
+    assert 0 < restored < applied
+    assert "UpdateMembership calls were applied in this Work step; earlier steps restored" in (
+        answer.reason
+    ), answer.reason
+    assert answer.reason.endswith(
+        "; the change journal keeps what to restore: retry the rollback (continue the update "
+        "rollback, or delete again)"
+    )

@@ -19,7 +19,7 @@ from dataclasses import replace
 
 from . import tags
 from .answers import bookkeeping, failed, log_plan
-from .errors import NO_CHANGE, MembershipError, OutOfTime, Superseded, with_outcome
+from .errors import NO_CHANGE, MembershipError, OutOfTime, Superseded, calls_known, with_outcome
 from .journal import Entry, plan_rollback, plan_tag_rollback
 from .journal_writer import JournalWriter
 from .membership import MembershipState
@@ -122,18 +122,22 @@ def _wait_for_fresh_reads(service: MembershipService, shell: Shell, entry: Entry
 def _after_earlier_restores(error: MembershipError) -> MembershipError:
     """``error`` of a rollback that an earlier step (or request) may have restored with.
 
-    Its counts are this step's only: never "no change was applied" then.
+    Its counts are this step's only: never "no change was applied" then, and
+    "K of M" says it is this step's (earlier steps restored more).
     """
     nothing = with_outcome("", NO_CHANGE)
-    if not error.reason.endswith(nothing):
-        return error
-    told = copy.copy(error)
-    told.args = (
-        with_outcome(
+    counted = with_outcome("", calls_known(error.applied, error.planned, error.unknown))
+    if error.reason.endswith(nothing):
+        reason = with_outcome(
             error.reason.removesuffix(nothing),
             "some of its restoring calls may have been applied in an earlier step",
-        ),
-    )
+        )
+    elif counted and error.reason.endswith(counted):
+        reason = error.reason + " in this Work step; earlier steps restored others"
+    else:
+        return error
+    told = copy.copy(error)
+    told.args = (reason,)
     return told
 
 
