@@ -41,19 +41,19 @@ def measure(cases: tuple[tuple[str, float, bool, tuple[int, ...]], ...] = CASES)
         local_services() as services,
         WorkerPool(worker_env(services.child_env()), timeout=FUNCTION_TIMEOUT) as pool,
     ):
-        services.lambda_api.configure(env=pool.env, timeout=FUNCTION_TIMEOUT, python=pool.python)
+        services.states.configure(env=pool.env, timeout=FUNCTION_TIMEOUT, python=pool.python)
         for model, seconds, retry_after, sizes in cases:
             for size in sizes:
                 services.emulator.reset()
                 services.receiver.reset()
-                services.lambda_api.reset()
+                services.states.reset()
                 services.emulator.seed_many([seed()])
                 stack = StackDriver(
                     services.receiver,
                     pool.get(0),
                     stack_name=f"bench-continuation-{size}",
                     timeout=FUNCTION_TIMEOUT,
-                    lambda_api=services.lambda_api,
+                    states=services.states,
                 )
                 created = stack.create(declare())
                 assert created.stack_status == "CREATE_COMPLETE", created.stack_status
@@ -70,7 +70,7 @@ def measure(cases: tuple[tuple[str, float, bool, tuple[int, ...]], ...] = CASES)
                 applied = sum(1 for c in updates if c.status == 200)
                 refused = len(updates) - applied
                 calls = math.ceil(size / 5)
-                attempts = delivery.async_invocations
+                attempts = [r for r in delivery.task_runs if r.state == "Work"]
                 cold = [
                     a.ended - a.started
                     for a in attempts
@@ -87,7 +87,7 @@ def measure(cases: tuple[tuple[str, float, bool, tuple[int, ...]], ...] = CASES)
                         "refused": refused,
                         "status": operation.stack_status,
                         "answers": len(delivery.accepted),
-                        "invocations": delivery.invocation_count,
+                        "invocations": len(delivery.results) + len(attempts),
                         "continuations": len(attempts),
                         "seconds": answer_seconds,
                         "bound": calls * seconds,

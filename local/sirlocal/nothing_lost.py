@@ -163,7 +163,7 @@ NOTHING_LOST: tuple[Scenario, ...] = (
         (seed(),),
         (
             Step("create", WIDE, "CREATE_COMPLETE"),
-            Step("update", NARROW, "UPDATE_COMPLETE", crash_after_writes=1, invocations=2),
+            Step("update", NARROW, "UPDATE_COMPLETE", crash_after_writes=1, work_steps=2),
         ),
         {A: Expect(ous=BASE_OUS, emails=NEW_EMAILS)},
         (*CREATE_WIDE, *CRASHED_AND_RETRIED),
@@ -183,7 +183,7 @@ NOTHING_LOST: tuple[Scenario, ...] = (
                 NARROW,
                 "UPDATE_ROLLBACK_COMPLETE",
                 crash_after_writes=1,
-                invocations=2,
+                work_steps=2,
                 later_failure=LATER,
             ),
         ),

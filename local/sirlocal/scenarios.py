@@ -10,10 +10,12 @@ assert on it and the reliability report tabulates it from the same source.
 
 Every run also checks, whatever the scenario: each answer honours the
 response contract and arrives before the invocation's deadline (the
-ServiceTimeout, when the function continued in asynchronous invocations of
-itself, see :mod:`sirlocal.lambda_api`), and the function's logs (also
-those of its continuations) hold no responder name, email, job title,
-membership name or ResponseURL query/signature.
+ServiceTimeout, once the request's execution carries it on the local Step
+Functions endpoint, see :mod:`sirlocal.states_api`), every task of the
+execution ends as Lambda would report success (unless the scenario breaks
+it on purpose), and the functions' logs (the dispatcher's and the tasks')
+hold no responder name, email, job title, membership name or ResponseURL
+query/signature.
 """
 
 from __future__ import annotations
@@ -66,13 +68,15 @@ from sirlocal.services import LocalServices, free_port
 
 @dataclass(frozen=True)
 class Fault:
-    """One fault armed right before a step (emulator, receiver or Lambda endpoint side).
+    """One fault armed right before a step (emulator, receiver or Step Functions side).
 
-    ``invoke_error``: the function's next ``times`` Invoke calls are answered
-    ``error`` (default TooManyRequestsException); ``invoke_kill``: the next
-    ``times`` asynchronous invocations are killed ``seconds`` after they
-    began (Lambda retries them); ``invoke_drop``: the next ``times`` events
-    are accepted and never run.
+    On the request's execution (``sirlocal.states_api``): ``invoke_error``:
+    the next ``times`` Invokes of the Work task are refused with ``error``
+    (default ``Lambda.TooManyRequestsException``; the definition's Retry
+    decides); ``invoke_kill``: the sandbox of each of the next ``times`` Work
+    steps is killed ``seconds`` after it began (``error``, default
+    ``Lambda.ServiceException``: retried); ``invoke_drop``: the next
+    ``times`` Work steps run, but their result is lost (retried).
     """
 
     kind: Literal[
@@ -114,11 +118,15 @@ class Fault:
         elif self.kind == "put_hang":
             receiver.hang_next(self.seconds, self.times or 1)
         elif self.kind == "invoke_error":
-            services.lambda_api.fail_next(self.times or 1, self.error or "TooManyRequestsException")
+            services.states.fail_next(
+                self.times or 1, self.error or "Lambda.TooManyRequestsException"
+            )
         elif self.kind == "invoke_kill":
-            services.lambda_api.kill_next_after(self.seconds, self.times or 1)
+            services.states.kill_next_after(
+                self.seconds, self.times or 1, error=self.error or "Lambda.ServiceException"
+            )
         elif self.kind == "invoke_drop":
-            services.lambda_api.drop_next(self.times or 1)
+            services.states.lose_next(self.times or 1)
         else:
             emulator.add_fault(
                 self.kind,
@@ -154,11 +162,12 @@ class Fault:
         if self.kind == "put_hang":
             return f"response PUT unanswered for {self.seconds:g} s {times}"
         if self.kind == "invoke_error":
-            return f"Lambda Invoke answered {self.error or 'TooManyRequestsException'} {times}"
+            error = self.error or "Lambda.TooManyRequestsException"
+            return f"Work's Invoke refused ({error}) {times}"
         if self.kind == "invoke_kill":
-            return f"continuation killed after {self.seconds:g} s {times}"
+            return f"Work's sandbox killed after {self.seconds:g} s {times}"
         if self.kind == "invoke_drop":
-            return f"continuation event lost {times}"
+            return f"Work's result lost {times}"
         return f"response PUT reset {times}"
 
 
@@ -184,15 +193,17 @@ class Step:
     reason_ends: str = ""  # and ends with this
     physical_has: str = ""  # in the physical id of the operation's first answer
     answer_within: float | None = None  # seconds, for every answer of this step
-    #: The invocations (the first plus every asynchronous attempt) the operation's
-    #: own request took; it must also have been answered exactly once.
-    invocations: int | None = None
+    #: The Work steps (with their retries) the operation's own request took; it must
+    #: also have been answered exactly once.
+    work_steps: int | None = None
     cancel_after_writes: int = 1
     cancel_after_seconds: float = 0.0
-    #: An update's sandbox dies once this many UpdateMembership calls were answered:
-    #: the next one is held in flight (a ``block`` fault, never applied) and the
-    #: worker killed; Lambda delivers the same event again (same RequestId).
+    #: An update's Work sandbox dies once this many UpdateMembership calls were
+    #: answered: the next one is held in flight (a ``block`` fault, never applied) and
+    #: the sandbox killed; the task sees ``crash_error`` (a Lambda service error is
+    #: retried by the definition: the step runs again).
     crash_after_writes: int = 0
+    crash_error: str = "Lambda.ServiceException"
     #: Runs once the operation's own request is answered, before anything CloudFormation
     #: sends next (its rollback): e.g. the step's faults end, another request finishes.
     after_answer: Callable[[LocalServices], None] | None = None
@@ -259,8 +270,8 @@ class Scenario:
         for step in self.steps:
             if step.crash_after_writes:
                 described.append(
-                    f"sandbox killed after {step.crash_after_writes} UpdateMembership call(s), "
-                    "the same event delivered again"
+                    f"Work's sandbox killed after {step.crash_after_writes} UpdateMembership "
+                    f"call(s) ({step.crash_error})"
                 )
             if step.action == "cancel_update":
                 described.append(
@@ -299,25 +310,30 @@ class ScenarioResult:
 
 
 # --------------------------------------------------------------------------- checks
-def configure_continuations(services: LocalServices, pool: WorkerPool, timeout: float) -> None:
-    """Run the function's asynchronous invocations of itself as the pool's workers run:
+def configure_tasks(services: LocalServices, pool: WorkerPool, timeout: float) -> None:
+    """Run the execution's tasks (Work, Answer) as the pool's workers run the dispatcher:
     the same environment and interpreter, and the function timeout ``timeout``."""
-    services.lambda_api.configure(env=pool.env, timeout=timeout, python=pool.python)
+    services.states.configure(env=pool.env, timeout=timeout, python=pool.python)
 
 
 def _check_deliveries(run: Run, deliveries: Sequence[Delivery], step: Step | None) -> None:
     for delivery in deliveries:
         seconds = delivery.answer_seconds
         kind = delivery.event["RequestType"]
-        # A continuation the scenario kills on purpose ends "killed"; Lambda retries it.
-        killing = any(f.kind == "invoke_kill" for s in run.scenario.steps for f in s.faults)
-        # A sandbox the scenario kills on purpose ends crashed; Lambda retries the event.
-        crashing = any(s.crash_after_writes for s in run.scenario.steps)
-        for attempt in delivery.async_invocations:
+        # What the scenario breaks on purpose ends as broken: a killed sandbox, a
+        # refused Invoke, a lost result (the definition retries or catches them).
+        broken = {
+            {"invoke_kill": "killed", "invoke_error": "refused", "invoke_drop": "lost"}[f.kind]
+            for s in run.scenario.steps
+            for f in s.faults
+            if f.kind.startswith("invoke_")
+        }
+        if any(s.crash_after_writes for s in run.scenario.steps):
+            broken.add("killed")
+        for attempt in delivery.task_runs:
             run.expect(
-                attempt.outcome in ("ok", None) or (killing and attempt.outcome == "killed"),
-                f"{kind}: asynchronous invocation {attempt.number} (attempt {attempt.attempt}) "
-                f"ended {attempt.outcome}",
+                attempt.outcome in ("ok", None) or attempt.outcome in broken,
+                f"{kind}: task {attempt.state} (attempt {attempt.attempt}) ended {attempt.outcome}",
             )
         if seconds is None:
             if run.scenario.strict:
@@ -335,10 +351,7 @@ def _check_deliveries(run: Run, deliveries: Sequence[Delivery], step: Step | Non
             )
         for result in delivery.results:
             run.expect(not result.timed_out, f"{kind}: the invocation was killed at its deadline")
-            run.expect(
-                result.error is None or (crashing and result.crashed),
-                f"{kind}: the handler raised {result.error}",
-            )
+            run.expect(result.error is None, f"{kind}: the handler raised {result.error}")
 
 
 def _crash_point(services: LocalServices, step: Step) -> Callable[[], bool] | None:
@@ -384,6 +397,7 @@ def _play_step(run: Run, step: Step) -> None:
                 step.properties,
                 later_failure=step.later_failure,
                 crash_when=crash_when,
+                crash_error=step.crash_error,
                 after_answer=_bound(step.after_answer, services),
             )
         elif step.action == "cancel_update":
@@ -400,17 +414,17 @@ def _play_step(run: Run, step: Step) -> None:
             )
         _check_answer(run, step, operation.first_answer)
         _check_deliveries(run, operation.deliveries, step)
-        if step.invocations is not None and operation.deliveries:
+        if step.work_steps is not None and operation.deliveries:
             first = operation.deliveries[0]
             run.expect(
-                (len(first.accepted), first.invocation_count) == (1, step.invocations),
-                f"{step.action}: answered {len(first.accepted)} time(s) in "
-                f"{first.invocation_count} invocation(s), expected once in {step.invocations}",
+                (len(first.accepted), first.work_steps) == (1, step.work_steps),
+                f"{step.action}: answered {len(first.accepted)} time(s) after "
+                f"{first.work_steps} Work step(s), expected once after {step.work_steps}",
             )
     finally:
         services.emulator.clear_faults()
         services.receiver.clear_faults()
-        services.lambda_api.clear_faults()
+        services.states.clear_faults()
 
 
 def _check_answer(run: Run, step: Step, answer: Answer | None) -> None:
@@ -475,11 +489,11 @@ def _cancel_update(run: Run, step: Step) -> Operation:
 def _scaled_worker(
     scenario: Scenario, services: LocalServices, pool: WorkerPool
 ) -> LambdaWorker | None:
-    """For a scenario at ``timing_scale``: its own worker, its continuations alike."""
+    """For a scenario at ``timing_scale``: its own worker, its execution's tasks alike."""
     if scenario.timing_scale == 1.0:
         return None
     env = {**pool.env, **scaled_timing(scenario.timing_scale)}
-    services.lambda_api.configure(env=env, timeout=scenario.timeout, python=pool.python)
+    services.states.configure(env=env, timeout=scenario.timeout, python=pool.python)
     return LambdaWorker(
         env, timeout=scenario.timeout, name=f"scaled-{scenario.name}", python=pool.python
     )
@@ -491,8 +505,8 @@ def run_scenario(
     """Play ``scenario`` from a clean emulator; every broken expectation is in ``problems``."""
     services.emulator.reset()
     services.receiver.reset()
-    services.lambda_api.reset()
-    configure_continuations(services, pool, scenario.timeout)
+    services.states.reset()
+    configure_tasks(services, pool, scenario.timeout)
     services.emulator.seed_many(scenario.seeds)
     if scenario.prepare is not None:
         scenario.prepare(services)
@@ -504,7 +518,7 @@ def run_scenario(
         stack_name=stack_name or f"e2e-{scenario.name}",
         timeout=scenario.timeout,
         strict=scenario.strict,
-        lambda_api=services.lambda_api,
+        states=services.states,
     )
     run = Run(scenario, services, pool, stack, time.time())
     began = time.monotonic()
@@ -518,15 +532,13 @@ def run_scenario(
     finally:
         services.emulator.clear_faults()
         services.receiver.clear_faults()
-        services.lambda_api.clear_faults()
-    # A continuation CloudFormation stopped waiting for may still be changing the
-    # membership: the final state is read once nothing runs any more.
-    settle = (services.lambda_api.config.max_retries + 1) * (scenario.timeout + 1) + sum(
-        services.lambda_api.config.retry_delays
-    )
+        services.states.clear_faults()
+    # An execution (or a task past its timeout) CloudFormation stopped waiting for may
+    # still be changing the membership: the final state is read once nothing runs.
+    settle = 3 * (scenario.timeout + 1)
     run.expect(
-        services.lambda_api.wait_idle(settle),
-        f"asynchronous invocations still ran {settle:g} s after the last step",
+        services.states.wait_idle(settle),
+        f"executions or their tasks still ran {settle:g} s after the last step",
     )
     seconds = time.monotonic() - began
     final_problems: list[str] = []
@@ -542,7 +554,7 @@ def run_scenario(
         scenario.seeds, [s.properties for s in scenario.steps], stack.properties
     )
     urls = [str(d.event["ResponseURL"]) for d in stack.deliveries] + run.extra_urls
-    logs = pool.logs_since(marks) + "".join(run.extra_logs) + services.lambda_api.logs()
+    logs = pool.logs_since(marks) + "".join(run.extra_logs) + services.states.logs()
     if own is not None:
         logs += own.logs()
         own.close()
@@ -656,7 +668,7 @@ def _table_unreachable(run: Run) -> None:
             worker,
             stack_name="e2e-no-table",
             timeout=worker.timeout,
-            lambda_api=run.services.lambda_api,
+            states=run.services.states,
         )
         try:
             operation = stack.create(declare(MembershipName=N1))
@@ -743,7 +755,7 @@ def _slow_bookkeeping_run(
                 worker,
                 stack_name="e2e-slow-table",
                 timeout=worker.timeout,
-                lambda_api=services.lambda_api,
+                states=services.states,
             )
             mark = worker.log_mark()
             try:
@@ -787,8 +799,9 @@ def _slow_bookkeeping_run(
 BUSY_TIMEOUT = 21.0
 
 
-def _duplicate_during_continuation(run: Run) -> None:
-    """The Update handed off to a new invocation, then CloudFormation delivers it again."""
+def _duplicate_joins_execution(run: Run) -> None:
+    """The Update runs in several Work steps; CloudFormation delivers it again meanwhile:
+    the duplicate's start joins the running execution (same name, same input)."""
     stack, services = run.stack, run.services
     services.emulator.set_propagation_model("conflict", 2.5)
     new = cfn_properties(declare(OrganizationalUnits=ous(1, 22)))
@@ -800,22 +813,26 @@ def _duplicate_during_continuation(run: Run) -> None:
     request_id = str(event["RequestId"])
     pending = stack.begin(event)
     waited_until = time.time() + 60.0
-    while not services.lambda_api.invocations(request_id) and time.time() < waited_until:
+
+    def steps() -> int:
+        return sum(1 for r in services.states.runs(request_id) if r.state == "Work")
+
+    while steps() < 2 and time.time() < waited_until:
         time.sleep(0.05)
-    run.expect(bool(services.lambda_api.invocations(request_id)), "the Update was not continued")
+    run.expect(steps() >= 2, "the Update did not take several Work steps")
     second = run.pool.get(1).start()
-    mark = second.log_mark()
     duplicate = stack.deliver(event, workers=[second])
     first = pending.finish()
-    logs = second.logs(mark)
+    executions = services.states.executions(request_id)
     run.expect(
-        "duplicate delivery" in logs, "the duplicate did not recognise the handed-off request"
+        len(executions) == 1,
+        f"{len(executions)} executions for the request, expected the duplicate to join one",
     )
     accepted = [p for p in services.receiver.requests(first.path) if p.accepted]
     bodies = {p.raw for p in accepted}
     answer = first.answer
     run.expect(
-        len(bodies) == 1 and answer is not None and answer.ok,
+        len(bodies) == 1 and len(accepted) == 1 and answer is not None and answer.ok,
         f"{len(accepted)} answer(s) ({len(bodies)} distinct), expected one SUCCESS",
     )
     applied = [
@@ -855,20 +872,20 @@ def _busy_membership(run: Run) -> None:
             worker,
             stack_name="e2e-busy-2",
             timeout=BUSY_TIMEOUT,
-            lambda_api=services.lambda_api,
+            states=services.states,
         )
         created = second.create(declared)
         run.problems += log_leaks(worker.logs(mark), sensitive_values(declared), [])
         run.extra_urls += [str(d.event["ResponseURL"]) for d in second.deliveries]
         run.statuses.append(f"2nd stack {created.stack_status}")
-        # It could not wait in its first invocation: it waited on in a new one.
+        # It waited for the lease in Wait states, between Work steps.
         run.expect(
             created.stack_status == "CREATE_COMPLETE",
             f"2nd stack: {created.stack_status}, expected CREATE_COMPLETE",
         )
         run.expect(
-            bool(created.deliveries) and created.deliveries[0].invocation_count >= 2,
-            "2nd stack: its Create was not continued in a new invocation",
+            bool(created.deliveries) and created.deliveries[0].work_steps >= 2,
+            "2nd stack: its Create did not wait between Work steps",
         )
         run.expect(
             not update.is_alive(), "the 2nd stack's Create ended before the 1st stack's Update"
@@ -1375,7 +1392,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         (seed(),),
         _s(Step("create", declare(), "CREATE_COMPLETE")),
         {A: Expect(ous=frozenset({*ous(1, 22), FOREIGN[0]}))},
-        custom=_duplicate_during_continuation,
+        custom=_duplicate_joins_execution,
         custom_faults="propagation model conflict, P = 2.5 s; the Update delivered twice",
         timeout=22.0,
     ),
@@ -1454,7 +1471,7 @@ SCENARIOS: tuple[Scenario, ...] = (
                 declare(MembershipName=N1),
                 "CREATE_COMPLETE",
                 faults=(Fault("hang", "GetMembership", seconds=40.0),),
-                invocations=2,
+                work_steps=2,
             ),
         ),
         {A: Expect(name=N1, ous=BASE_OUS)},
@@ -1478,7 +1495,7 @@ SCENARIOS: tuple[Scenario, ...] = (
                     "raise ServiceTimeout (up to 3600) and retry. No change was applied"
                 ),
                 answer_within=22.0,
-                invocations=1,
+                work_steps=1,
             ),
         ),
         {A: Expect(name=N0, ous=BASE_OUS)},
@@ -1498,7 +1515,7 @@ SCENARIOS: tuple[Scenario, ...] = (
                 declare(MembershipName=N1),
                 "UPDATE_COMPLETE",
                 faults=(Fault("hang", "GetMembership", seconds=9.0),),
-                invocations=2,
+                work_steps=2,
             ),
         ),
         {A: Expect(name=N1, ous=BASE_OUS)},
@@ -2313,14 +2330,14 @@ def check_bad_input(
     """
     problems: list[str] = []
     marks = pool.log_marks()
-    lambda_mark = services.lambda_api.log_mark()
+    task_mark = services.states.log_mark()
     before = time.time()
     fresh = StackDriver(
         services.receiver,
         pool.get(0),
         stack_name=f"bad-{bad.name}",
         timeout=stack.timeout,
-        lambda_api=services.lambda_api,
+        states=services.states,
     )
     create = fresh.create(bad.properties)
     problems += _bad_answer(bad, create, "Create", "ROLLBACK_COMPLETE")
@@ -2347,7 +2364,7 @@ def check_bad_input(
         problems.append("Update or its rollback wrote to the membership")
     secrets = sensitive_values(bad.properties, stack.properties)
     urls = [str(d.event["ResponseURL"]) for d in (*fresh.deliveries, *update.deliveries)]
-    logs = pool.logs_since(marks) + services.lambda_api.logs(lambda_mark)
+    logs = pool.logs_since(marks) + services.states.logs(task_mark)
     problems += log_leaks(logs, secrets, urls)
     return BadInputResult(
         bad.name,
