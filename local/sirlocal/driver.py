@@ -619,6 +619,9 @@ class Delivery:
     task_runs: list[Any] = field(default_factory=list)
     #: A task's sandbox was killed mid-step (``deliver_crashing``).
     retried: bool = False
+    #: CloudFormation stopped waiting for this request (a cancelled update's forward
+    #: request): no answer is expected, at most one is allowed.
+    abandoned: bool = False
 
     @property
     def accepted(self) -> list[ReceivedPut]:
@@ -744,8 +747,11 @@ class PendingDelivery:
     invocations: list[Invocation]
 
     def running(self) -> bool:
-        """True while any invocation has not returned."""
-        return not all(i.done() for i in self.invocations)
+        """True while any invocation has not returned, or the request's execution runs."""
+        if not all(i.done() for i in self.invocations):
+            return True
+        states = self.stack.states
+        return states is not None and states.busy(str(self.event.get("RequestId", "")))
 
     def finish(self) -> Delivery:
         """Wait for the first answer and every invocation's end; check the contract.
@@ -1177,6 +1183,7 @@ class StackDriver:
             rollback = self.event("Update", old, physical_id=before, old_properties=new)
             answered = self.begin(rollback, workers=[rollback_worker]).finish()
             late = forward.finish()
+            late.abandoned = True
             for delivery in (late, answered):
                 operation.deliveries.append(delivery)
                 if delivery.answer is not None:

@@ -162,7 +162,8 @@ class TaskRun:
     #: None while running; then "ok", the function's error type, "timeout" (killed at
     #: the function timeout), "killed" (a fault), "refused" (an Invoke error: the
     #: function did not run), "lost" (it ran; its result was lost), "late" (it ran
-    #: past the task's TimeoutSeconds or its execution's stop: the result was dropped).
+    #: past the task's TimeoutSeconds: its result was dropped), "stopped" (its
+    #: execution was stopped meanwhile: the function ran on, its result dropped).
     outcome: str | None = None
     worker: str = ""
 
@@ -749,8 +750,13 @@ class StatesAPI:
         payload: Any,
         task_timeout: float,
         attempt: int,
+        *,
+        bound: bool = True,
     ) -> Any:
-        """One Invoke of ``function``: its result, or the task's error (``_TaskError``)."""
+        """One Invoke of ``function``: its result, or the task's error (``_TaskError``).
+
+        ``bound``: a task of the execution (it ends when the execution is stopped);
+        else a delivery of an event about the execution (the safety net)."""
         config = self.configs.get(function)
         if config is None:
             raise _TaskError("Lambda.ResourceNotFoundException", f"Function not found: {function}")
@@ -777,7 +783,7 @@ class StatesAPI:
                 self._live[index] = (worker, execution)
                 self._runs[index] = replace(self._runs[index], worker=worker.name)
             outcome, result = self._await(
-                execution, generation, invocation, fault, time.time() + task_timeout
+                execution, generation, invocation, fault, time.time() + task_timeout, bound
             )
         finally:
             with self._lock:
@@ -785,7 +791,7 @@ class StatesAPI:
         self._close(index, generation, outcome, worker)
         if outcome == "ok":
             return result.payload if result is not None else None
-        if outcome == "late":
+        if outcome in ("late", "stopped"):
             raise _TaskError("States.Timeout", "")
         if outcome == "timeout":
             message = f"Task timed out after {config.timeout:.2f} seconds"
@@ -803,6 +809,7 @@ class StatesAPI:
         invocation: Invocation,
         fault: _Fault | None,
         task_deadline: float,
+        bound: bool,
     ) -> tuple[str, Any]:
         """Wait for the invocation: (outcome, result). A task timeout or a stop leaves the
         function running (its result is dropped, "late"); the function timeout kills it."""
@@ -817,12 +824,13 @@ class StatesAPI:
                 return "killed", fault.error
             if now >= invocation.deadline + KILL_GRACE:
                 break
-            if now >= task_deadline or not self._current(execution, generation):
+            stopped = bound and not self._current(execution, generation)
+            if now >= task_deadline or stopped:
                 orphan = threading.Thread(target=invocation.wait, daemon=True, name="orphan")
                 orphan.start()
                 with self._lock:
                     self._orphans.append((execution.request_id, orphan))
-                return "late", None
+                return ("stopped" if stopped else "late"), None
             time.sleep(0.02)
         result = invocation.wait()
         if result.timed_out:
@@ -844,7 +852,7 @@ class StatesAPI:
             if generation != self._generation:
                 return
             self._runs[index] = replace(self._runs[index], ended=time.time(), outcome=outcome)
-            if worker is not None and worker.alive and not worker.busy and outcome != "late":
+            if worker is not None and worker.alive and not worker.busy:
                 self._idle[worker.function_name].append(worker)
             self._lock.notify_all()
 
@@ -874,7 +882,14 @@ class StatesAPI:
                     return
             try:
                 self._invoke(
-                    execution, generation, "SafetyNet", ANSWER_FUNCTION, event, 1e9, attempt
+                    execution,
+                    generation,
+                    "SafetyNet",
+                    ANSWER_FUNCTION,
+                    event,
+                    1e9,
+                    attempt,
+                    bound=False,
                 )
             except _TaskError:
                 time.sleep(self.wait_scale)
