@@ -991,7 +991,7 @@ NEWLY_DECLARED = declare(
 )
 
 
-def _applied_updates(expected: int) -> Callable[[Run], None]:
+def _applied_updates(expected: int, min_work_steps: int = 0) -> Callable[[Run], None]:
     """A check: exactly ``expected`` UpdateMembership calls were applied (refusals aside).
 
     Under a propagation model the number of refused attempts depends on the
@@ -1016,6 +1016,11 @@ def _applied_updates(expected: int) -> Callable[[Run], None]:
             (len(answers), statuses) == (1, ["SUCCESS"]),
             f"the update was answered {len(answers)} time(s), {statuses}; expected SUCCESS once",
         )
+        steps = [d.work_steps for d in updates]
+        run.expect(
+            all(n >= min_work_steps for n in steps),
+            f"the update took {steps} Work step(s), expected at least {min_work_steps}",
+        )
 
     return check
 
@@ -1023,6 +1028,7 @@ def _applied_updates(expected: int) -> Callable[[Run], None]:
 def _propagation(name: str, title: str, fault: Fault, **options: Any) -> Scenario:
     """+20 OUs (4 UpdateMembership calls) on A while ``fault``'s propagation model is armed."""
     extra = tuple(options.pop("extra_faults", ()))
+    min_work_steps = int(options.pop("min_work_steps", 0))
     return Scenario(
         name,
         "propagation",
@@ -1038,7 +1044,7 @@ def _propagation(name: str, title: str, fault: Fault, **options: Any) -> Scenari
             ),
         ),
         {A: Expect(ous=frozenset({*ous(1, 22), FOREIGN[0]}))},
-        custom=_applied_updates(4),
+        custom=_applied_updates(4, min_work_steps),
         **options,
     )
 
@@ -1375,48 +1381,51 @@ SCENARIOS: tuple[Scenario, ...] = (
         Fault("model", model="conflict-stale-reads", seconds=1.0),
     ),
     _propagation(
-        "propagation-needs-continuation",
-        "+20 OUs when calls x P (4 x 2.5 s) does not fit in one invocation (22 s timeout)",
+        "propagation-several-work-steps",
+        "+20 OUs when calls x P (4 x 2.5 s) is carried by several Work steps and Wait states "
+        "(22 s function timeout)",
         Fault("model", model="conflict", seconds=2.5),
         timeout=22.0,
+        min_work_steps=2,
     ),
     _propagation(
-        "propagation-needs-continuation-retry-after",
-        "+20 OUs, calls x P (4 x 2.5 s) past one invocation (22 s), the service sends Retry-After",
+        "propagation-several-work-steps-retry-after",
+        "+20 OUs, calls x P (4 x 2.5 s) over several Work steps (22 s), the service sends "
+        "Retry-After",
         Fault("model", model="conflict", seconds=2.5, retry_after=True),
         timeout=22.0,
+        min_work_steps=2,
         reliability_only=(
-            "8 s of propagation waits: the hand-off is played by propagation-needs-continuation, "
-            "Retry-After by propagation-conflict-retry-after-20"
+            "8 s of propagation waits: several Work steps are played by "
+            "propagation-several-work-steps, Retry-After by propagation-conflict-retry-after-20"
         ),
     ),
     _propagation(
-        "propagation-needs-continuation-stale-reads",
-        "+20 OUs, calls x P (4 x 2.5 s) past one invocation (22 s), reads show a change after P",
+        "propagation-several-work-steps-stale-reads",
+        "+20 OUs, calls x P (4 x 2.5 s) over several Work steps (22 s), reads show a change "
+        "after P",
         Fault("model", model="conflict-stale-reads", seconds=2.5),
         timeout=22.0,
+        min_work_steps=2,
         reliability_only=(
-            "9 s of propagation waits: the hand-off is played by propagation-needs-continuation, "
-            "stale reads by propagation-stale-reads-20"
+            "9 s of propagation waits: several Work steps are played by "
+            "propagation-several-work-steps, stale reads by propagation-stale-reads-20"
         ),
     ),
     _propagation(
-        "continuation-killed-mid-call",
-        "+20 OUs past one invocation; the continuation is killed 1 s in: Lambda retries it",
+        "work-step-killed-mid-call",
+        "+20 OUs over several Work steps; the first step's sandbox is killed 1 s in "
+        "(Lambda.ServiceException): the state machine's Retry runs the step again",
         Fault("model", model="conflict", seconds=2.5),
         timeout=22.0,
         extra_faults=(Fault("invoke_kill", seconds=1.0),),
-        reliability_only=(
-            "29 s: waits out Lambda's delay before it retries the killed invocation; the "
-            "retry itself is played by tests/local/test_lambda_api.py, the hand-off by "
-            "propagation-needs-continuation"
-        ),
+        min_work_steps=2,
     ),
     Scenario(
-        "continuation-past-service-timeout",
+        "several-work-steps-past-service-timeout",
         "propagation",
         "+40 OUs at P = 4 s (8 calls) with ServiceTimeout 60 s: FAILED in time, the rollback "
-        "(its own ServiceTimeout 300 s) continues too and restores",
+        "(its own ServiceTimeout 300 s) takes several Work steps too and restores",
         (seed(),),
         _s(
             Step("create", declare(ServiceTimeout="300"), "CREATE_COMPLETE"),
@@ -1440,10 +1449,10 @@ SCENARIOS: tuple[Scenario, ...] = (
         ),
     ),
     Scenario(
-        "continuation-duplicate-delivery",
+        "duplicate-delivery-joins-execution",
         "propagation",
-        "+20 OUs past one invocation; CloudFormation delivers the Update again meanwhile: "
-        "no second write, one answer",
+        "+20 OUs over several Work steps; CloudFormation delivers the Update again meanwhile: "
+        "its start joins the running execution, no second write, one answer",
         (seed(),),
         _s(Step("create", declare(), "CREATE_COMPLETE")),
         {A: Expect(ous=frozenset({*ous(1, 22), FOREIGN[0]}))},
@@ -1518,7 +1527,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         "api-hangs-past-deadline",
         "faults",
-        "GetMembership hangs 40 s, function timeout 25 s: continued in a new invocation",
+        "GetMembership hangs 40 s, function timeout 25 s: continued in a new Work step",
         (seed(),),
         _s(
             Step(
@@ -1561,7 +1570,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "slow-api-out-of-time",
         "faults",
         "GetMembership takes 9 s of a 25 s timeout: no UpdateMembership is started in it, "
-        "the next invocation makes the change",
+        "the next Work step makes the change",
         (seed(),),
         _s(
             Step("create", declare(), "CREATE_COMPLETE"),
@@ -2038,7 +2047,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "busy-membership",
         "rollback",
         "another stack's Create on the same membership while this stack's Update (+12 OUs, "
-        "1.5 s a call) holds its lease: it waits, in a new invocation, then applies",
+        "1.5 s a call) holds its lease: it waits (Wait states between Work steps), then applies",
         (seed(),),
         _s(Step("create", declare(), "CREATE_COMPLETE")),
         {A: Expect(ous=frozenset({*ous(1, 14), FOREIGN[0]}), name=N1)},
