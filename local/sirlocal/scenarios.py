@@ -336,7 +336,9 @@ def _check_deliveries(run: Run, deliveries: Sequence[Delivery], step: Step | Non
         for attempt in delivery.task_runs:
             run.expect(
                 attempt.outcome in broken
-                or (answer_broken and attempt.state == "Answer" and attempt.outcome == "TaskFailed"),
+                or (
+                    answer_broken and attempt.state == "Answer" and attempt.outcome == "TaskFailed"
+                ),
                 f"{kind}: task {attempt.state} (attempt {attempt.attempt}) ended {attempt.outcome}",
             )
         if seconds is None:

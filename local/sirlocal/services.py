@@ -33,8 +33,8 @@ from typing import IO, Any
 import yaml
 
 from sirlocal.emulator import SecurityIREmulator
-from sirlocal.states_api import StatesAPI
 from sirlocal.receiver import ResponseReceiver
+from sirlocal.states_api import StatesAPI
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_TEMPLATE = REPO_ROOT / "template.yaml"

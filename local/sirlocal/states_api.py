@@ -481,16 +481,16 @@ class StatesAPI:
 
     def handle(self, target: str, body: bytes) -> tuple[int, dict[str, Any]]:
         """Answer one request of the JSON protocol: (HTTP status, body)."""
-        operation = target.rpartition(".")[2]
+        operations = {
+            "StartExecution": self.start_execution,
+            "StopExecution": self.stop_execution,
+            "DescribeExecution": self.describe_execution,
+        }
+        operation = operations.get(target.rpartition(".")[2])
+        if operation is None:
+            return 400, {"__type": "UnknownOperationException", "message": "not served here"}
         try:
-            params = json.loads(body or b"{}")
-            if operation == "StartExecution":
-                return 200, self.start_execution(params)
-            if operation == "StopExecution":
-                return 200, self.stop_execution(params)
-            if operation == "DescribeExecution":
-                return 200, self.describe_execution(params)
-            raise ApiError("UnknownOperationException", f"not served here: {operation}")
+            return 200, operation(json.loads(body or b"{}"))
         except ApiError as error:
             return error.status, {"__type": error.code, "message": error.message}
         except ValueError as error:
@@ -638,7 +638,9 @@ class StatesAPI:
                     self._end(execution, "SUCCEEDED", output=json.dumps(document))
                     break
                 elif kind == "Fail":
-                    self._end(execution, "FAILED", error=state.get("Error"), cause=state.get("Cause"))
+                    self._end(
+                        execution, "FAILED", error=state.get("Error"), cause=state.get("Cause")
+                    )
                     break
                 else:
                     self._end(execution, "FAILED", error="States.Runtime", cause=f"{kind} state")
@@ -916,7 +918,7 @@ def _choose(state: Mapping[str, Any], document: Any) -> str:
 class _StatesHandler(JSONRequestHandler):
     server: LoopbackHTTPServer
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         api: StatesAPI = self.server.app
         status, body = api.handle(self.headers.get("X-Amz-Target", ""), self.read_body())
         data = json.dumps(body).encode()
