@@ -240,12 +240,15 @@ class StatesAPI:
         *,
         definition: Path = DEFINITION,
         wait_scale: float = 1.0,
+        handlers: Mapping[str, str] = HANDLERS,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
         self.definition = load_definition(definition)
         self.wait_scale = wait_scale
         self.host, self.requested_port = host, port
+        #: The handler each function runs (``module.function``, Lambda's ``Handler``).
+        self.handlers = dict(handlers)
         self.configs: dict[str, FunctionConfig] = {n: FunctionConfig() for n in HANDLERS}
         self._lock = threading.Condition()
         self._executions: dict[str, _Execution] = {}
@@ -310,7 +313,7 @@ class StatesAPI:
         env: Mapping[str, str] | None = None,
         timeout: float | None = None,
         python: Sequence[str] | None = None,
-        functions: Sequence[str] = tuple(HANDLERS),
+        functions: Sequence[str] = (WORK_FUNCTION, ANSWER_FUNCTION),
     ) -> None:
         """Change the task functions' configuration (only what is given) for later tasks.
 
@@ -331,7 +334,7 @@ class StatesAPI:
                         **env,
                         "AWS_LAMBDA_FUNCTION_NAME": name,
                         "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{name}",
-                        "_HANDLER": HANDLERS[name],
+                        "_HANDLER": self.handlers[name],
                     }
                 self.configs[name] = replace(self.configs[name], **update)
             idle = [w for workers in self._idle.values() for w in workers]
@@ -736,7 +739,7 @@ class StatesAPI:
                 config.env,
                 timeout=config.timeout,
                 name=f"{function.split('-')[-2].lower()}-{len(self._workers)}",
-                handler=HANDLERS[function],
+                handler=self.handlers[function],
                 function_name=function,
                 python=config.python,
             )
