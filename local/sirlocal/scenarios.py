@@ -1446,7 +1446,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         extra_faults=(Fault("invoke_kill", seconds=1.0),),
         min_work_steps=2,
         reliability_only=(
-            "250 s: the retried step cannot know whether a call was in flight, so it waits "
+            "2-4 min: the retried step cannot know whether a call was in flight, so it waits "
             "out the 120 s stale-read grace (Wait states) before it trusts reads; a Work step "
             "retried after its sandbox died is played by nothing-lost-1-retry-removes-dropped-ous"
         ),
@@ -2158,7 +2158,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         custom=_slow_bookkeeping(SLOW_TABLE_TIMEOUT, SLOW_TABLE_DELAY),
         custom_faults=f"DynamoDB answers {SLOW_TABLE_DELAY:g} s late after the write",
         reliability_only=(
-            "30 s: a Work step that runs into the reserve of a 21 s function timeout; "
+            "37 s: a Work step that runs into the reserve of a 21 s function timeout; "
             "slow-table-after-last-write-a-third plays it with every time cut to a third"
         ),
     ),
