@@ -262,6 +262,8 @@ class StatesAPI:
         #: Functions still running after their task gave up on them (timeout, stop).
         self._orphans: list[tuple[str, threading.Thread]] = []
         self._generation = 0
+        #: Where each worker kept warm across a reset was in its log then.
+        self._log_start: dict[int, int] = {}
         self._server: LoopbackHTTPServer | None = None
 
     # lifecycle -----------------------------------------------------------------
@@ -276,7 +278,7 @@ class StatesAPI:
 
     def stop(self) -> None:
         """Stop serving, end every execution and kill every worker."""
-        self.reset()
+        self.reset(keep_warm=False)
         if self._server is not None:
             self._server.stop()
             self._server = None
@@ -318,14 +320,16 @@ class StatesAPI:
         """Change the task functions' configuration (only what is given) for later tasks.
 
         ``env``: the workers' environment (``worker_env(services.child_env())``);
-        each function's name and handler are set over it. Idle workers are
-        stopped, so the next task starts with the new configuration.
+        each function's name and handler are set over it. Idle workers of a
+        function whose configuration changed are stopped, so its next task
+        starts with the new one (an unchanged one keeps its warm workers).
         """
         changes: dict[str, Any] = {}
         if timeout is not None:
             changes["timeout"] = float(timeout)
         if python is not None:
             changes["python"] = tuple(python)
+        idle: list[LambdaWorker] = []
         with self._lock:
             for name in functions:
                 update = dict(changes)
@@ -336,16 +340,18 @@ class StatesAPI:
                         "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{name}",
                         "_HANDLER": self.handlers[name],
                     }
-                self.configs[name] = replace(self.configs[name], **update)
-            idle = [w for workers in self._idle.values() for w in workers]
-            for workers in self._idle.values():
-                workers.clear()
+                changed = replace(self.configs[name], **update)
+                if changed != self.configs[name]:
+                    self.configs[name] = changed
+                    idle += self._idle[name]
+                    self._idle[name] = []
         for worker in idle:
             worker.stop()
 
-    def reset(self) -> None:
-        """Abort every execution (no safety net), kill every worker, forget records and
-        faults (the configuration stays)."""
+    def reset(self, *, keep_warm: bool = True) -> None:
+        """Abort every execution (no safety net), forget records and faults (the
+        configuration stays); kill every worker but the idle ones (kept warm, as Lambda
+        keeps a sandbox, unless ``keep_warm`` is False)."""
         with self._lock:
             self._generation += 1
             for execution in self._executions.values():
@@ -355,9 +361,17 @@ class StatesAPI:
             threads, self._threads = list(self._threads), []
             threads += [t for _, t in self._orphans]
             self._orphans = []
-            workers, self._workers = list(self._workers), []
-            for idle in self._idle.values():
-                idle.clear()
+            warm = {
+                id(w)
+                for idle in self._idle.values()
+                for w in idle
+                if keep_warm and w.alive and not w.busy
+            }
+            workers = [w for w in self._workers if id(w) not in warm]
+            self._workers = [w for w in self._workers if id(w) in warm]
+            for name, idle in self._idle.items():
+                self._idle[name] = [w for w in idle if id(w) in warm]
+            self._log_start = {id(w): w.log_mark() for w in self._workers}
             self._executions.clear()
             self._runs = []
             self._live.clear()
@@ -475,7 +489,7 @@ class StatesAPI:
 
     def logs(self, since: Mapping[int, int] | None = None) -> str:
         """The task functions' logs since the last reset (after ``since``, a log mark)."""
-        marks = since or {}
+        marks = self._log_start if since is None else since
         with self._lock:
             workers = list(self._workers)
         return "".join(w.logs(marks.get(id(w), 0)) for w in workers)
