@@ -29,19 +29,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--function-timeout",
         type=float,
         default=30.0,
-        help="seconds, for the function's asynchronous invocations of itself",
+        help="seconds, the timeout of the state machine's task functions (Work, Answer)",
     )
     args = parser.parse_args(argv)
     seed = [membership for path in args.seed for membership in load_seed(path)]
     with local_services(args.template, seed=seed, table_name=args.table_name) as services:
         env = worker_env(services.child_env())
-        services.lambda_api.configure(env=env, timeout=args.function_timeout)
+        services.states.configure(env=env, timeout=args.function_timeout)
         ready = {
             "env": services.env(),
             "emulator": services.security_ir_url,
             "dynamodb": services.dynamodb_url,
             "receiver": services.receiver.base_url,
-            "lambda": services.lambda_api.endpoint_url,
+            "stepfunctions": services.states.endpoint_url,
             "ca": services.receiver.ca_path,
             "pid": os.getpid(),
         }

@@ -36,7 +36,7 @@ from sirlocal.scenarios import (
     A,
     Expect,
     call_summary,
-    configure_continuations,
+    configure_tasks,
     declare,
     log_leaks,
     ou,
@@ -185,14 +185,14 @@ def run_story(services: LocalServices, pool: WorkerPool, out: TextIO) -> list[Ch
     print(f"Seeded membership {A} ('A' in the call list):", file=out)
     print(indent(describe_state(services.emulator.state(A))), file=out)
     print(f"    ({FOREIGN[0]} stands for an OU associated outside this stack)", file=out)
-    marks, lambda_mark = pool.log_marks(), services.lambda_api.log_mark()
+    marks, task_mark = pool.log_marks(), services.states.log_mark()
     worker = pool.get(0)
-    configure_continuations(services, pool, worker.timeout)
+    configure_tasks(services, pool, worker.timeout)
     stack = StackDriver(
         services.receiver,
         worker,
         stack_name="sir-membership-demo",
-        lambda_api=services.lambda_api,
+        states=services.states,
     )
     results: list[ChapterResult] = []
     for number, chapter in enumerate(CHAPTERS, start=1):
@@ -204,7 +204,7 @@ def run_story(services: LocalServices, pool: WorkerPool, out: TextIO) -> list[Ch
             results.append(ChapterResult(chapter.title, chapter.expect_status, "-", [problem]))
             break
     urls = [str(d.event["ResponseURL"]) for d in stack.deliveries]
-    logs = pool.logs_since(marks) + services.lambda_api.logs(lambda_mark)
+    logs = pool.logs_since(marks) + services.states.logs(task_mark)
     leaks = log_leaks(logs, sensitive_values(SEED, CREATED, UPDATED, FAILING), urls)
     hygiene = ChapterResult("function logs", "no sensitive value", "checked", leaks)
     print(

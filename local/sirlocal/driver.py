@@ -11,9 +11,10 @@ resource, end to end and offline:
 * it invokes the handler in a :class:`LambdaWorker` (a child process that
   imported ``sir_membership.app`` once, with a real deadline; killed at the
   deadline as Lambda would) and waits for the answer PUT at the receiver;
-  when the function continues in asynchronous invocations of itself (through
-  :mod:`sirlocal.lambda_api`), it keeps waiting, as CloudFormation does, up
-  to the resource's ServiceTimeout counted from the request;
+  when the dispatcher started the request's execution (on the local Step
+  Functions endpoint, :mod:`sirlocal.states_api`, whose tasks run in workers
+  too), it keeps waiting, as CloudFormation does, up to the resource's
+  ServiceTimeout counted from the request;
 * it refuses an answer that breaks the response contract, by raising
   :class:`ContractViolation` (ids not echoed, empty physical id, FAILED
   without a reason, over 4,096 bytes, answered more than once);
@@ -53,13 +54,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any, Literal
+from typing import IO, Any, Literal, Protocol
 
 from sirlocal.receiver import ReceivedPut, ResponseReceiver, normalize_path
 from sirlocal.worker import ACCOUNT_ID, DEFAULT_FUNCTION_NAME, DEFAULT_HANDLER
-
-if TYPE_CHECKING:  # lambda_api starts LambdaWorkers: it imports this module
-    from sirlocal.lambda_api import AsyncInvocation, LambdaAPI
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
@@ -110,6 +108,10 @@ class InvocationResult:
     timed_out: bool = False
     crashed: bool = False
     cold: bool = False
+    #: What the handler returned (JSON), and its exception's text (Lambda returns both
+    #: to a synchronous caller: Step Functions reads them).
+    payload: Any = None
+    message: str | None = None
 
 
 class Invocation:
@@ -162,7 +164,12 @@ class Invocation:
             else:
                 done = message["done"]
                 self._result = InvocationResult(
-                    self.aws_request_id, float(done["seconds"]), done.get("error"), cold=self.cold
+                    self.aws_request_id,
+                    float(done["seconds"]),
+                    done.get("error"),
+                    cold=self.cold,
+                    payload=done.get("result"),
+                    message=done.get("message"),
                 )
             return self._result
 
@@ -538,6 +545,43 @@ def response_problems(event: Mapping[str, Any], put: ReceivedPut) -> list[str]:
     return problems
 
 
+class TaskRecord(Protocol):
+    """One task attempt of a request's execution (``sirlocal.states_api.TaskRun``)."""
+
+    @property
+    def state(self) -> str:
+        """The definition's state (Work, Answer, ...), or SafetyNet."""
+
+    @property
+    def attempt(self) -> int:
+        """1, then the Retry's attempts."""
+
+    @property
+    def outcome(self) -> str | None:
+        """None while running, else "ok" or how it ended."""
+
+    @property
+    def ran(self) -> bool:
+        """Whether the function ran for it."""
+
+
+class Executions(Protocol):
+    """The local Step Functions endpoint, as the driver waits on it (``StatesAPI``).
+
+    A protocol, so this module does not import ``states_api`` (which starts
+    :class:`LambdaWorker` processes: it imports this module).
+    """
+
+    def busy(self, request_id: str | None = None) -> bool:
+        """Whether an execution (or a task) of the request still runs."""
+
+    def runs(self, request_id: str | None = None, *, since: float | None = None) -> Sequence[Any]:
+        """The request's task attempts (``TaskRecord``)."""
+
+    def kill_running(self, request_id: str, error: str = ...) -> bool:
+        """Kill the sandbox of the request's running task."""
+
+
 @dataclass(frozen=True)
 class Answer:
     """The accepted answer to one request, as CloudFormation reads it."""
@@ -557,10 +601,11 @@ class Answer:
 class Delivery:
     """One request sent to the function (by one or more workers) and what came back.
 
-    ``results`` are the invocations the driver made; ``async_invocations``
-    the attempts the function started itself through the Lambda endpoint
-    (its continuations, with Lambda's retries) for this request. Every PUT
-    to the ResponseURL counts, whichever invocation made it.
+    ``results`` are the invocations the driver made (the dispatcher);
+    ``task_runs`` the task attempts of the request's execution on the local
+    Step Functions endpoint (Work steps, with their retries, the Answer, a
+    safety-net delivery). Every PUT to the ResponseURL counts, whichever
+    invocation made it.
     """
 
     event: dict[str, Any]
@@ -571,9 +616,12 @@ class Delivery:
     timeout: float
     expected_answers: int = 1
     service_timeout: float = MAX_SERVICE_TIMEOUT
-    async_invocations: list[AsyncInvocation] = field(default_factory=list)
-    #: Lambda retried the event after its first invocation crashed (``deliver_crashing``).
+    task_runs: list[Any] = field(default_factory=list)
+    #: A task's sandbox was killed mid-step (``deliver_crashing``).
     retried: bool = False
+    #: CloudFormation stopped waiting for this request (a cancelled update's forward
+    #: request): no answer is expected, at most one is allowed.
+    abandoned: bool = False
 
     @property
     def accepted(self) -> list[ReceivedPut]:
@@ -586,16 +634,15 @@ class Delivery:
         return [p for p in self.accepted if p.time - self.started <= self.service_timeout]
 
     @property
-    def invocation_count(self) -> int:
-        """Invocations that ran for this request: the driver's, plus every asynchronous attempt."""
-        return len(self.results) + sum(1 for a in self.async_invocations if a.ran)
+    def work_steps(self) -> int:
+        """Work task invocations that ran for this request (its steps and their retries)."""
+        return sum(1 for r in self.task_runs if r.state == "Work" and r.ran)
 
     @property
     def answer_deadline(self) -> float:
-        """Seconds from the start the answer may take: the function timeout, or the
-        ServiceTimeout once the function continued in asynchronous invocations (or
-        Lambda retried a crashed one: each invocation still ends by its own deadline)."""
-        return self.service_timeout if self.async_invocations or self.retried else self.timeout
+        """Seconds from the start the answer may take: the function timeout when the
+        dispatcher answered, the ServiceTimeout once an execution carries the request."""
+        return self.service_timeout if self.task_runs or self.retried else self.timeout
 
     @property
     def answer(self) -> Answer | None:
@@ -700,25 +747,28 @@ class PendingDelivery:
     invocations: list[Invocation]
 
     def running(self) -> bool:
-        """True while any invocation has not returned."""
-        return not all(i.done() for i in self.invocations)
+        """True while any invocation has not returned, or the request's execution runs."""
+        if not all(i.done() for i in self.invocations):
+            return True
+        states = self.stack.states
+        return states is not None and states.busy(str(self.event.get("RequestId", "")))
 
     def finish(self) -> Delivery:
         """Wait for the first answer and every invocation's end; check the contract.
 
-        When the invocations end unanswered while the function continues in
-        asynchronous invocations (the driver's ``lambda_api`` is busy with
-        this request), keep waiting for the answer as CloudFormation does:
-        up to the ServiceTimeout from the start.
+        When the dispatcher ends without answering while the request's
+        execution runs (the driver's ``states`` is busy with this request),
+        keep waiting for the answer as CloudFormation does: up to the
+        ServiceTimeout from the start.
         """
         stack = self.stack
         stack._wait_for_answer(self.path, self.before, self.invocations)
         results = [i.wait() for i in self.invocations]
         limit = service_timeout(self.event)
         request_id = str(self.event.get("RequestId", ""))
-        api = stack.lambda_api
+        api = stack.states
         if api is not None:
-            stack._wait_for_continuations(self.path, self.before, request_id, self.started + limit)
+            stack._wait_for_execution(self.path, self.before, request_id, self.started + limit)
         delivery = Delivery(
             event=self.event,
             path=self.path,
@@ -728,7 +778,7 @@ class PendingDelivery:
             timeout=self.timeout,
             expected_answers=len(self.invocations),
             service_timeout=limit,
-            async_invocations=api.invocations(request_id, since=self.started) if api else [],
+            task_runs=list(api.runs(request_id, since=self.started)) if api else [],
         )
         stack.deliveries.append(delivery)
         if stack.strict:
@@ -744,9 +794,8 @@ class StackDriver:
     ``strict`` (default) raises :class:`ContractViolation` when an answer
     breaks the contract and :class:`NoResponse` when none arrives; with
     ``strict=False`` a missing answer becomes CloudFormation's timeout failure.
-    With ``lambda_api`` (``services.lambda_api``), an answer sent by the
-    function's asynchronous continuations is waited for, up to the
-    resource's ServiceTimeout.
+    With ``states`` (``services.states``), an answer sent by the request's
+    execution is waited for, up to the resource's ServiceTimeout.
     """
 
     def __init__(
@@ -758,10 +807,10 @@ class StackDriver:
         logical_id: str = "Membership",
         timeout: float | None = None,
         strict: bool = True,
-        lambda_api: LambdaAPI | None = None,
+        states: Executions | None = None,
     ) -> None:
         self.receiver = receiver
-        self.lambda_api = lambda_api
+        self.states = states
         self.worker = worker
         self.stack_name = stack_name
         self.logical_id = logical_id
@@ -850,33 +899,40 @@ class StackDriver:
         return PendingDelivery(self, dict(event), path, before, started, seconds, invocations)
 
     def deliver_crashing(
-        self, event: Mapping[str, Any], crash_when: Callable[[], bool]
+        self,
+        event: Mapping[str, Any],
+        crash_when: Callable[[], bool],
+        error: str = "Lambda.ServiceException",
     ) -> Delivery:
-        """Invoke ``event``; kill the worker once ``crash_when()`` holds, then retry it as Lambda.
+        """Invoke ``event``; once ``crash_when()`` holds, kill the sandbox of the request's
+        running task (a Work step).
 
-        The sandbox dies mid-request (out of memory, a runtime crash): Lambda
-        counts the asynchronous invocation as failed and delivers the same
-        event again, with the same Lambda request id, to a fresh environment
-        (a cold start). Lambda waits a minute before that retry; here it comes
-        once the crashed invocation's deadline has passed (what that minute
-        means for a function timeout below a minute: the crashed invocation's
-        in-progress record has lapsed). One :class:`Delivery` holds both
-        invocations and every PUT they made. If the invocation ends before
-        ``crash_when()`` holds, nothing is killed.
+        The sandbox dies mid-step (out of memory, a runtime crash, a lost
+        host): the task sees ``error``, and the definition decides what
+        follows (a Lambda service error is retried: the step runs again in a
+        fresh sandbox; a function error such as ``Runtime.ExitError`` is
+        caught and answered). One :class:`Delivery` holds the dispatcher's
+        invocation, every task attempt and every PUT. If the request is
+        answered before ``crash_when()`` holds, nothing is killed.
         """
+        if self.states is None:
+            raise DriverError("deliver_crashing needs the local Step Functions endpoint")
         pending = self.begin(event)
-        while pending.running() and not crash_when():
+        request_id = str(event["RequestId"])
+        path = normalize_path(str(event["ResponseURL"]))
+        killed = False
+        while not crash_when():
+            answered = any(p.accepted for p in self.receiver.requests(path)[pending.before :])
+            if answered or (not pending.running() and not self.states.busy(request_id)):
+                break
             time.sleep(0.01)
-        if not pending.running():
-            return pending.finish()
-        self.worker.kill()
-        (crashed,) = pending.invocations
-        crashed.wait()  # the pipe closed: Runtime.ExitError
-        time.sleep(max(0.0, crashed.deadline + KILL_GRACE - time.time()))
-        retry = self.worker.invoke(event, pending.timeout, request_id=crashed.aws_request_id)
-        pending.invocations.append(retry)
+        else:
+            deadline = time.time() + 5.0
+            while not killed and time.time() < deadline:
+                killed = self.states.kill_running(request_id, error)
+                time.sleep(0.01)
         delivery = pending.finish()
-        delivery.retried = True
+        delivery.retried = killed
         return delivery
 
     def _wait_for_answer(self, path: str, before: int, invocations: Sequence[Invocation]) -> None:
@@ -893,17 +949,15 @@ class StackDriver:
             if all(i.done() or time.time() > i.deadline + KILL_GRACE for i in invocations):
                 return
 
-    def _wait_for_continuations(
-        self, path: str, before: int, request_id: str, deadline: float
-    ) -> None:
-        """Wait while the function's asynchronous invocations for ``request_id`` run.
+    def _wait_for_execution(self, path: str, before: int, request_id: str, deadline: float) -> None:
+        """Wait while the execution of ``request_id`` (or a task of it) runs.
 
         Until the first accepted PUT, up to ``deadline`` (epoch seconds: the
         ServiceTimeout); after it, for one more function timeout at most, so
-        a second answer from the chain is still seen (and counted). Returns
+        a second answer (a safety net's) is still seen (and counted). Returns
         at once when nothing runs for the request: no answer can come.
         """
-        api = self.lambda_api
+        api = self.states
         assert api is not None
         answered: float | None = None
         while time.time() < deadline and api.busy(request_id):
@@ -914,12 +968,15 @@ class StackDriver:
             time.sleep(0.02)
 
     def _answer(
-        self, event: dict[str, Any], crash_when: Callable[[], bool] | None = None
+        self,
+        event: dict[str, Any],
+        crash_when: Callable[[], bool] | None = None,
+        crash_error: str = "Lambda.ServiceException",
     ) -> tuple[Answer, Delivery]:
         if crash_when is None:
             delivery = self.deliver(event)
         else:
-            delivery = self.deliver_crashing(event, crash_when)
+            delivery = self.deliver_crashing(event, crash_when, crash_error)
         assert self._operation is not None
         self._operation.deliveries.append(delivery)
         answer = delivery.answer
@@ -1017,6 +1074,7 @@ class StackDriver:
         later_failure: str | None = None,
         force: bool = False,
         crash_when: Callable[[], bool] | None = None,
+        crash_error: str = "Lambda.ServiceException",
         after_answer: Callable[[], None] | None = None,
     ) -> Operation:
         """Update the resource to ``properties``.
@@ -1024,8 +1082,8 @@ class StackDriver:
         ``later_failure``: another resource of the stack fails after this one
         was updated, so CloudFormation rolls this one back too. Unchanged
         properties send nothing (as CloudFormation) unless ``force``.
-        ``crash_when``: the invocation's sandbox dies once it holds, and
-        Lambda retries the event (:meth:`deliver_crashing`). ``after_answer``
+        ``crash_when``: the sandbox of the request's Work step dies once it
+        holds (:meth:`deliver_crashing`, ``crash_error``). ``after_answer``
         runs once the update is answered, before anything CloudFormation
         sends next (its rollback).
         """
@@ -1042,7 +1100,7 @@ class StackDriver:
             before = self.physical_id
             self._record("UPDATE_IN_PROGRESS")
             event = self.event("Update", new, physical_id=before, old_properties=old)
-            answer, _ = self._answer(event, crash_when)
+            answer, _ = self._answer(event, crash_when, crash_error)
             if after_answer is not None:
                 after_answer()
             if not answer.ok:
@@ -1125,6 +1183,7 @@ class StackDriver:
             rollback = self.event("Update", old, physical_id=before, old_properties=new)
             answered = self.begin(rollback, workers=[rollback_worker]).finish()
             late = forward.finish()
+            late.abandoned = True
             for delivery in (late, answered):
                 operation.deliveries.append(delivery)
                 if delivery.answer is not None:

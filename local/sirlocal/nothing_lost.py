@@ -35,8 +35,8 @@ OTHER_HOLDER = (
     f"arn:aws:cloudformation:{REGION}:{ACCOUNT_ID}:stack/security-ir-other/"
     "5f0e2c1a-0000-4000-8000-000000000005#Coverage#other-request-1"
 )
-#: Case 1's function timeout, with the function's times at a third: Lambda retries the
-#: crashed invocation once its deadline has passed (its in-progress record has lapsed).
+#: Case 1's function timeout, with the function's times at a third (the Work step that
+#: died is retried by the state machine 2 s later, in a fresh sandbox).
 RETRY_TIMEOUT = 8.0
 #: Associated outside the stack (case 4).
 THEIRS = ou(9)
@@ -158,12 +158,13 @@ NOTHING_LOST: tuple[Scenario, ...] = (
     Scenario(
         "nothing-lost-1-retry-removes-dropped-ous",
         GROUP,
-        "case 1: the sandbox dies after 1 of 2 calls of an update that drops 10 OUs and "
-        "changes the team; Lambda's retry (same RequestId) removes the other 5",
+        "case 1: the Work step's sandbox dies after 1 of 2 calls of an update that drops 10 "
+        "OUs and changes the team (a Lambda service error): the state machine retries the "
+        "step, which removes the other 5",
         (seed(),),
         (
             Step("create", WIDE, "CREATE_COMPLETE"),
-            Step("update", NARROW, "UPDATE_COMPLETE", crash_after_writes=1, invocations=2),
+            Step("update", NARROW, "UPDATE_COMPLETE", crash_after_writes=1, work_steps=2),
         ),
         {A: Expect(ous=BASE_OUS, emails=NEW_EMAILS)},
         (*CREATE_WIDE, *CRASHED_AND_RETRIED),
@@ -174,7 +175,7 @@ NOTHING_LOST: tuple[Scenario, ...] = (
         "nothing-lost-1-retry-then-rollback-restores",
         GROUP,
         "case 1: as nothing-lost-1-retry-removes-dropped-ous, then another resource fails: "
-        "the rollback restores the team and the 10 OUs the crashed invocation changed",
+        "the rollback restores the team and the 10 OUs the crashed Work step changed",
         (seed(),),
         (
             Step("create", WIDE, "CREATE_COMPLETE"),
@@ -183,7 +184,7 @@ NOTHING_LOST: tuple[Scenario, ...] = (
                 NARROW,
                 "UPDATE_ROLLBACK_COMPLETE",
                 crash_after_writes=1,
-                invocations=2,
+                work_steps=2,
                 later_failure=LATER,
             ),
         ),
@@ -261,6 +262,41 @@ NOTHING_LOST: tuple[Scenario, ...] = (
             "Get A",
             "Update A +0 -3",
         ),
+    ),
+    Scenario(
+        "nothing-lost-1-crashed-step-answered-failed",
+        GROUP,
+        "case 1: the Work step's sandbox crashes (Runtime.ExitError, a function error) after "
+        "1 of 2 calls of the same update: the Catch answers FAILED with what the journal "
+        "shows, the rollback restores the team and the 5 OUs",
+        (seed(),),
+        (
+            Step("create", WIDE, "CREATE_COMPLETE"),
+            Step(
+                "update",
+                NARROW,
+                "UPDATE_ROLLBACK_COMPLETE",
+                crash_after_writes=1,
+                crash_error="Runtime.ExitError",
+                work_steps=1,
+                answer_status="FAILED",
+                reason_has=("Work step failed (Runtime.ExitError)",),
+                reason_lacks=("no change was applied", "No change was applied"),
+            ),
+        ),
+        {A: Expect(ous=frozenset({*ous(1, 12), FOREIGN[0]}), emails=SEEDED_EMAILS)},
+        # The crashed step's first call, its second dropped with the sandbox; the rollback
+        # waits (Wait states) until a read can show the unknown call, then restores.
+        (
+            *CREATE_WIDE,
+            "Get A",
+            "Update A +0 -5 team",
+            "Update A +0 -5 !reset",
+            "Get A",
+            "Update A +5 -0 team",
+        ),
+        timeout=RETRY_TIMEOUT,
+        timing_scale=1 / 3,
     ),
     _create_rolled_back("Retain"),
     _create_rolled_back("RemoveOrganizationalUnits"),

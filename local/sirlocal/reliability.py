@@ -30,7 +30,7 @@ from sirlocal.scenarios import (
     Scenario,
     ScenarioResult,
     check_bad_input,
-    configure_continuations,
+    configure_tasks,
     declare,
     mask,
     run_scenario,
@@ -48,14 +48,14 @@ def isolated(services: LocalServices, pool: WorkerPool) -> Iterator[None]:
     """What ``tests/e2e/conftest.py``'s ``clean_services`` does around each test."""
     services.emulator.reset()
     services.receiver.reset()
-    services.lambda_api.reset()
-    configure_continuations(services, pool, pool.timeout)
+    services.states.reset()
+    configure_tasks(services, pool, pool.timeout)
     try:
         yield
     finally:
         services.emulator.clear_faults()
         services.receiver.clear_faults()
-        services.lambda_api.reset()
+        services.states.reset()
         for worker in pool.workers:
             if worker.busy:  # a run broke off mid-invocation: start the next one clean
                 worker.kill()
@@ -123,13 +123,13 @@ def run_bad_input(
     with isolated(services, pool):
         services.emulator.seed(seed())
         began = time.time()
-        configure_continuations(services, pool, timeout)
+        configure_tasks(services, pool, timeout)
         stack = StackDriver(
             services.receiver,
             pool.get(0),
             stack_name="healthy",
             timeout=timeout,
-            lambda_api=services.lambda_api,
+            states=services.states,
         )
         problems: list[str] = []
         created = stack.create(declare())

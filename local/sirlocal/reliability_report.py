@@ -232,10 +232,11 @@ def render(
     lines = [
         "# Reliability",
         "",
-        "Every end-to-end scenario, played through the real handler the way CloudFormation "
+        "Every end-to-end scenario, played through the real handlers the way CloudFormation "
         "plays a stack, against the local stand-ins (security-ir emulator, moto's DynamoDB, an "
-        "HTTPS receiver for the answers). Every figure below comes from one run of the command "
-        f"named here{subset}.",
+        "HTTPS receiver for the answers, a Step Functions stand-in that plays the provider's "
+        "state machine with its Work and Answer tasks in worker processes, docs/local.md). "
+        f"Every figure below comes from one run of the command named here{subset}.",
         "",
         f"- Measured: {measured.date}, commit {measured.commit}",
         f"- Machine: Python {measured.python} on {measured.platform}, {measured.cpus} CPUs",

@@ -33,8 +33,8 @@ from typing import IO, Any
 import yaml
 
 from sirlocal.emulator import SecurityIREmulator
-from sirlocal.lambda_api import LambdaAPI
 from sirlocal.receiver import ResponseReceiver
+from sirlocal.states_api import StatesAPI
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_TEMPLATE = REPO_ROOT / "template.yaml"
@@ -423,10 +423,10 @@ def dynamodb_client(endpoint_url: str, region: str = DEFAULT_REGION) -> Any:
 @dataclass
 class LocalServices:
     """Everything a handler needs, running: emulator, moto (with the table), receiver,
-    and the Lambda endpoint the function invokes itself through (its continuations).
+    and the local Step Functions endpoint the dispatcher starts executions on.
 
-    ``lambda_api`` starts workers only once configured with their environment:
-    ``services.lambda_api.configure(env=worker_env(services.child_env()), timeout=...)``.
+    ``states`` runs its tasks only once configured with their environment:
+    ``services.states.configure(env=worker_env(services.child_env()), timeout=...)``.
     """
 
     emulator: SecurityIREmulator
@@ -434,7 +434,7 @@ class LocalServices:
     moto: MotoServer
     table_name: str
     table: dict[str, Any]
-    lambda_api: LambdaAPI
+    states: StatesAPI
     region: str = DEFAULT_REGION
 
     @property
@@ -455,7 +455,8 @@ class LocalServices:
             # The receiver also answers DescribeStacks with the driver's stack statuses.
             "AWS_ENDPOINT_URL_CLOUDFORMATION": self.receiver.base_url,
             "AWS_CA_BUNDLE": self.receiver.ca_path,  # botocore's own bundle, else certifi's
-            **self.lambda_api.env(),
+            # The dispatcher's state machine and the local Step Functions endpoint.
+            **self.states.env(),
             "SSL_CERT_FILE": self.receiver.ca_path,
             "REQUESTS_CA_BUNDLE": self.receiver.ca_path,
             "AWS_ACCESS_KEY_ID": "testing",
@@ -497,7 +498,7 @@ def local_services(
     table_name: str = DEFAULT_TABLE_NAME,
     region: str = DEFAULT_REGION,
 ) -> Iterator[LocalServices]:
-    """Start emulator, receiver and the Lambda endpoint (in-process threads) and moto
+    """Start emulator, receiver and the local Step Functions endpoint (in-process threads) and moto
     (a child) with the table.
 
     Everything is stopped on exit, also when the body raises.
@@ -507,7 +508,7 @@ def local_services(
         emulator = stack.enter_context(SecurityIREmulator())
         emulator.seed_many(seed)
         receiver = stack.enter_context(ResponseReceiver())
-        lambda_api = stack.enter_context(LambdaAPI())  # the workers' ARN is in us-east-1
+        states = stack.enter_context(StatesAPI())
         moto = stack.enter_context(start_moto())
         table = create_table(dynamodb_client(moto.url, region), definition, table_name)
-        yield LocalServices(emulator, receiver, moto, table_name, table, lambda_api, region)
+        yield LocalServices(emulator, receiver, moto, table_name, table, states, region)

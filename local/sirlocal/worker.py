@@ -13,7 +13,10 @@ Protocol (``python -m sirlocal.worker --result-fd N``):
   "aws_request_id": "..."}`` (an invocation) or ``{"exit": true}``;
 * file descriptor N: one JSON line per message, ``{"ready": {...}}`` once the
   handler module is imported (or ``{"init_error": "Type"}``), then
-  ``{"done": {"aws_request_id", "seconds", "error"}}`` per invocation;
+  ``{"done": {"aws_request_id", "seconds", "error", "message", "result"}}`` per
+  invocation (``message``: the exception's text, as Lambda returns it to a
+  synchronous caller such as Step Functions; ``result``: the handler's
+  return value, when it is JSON);
 * stdout and stderr are the function's logs (Lambda sends both to
   CloudWatch Logs), with Lambda's own START/END/REPORT lines around each
   invocation.
@@ -119,10 +122,12 @@ def serve(
         _log(f"START RequestId: {request_id} Version: $LATEST")
         began = time.monotonic()
         error: str | None = None
+        text: str | None = None
+        result: Any = None
         try:
-            handler(message["event"], context)
-        except Exception as exc:  # Lambda reports the error type; the message may hold values
-            error = type(exc).__name__
+            result = handler(message["event"], context)
+        except Exception as exc:  # Lambda logs the error type here; the message may hold values
+            error, text = type(exc).__name__, str(exc)
             _log(f"[ERROR] {error} (RequestId: {request_id})")
         seconds = time.monotonic() - began
         _log(f"END RequestId: {request_id}")
@@ -132,7 +137,12 @@ def serve(
             f"Memory Size: {memory_mb} MB{init}"
         )
         first = False
-        _emit(results, {"done": {"aws_request_id": request_id, "seconds": seconds, "error": error}})
+        done = {"aws_request_id": request_id, "seconds": seconds, "error": error, "message": text}
+        try:
+            json.dumps(result)
+        except (TypeError, ValueError):
+            result = None
+        _emit(results, {"done": {**done, "result": result}})
     return 0
 
 

@@ -36,7 +36,7 @@ def test_invalid_declaration_fails_fast_without_calls(
 ) -> None:
     services.emulator.seed(seed())
     stack = StackDriver(
-        services.receiver, pool.get(0), stack_name="healthy", lambda_api=services.lambda_api
+        services.receiver, pool.get(0), stack_name="healthy", states=services.states
     )
     assert stack.create(declare()).stack_status == "CREATE_COMPLETE"
     before = services.emulator.state(A)

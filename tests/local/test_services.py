@@ -219,10 +219,11 @@ def test_local_services_env_is_all_a_handler_process_needs() -> None:
         env = services.env()
         assert env["AWS_ENDPOINT_URL_SECURITY_IR"] == services.security_ir_url
         assert env["AWS_ENDPOINT_URL_DYNAMODB"] == services.dynamodb_url
-        assert env["AWS_ENDPOINT_URL_LAMBDA"] == services.lambda_api.endpoint_url
-        inherited = {"AWS_ENDPOINT_URL_LAMBDA": "https://lambda.example.invalid"}
-        assert services.child_env(inherited)["AWS_ENDPOINT_URL_LAMBDA"] == (
-            services.lambda_api.endpoint_url
+        assert env["AWS_ENDPOINT_URL_SFN"] == services.states.endpoint_url
+        assert env["STATE_MACHINE_ARN"] == services.states.state_machine_arn
+        inherited = {"AWS_ENDPOINT_URL_SFN": "https://states.example.invalid"}
+        assert services.child_env(inherited)["AWS_ENDPOINT_URL_SFN"] == (
+            services.states.endpoint_url
         )
         assert env["SSL_CERT_FILE"] == services.receiver.ca_path
         assert (env["AWS_REGION"], env["AWS_DEFAULT_REGION"]) == ("us-east-1", "us-east-1")
