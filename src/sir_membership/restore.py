@@ -230,7 +230,9 @@ class Restorer:
             # A step of it that died (or runs on past the fence) may have had a call in
             # flight that its entry could not count: unknown until a read proves it, so
             # compare-and-restore waits for fresh reads (docs/journal.md).
-            in_flight = entry.applied < entry.planned
+            # A step that ended with its calls counted (resting: the execution waits)
+            # left none in flight.
+            in_flight = entry.applied < entry.planned and not entry.resting
             journal.update(phase="restoring", unknown=max(entry.unknown, 1) if in_flight else None)
             if journal.entry.unknown:
                 # When that call was sent is not in the entry (a retried step counted it,
