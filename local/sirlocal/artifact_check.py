@@ -3,8 +3,9 @@
 Why: the package is pruned (botocore models, Powertools modules, data files)
 and ships bytecode; an import proves little about that. This plays a stack
 (create, update, an invalid update, an update that fails part-way and its
-rollback, delete) through ``sir_membership.app.handler`` loaded from the
-``sam build`` output, on a bare python3.13 with ``-S`` (no site-packages: only
+rollback, delete) through ``sir_membership.app.handler`` (the dispatcher)
+and the state machine's tasks (``sir_membership.tasks``, played by the local
+Step Functions stand-in), each loaded from its own ``sam build`` output, on a bare python3.13 with ``-S`` (no site-packages: only
 the standard library and the package can be imported) and ``-B``, against the
 local stand-ins (emulator, moto's DynamoDB for the idempotency records and
 change journal and leases, the HTTPS receiver). A file the function needs that the build
@@ -86,26 +87,35 @@ LIFECYCLE = Scenario(
 )
 
 
-def run(artifact: Path, python: str) -> ScenarioResult:
-    """Play :data:`LIFECYCLE` through the handler in ``artifact`` on ``python -S -B``."""
-    path = f"{artifact}:{REPO_ROOT / 'local'}"  # the worker's own module is stdlib only
+def run(artifact: Path, tasks: Path, python: str) -> ScenarioResult:
+    """Play :data:`LIFECYCLE` through the handlers in ``artifact`` (the dispatcher) and
+    ``tasks`` (Work and Answer) on ``python -S -B``."""
+    local = REPO_ROOT / "local"  # the worker's own module is stdlib only
     with local_services() as services:
-        env = worker_env(services.child_env(), PYTHONPATH=path)
+        env = worker_env(services.child_env(), PYTHONPATH=f"{artifact}:{local}")
+        task_env = {**env, "PYTHONPATH": f"{tasks}:{local}"}
         with WorkerPool(env, python=(python, "-S", "-B")) as pool:
-            return run_scenario(LIFECYCLE, services, pool, stack_name="artifact")
+            return run_scenario(LIFECYCLE, services, pool, stack_name="artifact", task_env=task_env)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sirlocal.artifact_check", description=__doc__)
     parser.add_argument("--artifact", type=Path, required=True, help="the built function")
+    parser.add_argument(
+        "--tasks-artifact",
+        type=Path,
+        help="the built Work function (default: WorkFunction beside --artifact)",
+    )
     parser.add_argument("--python", required=True, help="a bare python3.13 (not a venv)")
     args = parser.parse_args(argv)
     artifact = args.artifact.resolve()
-    if not (artifact / "sir_membership" / "app.py").is_file():
-        print(f"artifact-check: {artifact} holds no sir_membership/app.py", file=sys.stderr)
-        return 2
+    tasks = (args.tasks_artifact or artifact.parent / "WorkFunction").resolve()
+    for built, module in ((artifact, "app.py"), (tasks, "tasks.py")):
+        if not (built / "sir_membership" / module).is_file():
+            print(f"artifact-check: {built} holds no sir_membership/{module}", file=sys.stderr)
+            return 2
     try:
-        result = run(artifact, args.python)
+        result = run(artifact, tasks, args.python)
     except DriverError as error:  # e.g. the handler does not import (init error)
         print(f"artifact-check: the lifecycle could not run: {error}", file=sys.stderr)
         return 1

@@ -310,10 +310,16 @@ class ScenarioResult:
 
 
 # --------------------------------------------------------------------------- checks
-def configure_tasks(services: LocalServices, pool: WorkerPool, timeout: float) -> None:
+def configure_tasks(
+    services: LocalServices,
+    pool: WorkerPool,
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+) -> None:
     """Run the execution's tasks (Work, Answer) as the pool's workers run the dispatcher:
-    the same environment and interpreter, and the function timeout ``timeout``."""
-    services.states.configure(env=pool.env, timeout=timeout, python=pool.python)
+    the same interpreter, the same environment unless ``env`` (another package: the
+    built tasks' own), and the function timeout ``timeout``."""
+    services.states.configure(env=dict(env or pool.env), timeout=timeout, python=pool.python)
 
 
 def _check_deliveries(run: Run, deliveries: Sequence[Delivery], step: Step | None) -> None:
@@ -503,13 +509,22 @@ def _scaled_worker(
 
 
 def run_scenario(
-    scenario: Scenario, services: LocalServices, pool: WorkerPool, *, stack_name: str = ""
+    scenario: Scenario,
+    services: LocalServices,
+    pool: WorkerPool,
+    *,
+    stack_name: str = "",
+    task_env: Mapping[str, str] | None = None,
 ) -> ScenarioResult:
-    """Play ``scenario`` from a clean emulator; every broken expectation is in ``problems``."""
+    """Play ``scenario`` from a clean emulator; every broken expectation is in ``problems``.
+
+    ``task_env``: the environment of the execution's tasks when they run from
+    another package than the dispatcher (the built WorkFunction's).
+    """
     services.emulator.reset()
     services.receiver.reset()
     services.states.reset()
-    configure_tasks(services, pool, scenario.timeout)
+    configure_tasks(services, pool, scenario.timeout, task_env)
     services.emulator.seed_many(scenario.seeds)
     if scenario.prepare is not None:
         scenario.prepare(services)
