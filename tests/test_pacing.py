@@ -143,11 +143,15 @@ def test_the_pace_learns_from_refusals_and_accepted_calls() -> None:
     assert Pace(last=1.0).refusal(5000.0, None).floor == 0.0
     # A call sent long after it was due does not bound the window.
     assert Pace(floor=0.1, last=1.0).accepted(5000.0, propagating=True).window is None
-    # Calls accepted back to back: the "window" is the first call's latency, never waited.
-    quick = Pace().accepted(10.0, propagating=True).accepted(10.1, propagating=True)
-    assert quick.window == pytest.approx(0.1)
-    assert quick.wait(10.1) == 0.0
-    assert quick.accepted(10.2, propagating=True).wait(10.2) == 0.0
+    # Calls accepted with no refusal between them (a retry's backoff, or just their own
+    # latency): no evidence of propagation, so no window, and never a wait.
+    quick = Pace().accepted(10.0, propagating=True).accepted(11.5, propagating=True)
+    assert quick.window is None
+    assert quick.wait(11.5) == 0.0
+    # A tiny window that was learned (refused, then accepted at once) is not waited for either.
+    tiny = Pace(floor=0.05, last=10.0).accepted(10.1, propagating=True)
+    assert tiny.window == pytest.approx(0.1)
+    assert tiny.wait(10.1) == 0.0
     assert Pace.from_item(Pace(1.0, 2.0, 3.0, 4).to_item()) == Pace(1.0, 2.0, 3.0, 4)
     assert Pace.from_item({"floor": "x"}) == Pace()
 

@@ -20,7 +20,7 @@ import boto3
 
 from sirlocal.driver import REGION
 from sirlocal.fixtures import FOREIGN, NAMES, PEOPLE, A, Expect, declare, ou, ous, seed, team
-from sirlocal.scenarios import Fault, Run, Scenario, Step
+from sirlocal.scenarios import Fault, Run, Scenario, Step, calls_with_rereads
 from sirlocal.services import LocalServices
 from sirlocal.worker import ACCOUNT_ID
 
@@ -287,13 +287,16 @@ NOTHING_LOST: tuple[Scenario, ...] = (
         {A: Expect(ous=frozenset({*ous(1, 12), FOREIGN[0]}), emails=SEEDED_EMAILS)},
         # The crashed step's first call, its second dropped with the sandbox; the rollback
         # waits (Wait states) until a read can show the unknown call, then restores.
-        (
-            *CREATE_WIDE,
-            "Get A",
-            "Update A +0 -5 team",
-            "Update A +0 -5 !reset",
-            "Get A",
-            "Update A +5 -0 team",
+        custom=calls_with_rereads(
+            (
+                *CREATE_WIDE,
+                "Get A",
+                "Update A +0 -5 team",
+                "Update A +0 -5 !reset",
+                "Get A",
+                "Update A +5 -0 team",
+            ),
+            after="Update A +0 -5 !reset",
         ),
         timeout=RETRY_TIMEOUT,
         timing_scale=1 / 3,

@@ -447,6 +447,27 @@ class LocalServices:
         """moto endpoint (``AWS_ENDPOINT_URL_DYNAMODB``)."""
         return self.moto.url
 
+    def forget_paces(self) -> None:
+        """Drop the memberships' learned paces (``pace#`` items) from the table.
+
+        Each scenario starts from a fresh emulator, so from memberships with no
+        history: a pace another scenario's propagation taught would delay its
+        first call (a Wait state, then a second read).
+        """
+        import boto3  # noqa: PLC0415 - only the scenarios need a client here
+
+        client = boto3.client(
+            "dynamodb",
+            endpoint_url=self.moto.url,
+            region_name=self.region,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        for page in client.get_paginator("scan").paginate(TableName=self.table_name):
+            for item in page["Items"]:
+                if item["id"]["S"].startswith("pace#"):
+                    client.delete_item(TableName=self.table_name, Key={"id": item["id"]})
+
     def env(self) -> dict[str, str]:
         """Variables a handler process needs (merge over the environment, e.g. monkeypatch)."""
         return {

@@ -14,7 +14,7 @@ refused before it writes (``doomed``).
 
 When the next call is due, counted from the last accepted change (``target``):
 
-* nothing known, or a window of at most ``NEGLIGIBLE`` never refused: at once,
+* nothing known, or a window of at most ``NEGLIGIBLE`` not refused past: at once,
   so a service that does not propagate is never waited for (a window learned
   from two calls accepted back to back is only the first call's latency);
 * only a floor: ``GROWTH`` times the floor, at least ``PROBE_FLOOR`` (a search
@@ -104,7 +104,7 @@ class Pace:
         window, floor = self.window, self.floor
         if window is None:
             return 0.0 if floor <= 0 else max(PROBE_FLOOR, GROWTH * floor)
-        if floor <= 0 and window <= NEGLIGIBLE:
+        if window <= NEGLIGIBLE and floor < window:
             return 0.0
         if floor >= window:
             return floor + STEP * window
@@ -122,7 +122,12 @@ class Pace:
         """An UpdateMembership was accepted at ``now``."""
         elapsed = now - self.last
         window, floor = self.window, self.floor
-        if self.last > 0 and elapsed <= self.target() + LATE:  # sent when due: P <= elapsed
+        # Sent when due, with a window to learn: P <= elapsed. Without a refusal
+        # since the last change (floor 0) and no window yet, nothing says the
+        # service propagates at all: the gap is the calls' own time (a retry's
+        # backoff included), not a window.
+        evidence = window is not None or floor > 0
+        if self.last > 0 and evidence and elapsed <= self.target() + LATE:
             window = elapsed if window is None or floor >= window else min(window, elapsed)
             if floor >= window:  # the window shrank: the old floor no longer holds
                 floor = 0.0
