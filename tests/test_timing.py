@@ -31,6 +31,7 @@ PRODUCTION = {
     "answer_margin": 10.0,
     "busy_poll": 5.0,
     "longest_sleep": 5.0,
+    "stale_read_grace": 120.0,
     "work_reserve": 20.0,
     "service_connect_timeout": 3.0,
     "service_read_timeout": 10.0,
@@ -118,12 +119,13 @@ tasks.work({"request": request, "step": 0}, Context())
 
 def test_the_environment_reaches_every_module_that_uses_a_reserve() -> None:
     code = WORK_SERVICE + (
-        "from sir_membership import app, answers, restore, response, service, steps\n"
+        "from sir_membership import app, answers, restore, response, service, shell, steps\n"
         "c = tasks.security_ir().meta.config\n"
         "d = app.REQUESTS.client.meta.config\n"
         "e = tasks.JOURNAL.client.meta.config\n"
         "print(app.TIMER_RESERVE, answers.BOOKKEEPING_RESERVE, steps.CONTINUE_MIN,"
-        " steps.ANSWER_MARGIN, steps.BUSY_POLL, restore.WORK_RESERVE,"
+        " steps.ANSWER_MARGIN, steps.BUSY_POLL, shell.Shell.stale_read_grace,"
+        " restore.WORK_RESERVE,"
         " service.RetryPolicy().call_timeout, service.RetryPolicy().answer_reserve,"
         " response.DeliveryPolicy().attempt_timeout, c.connect_timeout, c.read_timeout,"
         " d.connect_timeout, d.read_timeout, e.connect_timeout, e.read_timeout)\n"
@@ -144,6 +146,7 @@ def test_the_environment_reaches_every_module_that_uses_a_reserve() -> None:
         t["continue_min"],
         t["answer_margin"],
         t["busy_poll"],
+        t["stale_read_grace"],
         t["work_reserve"],
         t["service_connect_timeout"] + t["service_read_timeout"],
         t["answer_reserve"],

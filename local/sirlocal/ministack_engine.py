@@ -40,6 +40,9 @@ ENGINE_ENV: Mapping[str, str] = {
     # state (production: 5 s). At P = 1 s every propagation wait is then a Wait state, as
     # it is in production from P = 5 s: the suite plays the engine's waiting, not a sleep.
     "SIR_TIMING_LONGEST_SLEEP": "0.5",
+    # The emulator's reads are never stale past P (1 s): a rollback after a call of
+    # unknown outcome waits 10 s for fresh reads, not production's 120 s.
+    "SIR_TIMING_STALE_READ_GRACE": "10",
 }
 
 #: The states an execution has ended in.

@@ -104,7 +104,12 @@ def _wait_for_fresh_reads(service: MembershipService, shell: Shell, entry: Entry
     if wait <= 0:
         return
     room = shell.remaining() - service.call_reserve
-    if wait > room:  # wait what fits here; a new invocation waits the rest
+    # Under the engine a wait longer than a moment is a Wait state (no Lambda
+    # running, and never past the Work task's own timeout); else wait what fits
+    # here, and a new invocation waits the rest.
+    if shell.engine and wait > min(room, TIMING.longest_sleep):
+        room = 0.0
+    if wait > room:
         if room > 0:
             shell.sleep(room)
         raise OutOfTime(

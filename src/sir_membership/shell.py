@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from .errors import StackStatusUnavailable
 from .journal_store import Store
 from .response import Answer
+from .timing import TIMING
 
 #: Seconds after a change's last call during which a read that does not show
 #: it is taken as stale (the service shows account changes late) and read again.
-STALE_READ_GRACE = 120.0
+STALE_READ_GRACE = TIMING.stale_read_grace
 
 
 #: The consumer stack's statuses while the operation that created a resource

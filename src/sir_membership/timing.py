@@ -41,6 +41,9 @@ class Timing:
     #: A wait the service asks for longer than this ends the Work step: the
     #: state machine waits instead, with no Lambda running (service.RetryPolicy).
     longest_sleep: float = 5.0
+    #: After a change's last call, a read that does not show it is taken as stale
+    #: for this long (the service shows account changes late; restore, service).
+    stale_read_grace: float = 120.0
     #: Kept to make a call after waiting for the lease or for reads (restore).
     work_reserve: float = 20.0
     #: The security-ir client's timeouts; one call takes at most their sum.
