@@ -34,6 +34,8 @@ from sir_membership.membership import Feature, MembershipState, Responder
 from sir_membership.plan import plan_changes
 from sir_membership.properties import MembershipProperties
 from sir_membership.request import Request
+from sir_membership.request_scope import rolls_back_adoption
+from sir_membership.shell import Shell
 
 OUS = [ou(i) for i in range(30)]
 ous = st.frozensets(st.sampled_from(OUS))
@@ -272,3 +274,54 @@ def test_the_digest_ignores_how_the_resource_is_served() -> None:
     served = props(ServiceTimeout="900", ServiceToken="arn:other")
     assert declaration_digest(served) == declaration_digest(props())
     assert declaration_digest(props(MembershipName="Other")) != declaration_digest(props())
+
+
+# -- a replacement undone by the stack's rollback -------------------------------------
+# Found by ministack (replacement-rolled-back): CloudFormation sends the new id of a
+# replacement whose stack update failed no rollback Update; it deletes that id in the
+# clean-up. That Delete must restore what the replacement did to the new membership.
+
+
+def _replacing_entry(**changes: object) -> Entry:
+    entry = Entry("r-1", "Update", "m-new0000001", "old", "new", phase="applied", applied=1)
+    return replace(entry, **changes)  # type: ignore[arg-type]
+
+
+def _delete_of(physical_id: str) -> Request:
+    return Request("Delete", "stack", "r-2", "Membership", physical_id, {})
+
+
+def _shell_at(status: str | None) -> Shell:
+    def stack_status(_stack_id: str) -> str:
+        if status is None:
+            raise AssertionError("the stack's status was read")
+        return status
+
+    return Shell(store=None, remaining=lambda: 60.0, stack_status=stack_status)  # type: ignore[arg-type]
+
+
+def test_the_clean_up_delete_of_a_failed_replacement_restores_the_new_membership() -> None:
+    entry = _replacing_entry(replacement=True)
+    cleanup = _shell_at("UPDATE_ROLLBACK_COMPLETE_CLEANUP_IN_PROGRESS")
+    assert rolls_back_adoption(_delete_of("m-new0000001"), entry, cleanup)
+    # Removing the resource (or the stack) later follows OnDelete.
+    assert not rolls_back_adoption(
+        _delete_of("m-new0000001"), entry, _shell_at("DELETE_IN_PROGRESS")
+    )
+    # The Delete of the OLD id after a succeeded replacement is not about this entry.
+    assert not rolls_back_adoption(_delete_of("m-old0000001"), entry, _shell_at(None))
+
+
+def test_a_delete_after_an_update_of_the_same_membership_reads_no_stack_status() -> None:
+    entry = _replacing_entry(replacement=False)
+    assert not rolls_back_adoption(_delete_of("m-new0000001"), entry, _shell_at(None))
+    wrote_nothing = _replacing_entry(replacement=True, phase="failed", applied=0)
+    assert not rolls_back_adoption(_delete_of("m-new0000001"), wrote_nothing, _shell_at(None))
+
+
+def test_the_replacement_mark_is_kept_in_the_table_and_absent_in_older_entries() -> None:
+    entry = _replacing_entry(replacement=True)
+    assert from_json(to_json(entry)).replacement is True
+    older = to_json(entry).replace(', "replacement": true', "")
+    assert '"replacement"' not in older
+    assert from_json(older).replacement is False

@@ -23,7 +23,7 @@ resource, end to end and offline:
   with a Delete of the answered physical id; a failed Update rolls back with
   an Update whose old and new properties are swapped; a replacement (new
   physical id) deletes the old resource in the cleanup phase, and a rolled
-  back replacement deletes the new one;
+  back replacement gets no rollback Update: the new one is deleted;
 * it can cancel an update mid-way (``cancel_update``): the rollback Update
   goes to a second worker while the forward invocation still runs, as
   CloudFormation sends it without waiting for an invocation it gave up on;
@@ -1212,7 +1212,15 @@ class StackDriver:
         current: str,
         replaced: str | None,
     ) -> None:
-        """Update back to ``old`` (old and new swapped); delete a replacement's new resource."""
+        """Update back to ``old`` (old and new swapped). A replacement (``replaced``: the
+        old id) gets no rollback Update: the old resource is current again and the new one
+        is deleted in the clean-up ("Custom resource request types")."""
+        if replaced is not None:
+            self.physical_id, self.properties = replaced, old
+            self._record("UPDATE_ROLLBACK_COMPLETE_CLEANUP_IN_PROGRESS", stack=True)
+            self._delete_resource(current, new)
+            self._record("UPDATE_ROLLBACK_COMPLETE", stack=True)
+            return
         self._record("UPDATE_IN_PROGRESS", physical_id=current)
         event = self.event("Update", old, physical_id=current, old_properties=new)
         answer, _ = self._answer(event)

@@ -200,6 +200,10 @@ class Entry:
     #: returned a wait): no call is in flight until a next step saves the
     #: entry again, so an answer given meanwhile counts none as unknown.
     resting: bool = False
+    #: This Update moved the resource to a new MembershipId (a replacement). If its
+    #: stack update then fails, CloudFormation sends the new id no rollback Update: it
+    #: deletes it in the clean-up, and that Delete restores this entry.
+    replacement: bool = False
 
     @property
     def declared_now(self) -> str:

@@ -65,6 +65,7 @@ def to_json(entry: Entry) -> str:
             "lastWrite": entry.last_write,
             "previousApplied": entry.previous_applied,
             "resting": entry.resting,
+            "replacement": entry.replacement,
             "recordBefore": None
             if entry.record_before is None
             else json.loads(record_to_json(entry.record_before)),
@@ -104,6 +105,7 @@ def from_json(text: str) -> Entry:
         last_write=float(raw.get("lastWrite") or 0.0),
         previous_applied=bool(raw.get("previousApplied", True)),
         resting=bool(raw.get("resting", False)),
+        replacement=bool(raw.get("replacement", False)),
         record_before=None
         if raw.get("recordBefore") is None
         else record_from_json(json.dumps(raw["recordBefore"])),

@@ -56,21 +56,24 @@ def own_entry(
     return latest if latest is not None and latest.request_id == request.request_id else None
 
 
-def rolls_back_create(request: Request, entry: Entry | None, shell: Shell) -> bool:
-    """Whether this Delete undoes the Create of ``entry`` because its operation failed.
+def rolls_back_adoption(request: Request, entry: Entry | None, shell: Shell) -> bool:
+    """Whether this Delete undoes the operation that brought ``entry``'s membership
+    under the resource (its Create, or an Update that replaced the resource with it)
+    because that operation failed.
 
     CloudFormation deletes a resource whose creation is being rolled back
     (the stack is ``ROLLBACK_IN_PROGRESS``, or ``UPDATE_ROLLBACK_COMPLETE_
     CLEANUP_IN_PROGRESS`` for one created by a failed update) even with
-    ``DeletionPolicy: RetainExceptOnCreate``: that Delete restores what
-    the Create changed, whatever ``OnDelete`` says. Any other Delete (the
-    user removed the resource or the stack) follows ``OnDelete``. Only
-    the consumer stack's status tells them apart, so it is read, and a
-    Delete that cannot read it fails rather than guess.
+    ``DeletionPolicy: RetainExceptOnCreate``; the new id of a replacement
+    whose stack update failed gets that Delete too, and no rollback Update.
+    That Delete restores what the change did, whatever ``OnDelete`` says.
+    Any other Delete (the user removed the resource or the stack) follows
+    ``OnDelete``. Only the consumer stack's status tells them apart, so it
+    is read, and a Delete that cannot read it fails rather than guess.
     """
     if (
         entry is None
-        or entry.request_type != "Create"
+        or not (entry.request_type == "Create" or entry.replacement)
         or entry.membership_id != request.physical_id
         or entry.wrote_nothing
     ):

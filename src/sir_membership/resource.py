@@ -68,7 +68,7 @@ from .membership import MembershipState
 from .outcome import Outcome, Stopped
 from .plan import Plan
 from .request import Decision, Request, decide
-from .request_scope import own_entry, rolls_back_create, write_targets
+from .request_scope import own_entry, rolls_back_adoption, write_targets
 from .response import Answer
 from .restore import WORK_RESERVE, Restorer, read_settled
 from .service import MembershipService
@@ -137,11 +137,11 @@ class _Work:
         own = own_entry(request, decision, store, entry)
         if own is not None:  # a retry or a later step: carry on from its own entry
             return self._continued_mode(own)
-        if request.request_type == "Delete" and rolls_back_create(request, entry, self.shell):
+        if request.request_type == "Delete" and rolls_back_adoption(request, entry, self.shell):
             assert entry is not None
             if entry.phase == "restored":
                 return AlreadyRestored(entry)
-            logger.info("the operation that created this membership rolls back: restoring")
+            logger.info("the operation that brought in this membership rolls back: restoring")
             return Rollback(entry)
         return classify(request, entry, decision.restore_failed, self.record)
 
@@ -323,6 +323,7 @@ class _Work:
                 phase=phase,
                 previous_applied=mode.previous_applied,
                 record_before=self.record,
+                replacement=self.decision.replacement,
             )
         journal = JournalWriter(
             self.shell.store,
