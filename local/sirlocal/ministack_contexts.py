@@ -156,6 +156,7 @@ def answer_record(
         "stackId": str(response.get("StackId", "")),
         "logicalId": str(response.get("LogicalResourceId", "")),
         "reason": str(response.get("Reason") or ""),
+        "physicalId": str(response.get("PhysicalResourceId") or ""),
     }
 
 

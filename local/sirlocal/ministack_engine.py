@@ -84,6 +84,7 @@ class Answer:
     reason: str
     #: False when CloudFormation had stopped waiting (ministack drops such a PUT).
     known: bool
+    physical_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,7 @@ def requests_of(records: Sequence[Mapping[str, Any]]) -> list[Request]:
                     str(record["requestId"]),
                     str(record.get("reason", "")),
                     bool(record["known"]),
+                    str(record.get("physicalId", "")),
                 )
             )
         elif record["kind"] == "settled":

@@ -1,4 +1,7 @@
-"""Every scenario of ``sirlocal.scenarios``, played through the real handler.
+"""Every scenario of ``sirlocal.scenarios`` that needs the project's stand-ins, played
+through the real handler on the project's driver (the others run on ministack:
+``tests/e2e/test_scenarios_ministack.py``; ``stand_in_reason`` says why each of these
+cannot).
 
 Each one asserts the stack statuses, the membership's final state, the exact
 security-ir calls, answers within the contract and before the deadline, and
@@ -17,6 +20,7 @@ import re
 import pytest
 from sirlocal.catalog import EVERY_SCENARIO as SCENARIOS
 from sirlocal.driver import WorkerPool
+from sirlocal.ministack_scenarios import stand_in_reason
 from sirlocal.scenarios import Scenario, run_scenario
 from sirlocal.services import LocalServices
 
@@ -26,7 +30,7 @@ pytestmark = pytest.mark.e2e
 def _params() -> list[object]:
     params: list[object] = []
     for scenario in SCENARIOS:
-        if scenario.reliability_only:
+        if scenario.reliability_only or not stand_in_reason(scenario):
             continue
         marks = []
         if scenario.known_issue:

@@ -158,9 +158,10 @@ def test_requests_are_joined_with_their_answers_and_settlement() -> None:
     answer = answer_record(
         "tok-1",
         True,
-        {"Status": "FAILED", "RequestId": "r-1", "StackId": "s", "Reason": "why", "Data": {"x": 1}},
+        {"Status": "FAILED", "RequestId": "r-1", "StackId": "s", "Reason": "why", "Data": {"x": 1},
+         "PhysicalResourceId": "m-1"},
         12.0,
-    )
+    )  # fmt: skip
     assert answer["token"] == token_hash("tok-1") != "tok-1"
     assert "Data" not in answer
     assert "tok-1" not in json.dumps(answer)
@@ -176,6 +177,7 @@ def test_requests_are_joined_with_their_answers_and_settlement() -> None:
     first, second = requests_of(records)
     assert (first.request_type, first.service_timeout, first.request_id) == ("Update", "40", "r-1")
     assert [(a.status, a.known) for a in first.answers] == [("FAILED", True), ("SUCCESS", False)]
+    assert [a.physical_id for a in first.answers] == ["m-1", ""]
     assert (first.settled, first.settled_at) == ("failed", 12.5)
     assert first.execution_name == execution_name("s", "Membership", "r-1")
     assert (second.answers, second.settled) == ((), "")
