@@ -124,8 +124,8 @@ stateful: $(BIN)/.installed
 		$(BIN)/pytest tests/test_stateful.py -p no:cacheprovider --no-cov -q
 
 # Every end-to-end scenario and invalid declaration; writes docs/reliability.md.
-reliability: $(BIN)/.installed
-	PYTHONPATH=src:local $(BIN)/python -m sirlocal.reliability
+reliability: $(BIN)/.installed $(TBIN)/.installed $(MBIN)/.installed
+	PYTHONPATH=src:local $(BIN)/python -m sirlocal.reliability --sam $(TBIN)/sam
 
 # Benchmarks; writes bench/results.md and bench/results.json.
 bench: $(BIN)/.installed $(TBIN)/.installed

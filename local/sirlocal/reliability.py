@@ -1,9 +1,11 @@
 """``make reliability``: run every end-to-end scenario and write ``docs/reliability.md``.
 
 Why: "it converges with nothing lost" is a claim a reader should be able to
-check. This runs the same scenarios as ``tests/e2e`` (``sirlocal.scenarios``,
-through :func:`~sirlocal.scenarios.run_scenario`, with the same isolation
-between them as ``tests/e2e/conftest.py``) and the bad-input set (through
+check. This runs the same scenarios as ``tests/e2e`` (``sirlocal.scenarios``):
+those ministack can play on ministack (:mod:`sirlocal.ministack_scenarios`),
+the others through :func:`~sirlocal.scenarios.run_scenario` on the
+project's stand-ins, with the same isolation between them as
+``tests/e2e/conftest.py``; and the bad-input set (through
 :func:`~sirlocal.scenarios.check_bad_input`), and tabulates what each run
 returned: no figure in the report is typed in. Scenarios marked with a
 known issue are run and reported like the others, with the issue's text.
@@ -22,6 +24,10 @@ from pathlib import Path
 
 from sirlocal.catalog import EVERY_SCENARIO
 from sirlocal.driver import REPO_ROOT, StackDriver, WorkerPool, worker_env
+from sirlocal.ministack import local_aws
+from sirlocal.ministack_demo import PROVIDER_PARAMETERS
+from sirlocal.ministack_deploy import deploy_provider
+from sirlocal.ministack_scenarios import run_on_ministack, stand_in_reason
 from sirlocal.reliability_report import BadInputRow, Measurement, render, totals
 from sirlocal.scenarios import (
     INVALID_INPUTS,
@@ -40,6 +46,8 @@ from sirlocal.scenarios import (
 from sirlocal.services import LocalServices, local_services
 
 DEFAULT_OUTPUT = REPO_ROOT / "docs" / "reliability.md"
+SAM = REPO_ROOT / ".venv-tools" / "bin" / "sam"
+MINISTACK_BUILD = REPO_ROOT / ".aws-sam" / "ministack-reliability"
 Progress = Callable[[str], None]
 
 
@@ -116,6 +124,34 @@ def run_scenarios(
     return results
 
 
+def run_on_ministack_all(
+    scenarios: Sequence[Scenario], sam: str, progress: Progress = lambda _: None
+) -> list[ScenarioResult]:
+    """The scenarios ministack plays, on one ministack with the provider deployed (``sam
+    build`` and ``sam deploy``); a crash becomes a failed row."""
+    results = []
+    with local_aws() as aws:
+        provider = deploy_provider(
+            aws, sam=sam, parameters=PROVIDER_PARAMETERS, build_dir=MINISTACK_BUILD
+        )
+        progress(f"ministack: provider deployed in {provider.deploy_seconds:.1f} s")
+        for number, scenario in enumerate(scenarios, start=1):
+            began = time.monotonic()
+            try:
+                result = run_on_ministack(scenario, aws, provider)
+            except Exception as error:  # one broken run must not lose the whole report
+                result = _crashed(scenario, error, time.monotonic() - began)
+            secrets = _secrets(scenario)
+            result = replace(result, problems=tuple(scrub(p, secrets) for p in result.problems))
+            results.append(result)
+            verdict = "ok" if result.ok else f"{len(result.problems)} problem(s)"
+            progress(
+                f"[ministack {number}/{len(scenarios)}] {scenario.name}: {verdict} "
+                f"({result.seconds:.1f} s)"
+            )
+    return results
+
+
 def run_bad_input(
     bad: BadInput, services: LocalServices, pool: WorkerPool, timeout: float = 30.0
 ) -> BadInputRow:
@@ -189,6 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--only", action="append", default=[], help="scenario name (repeatable)")
     parser.add_argument("--no-bad-input", action="store_true", help="skip the invalid declarations")
+    parser.add_argument("--sam", default=str(SAM), help="the sam CLI that builds the provider")
     args = parser.parse_args(argv)
     chosen = [s for s in EVERY_SCENARIO if not args.only or s.name in args.only]
     unknown = set(args.only) - {s.name for s in EVERY_SCENARIO}
@@ -199,16 +236,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"[reliability] {message}", file=sys.stderr, flush=True)
 
     began = time.monotonic()
+    stand_ins = {s.name: stand_in_reason(s) for s in chosen if stand_in_reason(s)}
+    on_ministack = [s for s in chosen if s.name not in stand_ins]
+    by_name: dict[str, ScenarioResult] = {}
+    if on_ministack:
+        by_name |= {r.name: r for r in run_on_ministack_all(on_ministack, args.sam, progress)}
     with local_services() as services, WorkerPool(worker_env(services.child_env())) as pool:
         pool.get(0).start()
-        results = run_scenarios(chosen, services, pool, progress)
+        driven = [s for s in chosen if s.name in stand_ins]
+        by_name |= {r.name: r for r in run_scenarios(driven, services, pool, progress)}
         bad = [] if args.no_bad_input else run_bad_inputs(INVALID_INPUTS, services, pool, progress)
+    results = [by_name[s.name] for s in chosen]
     subset = bool(args.only) or args.no_bad_input
     command = " ".join(["python -m sirlocal.reliability", *argv]) if argv else "make reliability"
     measured = Measurement.here(time.monotonic() - began, command, subset)
     checked = {s.name for s in chosen if s.calls is not None}
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(render(results, bad, measured, checked), encoding="utf-8")
+    args.output.write_text(render(results, bad, measured, checked, stand_ins), encoding="utf-8")
     print(totals(results, bad))
     print(f"wrote {args.output}")
     # A known issue that still reproduces is reported, not a failure of the run; one that

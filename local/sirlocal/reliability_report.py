@@ -13,7 +13,7 @@ import json
 import os
 import platform
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,12 +111,16 @@ def verdict(result: ScenarioResult) -> str:
     return "ok" if result.ok else "**problems**"
 
 
-def scenario_table(results: Sequence[ScenarioResult], calls_checked: set[str]) -> list[str]:
+def scenario_table(
+    results: Sequence[ScenarioResult],
+    calls_checked: set[str],
+    stand_ins: Mapping[str, str],
+) -> list[str]:
     """One row per scenario, every figure from its :class:`ScenarioResult`."""
     lines = [
-        "| Scenario | Group | Faults injected | Outcome | Writes made / attempts "
+        "| Scenario | Played on | Group | Faults injected | Outcome | Writes made / attempts "
         "| Final state correct | Calls as expected | Slowest answer | Run time | Result |",
-        "|---|---|---|---|---:|---|---|---:|---:|---|",
+        "|---|---|---|---|---|---:|---|---|---:|---:|---|",
     ]
     for r in results:
         calls = _yes(r.calls_ok) if r.name in calls_checked else "not checked"
@@ -126,6 +130,7 @@ def scenario_table(results: Sequence[ScenarioResult], calls_checked: set[str]) -
                 _cell(c)
                 for c in (
                     f"`{r.name}`: {r.title}",
+                    "stand-ins" if r.name in stand_ins else "ministack",
                     r.group,
                     r.faults,
                     r.outcome,
@@ -139,6 +144,29 @@ def scenario_table(results: Sequence[ScenarioResult], calls_checked: set[str]) -
             )
             + " |"
         )
+    return lines
+
+
+def where_section(results: Sequence[ScenarioResult], stand_ins: Mapping[str, str]) -> list[str]:
+    """Which scenarios ministack played, and why each of the others needs the stand-ins."""
+    on_ministack = [r.name for r in results if r.name not in stand_ins]
+    by_reason: dict[str, list[str]] = {}
+    for r in results:
+        if r.name in stand_ins:
+            by_reason.setdefault(stand_ins[r.name], []).append(r.name)
+    lines = [
+        "## Where each scenario runs",
+        "",
+        f"{len(on_ministack)} of {len(results)} scenarios run on ministack (its CloudFormation, "
+        "Lambda, Step Functions, DynamoDB and CloudWatch Logs, IAM enforced, the provider "
+        "deployed by `sam build` and `sam deploy`; `sirlocal.ministack_scenarios`). The "
+        f"{len(results) - len(on_ministack)} others need the project's stand-ins (its "
+        "CloudFormation driver, Step Functions stand-in, receiver and moto), each for the "
+        "reason given (`stand_in_reason`):",
+        "",
+    ]
+    for reason, names in by_reason.items():
+        lines.append(f"- {_cell(reason)}: " + ", ".join(f"`{n}`" for n in names))
     return lines
 
 
@@ -226,16 +254,22 @@ def render(
     bad: Sequence[BadInputRow],
     measured: Measurement,
     calls_checked: set[str],
+    stand_ins: Mapping[str, str] | None = None,
 ) -> str:
-    """``docs/reliability.md``: header, totals, the table, bad input, problems, known issues."""
+    """``docs/reliability.md``: header, totals, the table, where each scenario runs, bad
+    input, problems, known issues. ``stand_ins``: the scenarios played on the project's
+    stand-ins, with the reason (the others ran on ministack); None: all of them."""
+    where = {r.name: "" for r in results} if stand_ins is None else stand_ins
     subset = " (a subset of the runs)" if measured.subset else ""
     lines = [
         "# Reliability",
         "",
         "Every end-to-end scenario, played through the real handlers the way CloudFormation "
-        "plays a stack, against the local stand-ins (security-ir emulator, moto's DynamoDB, an "
-        "HTTPS receiver for the answers, a Step Functions stand-in that plays the provider's "
-        "state machine with its Work and Answer tasks in worker processes, docs/local.md). "
+        "plays a stack: on ministack (a third-party local AWS) where it can play it, else "
+        "against the project's stand-ins (a CloudFormation driver, moto's DynamoDB, an HTTPS "
+        "receiver for the answers, a Step Functions stand-in that plays the provider's state "
+        "machine with its Work and Answer tasks in worker processes), with the Security IR "
+        "emulator behind both (docs/local.md). "
         f"Every figure below comes from one run of the command named here{subset}.",
         "",
         f"- Measured: {measured.date}, commit {measured.commit}",
@@ -248,8 +282,10 @@ def render(
         "reset and hung ones included). The slowest answer is the longest time from an "
         "invocation to its accepted response PUT.",
         "",
-        *scenario_table(results, calls_checked),
+        *scenario_table(results, calls_checked, where),
     ]
+    if stand_ins is not None:
+        lines += ["", *where_section(results, stand_ins)]
     if bad:
         lines += ["", *bad_input_section(bad)]
     lines += stateful_section()

@@ -29,6 +29,7 @@ pytestmark = pytest.mark.e2e
 
 COLUMNS = (
     "Scenario",
+    "Played on",
     "Group",
     "Faults injected",
     "Outcome",
@@ -112,3 +113,16 @@ def test_report_sections_for_failures_and_known_issues() -> None:
     assert "5 scenarios: 3 with every check held, 2 with problems (1 of them known issues)" in text
     assert "1 known issue(s) not reproduced" in text
     assert "## Bad input" not in text
+
+
+def test_the_report_says_where_each_scenario_ran_and_why() -> None:
+    results = [_result("on-mini", ()), _result("killed", ()), _result("put-fails", ())]
+    stand_ins = {"killed": "kills a Work step | no hook", "put-fails": "fails the PUT"}
+    text = render(results, [], Measurement.here(2.0, "pytest"), set(), stand_ins)
+    rows = {line.split("`")[1]: line for line in text.splitlines() if line.startswith("| `")}
+    assert rows["on-mini"].split(" | ")[1] == "ministack"
+    assert rows["killed"].split(" | ")[1] == rows["put-fails"].split(" | ")[1] == "stand-ins"
+    assert "## Where each scenario runs" in text
+    assert "1 of 3 scenarios run on ministack" in text
+    assert "- kills a Work step \\| no hook: `killed`" in text
+    assert "- fails the PUT: `put-fails`" in text
