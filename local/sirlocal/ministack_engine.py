@@ -287,9 +287,11 @@ def play(
     *,
     arm: Callable[[], object] | None = None,
     change_set_name: str = "change",
+    continue_rollback: bool = False,
 ) -> Played:
-    """Create or update ``stack_name`` through a change set (``template`` None: delete it)
-    and gather what the operation caused. ``arm`` runs just before it starts (faults)."""
+    """Create or update ``stack_name`` through a change set (``template`` None: delete it,
+    or with ``continue_rollback``, continue its failed rollback) and gather what the
+    operation caused. ``arm`` runs just before it starts (faults)."""
     cfn = aws.client("cloudformation")
     known_calls = len(aws.emulator.calls())
     known_records = len(aws.cfn_records())
@@ -298,7 +300,10 @@ def play(
         stack_id = stack_ops.stack_id(cfn, stack_name) or stack_name
         if arm is not None:
             arm()
-        outcome = stack_ops.delete_stack(cfn, stack_name)
+        if continue_rollback:
+            outcome = stack_ops.continue_update_rollback(cfn, stack_name)
+        else:
+            outcome = stack_ops.delete_stack(cfn, stack_name)
     else:
         described = stack_ops.create_change_set(
             cfn,

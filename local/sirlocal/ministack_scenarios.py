@@ -59,11 +59,9 @@ def _step_reason(step: Step) -> str:
         )
     if step.action == "cancel_update":
         return (
-            "cancels an update at a chosen write and delivers its rollback while the forward "
-            "execution runs: only the driver times it"
+            "cancels an update while its request runs: ministack's CancelUpdateStack takes "
+            "effect between resources"
         )
-    if step.action == "continue_rollback":
-        return "needs a rollback that fails on demand, then ContinueUpdateRollback: driver-timed"
     if step.crash_after_writes or any(f.kind.startswith("invoke_") for f in step.faults):
         return "kills, refuses or loses a Work step: ministack offers no hook into a running task"
     if any(f.kind.startswith("put_") for f in step.faults):
@@ -210,8 +208,15 @@ def _play_step(
             arm(fault, aws.emulator)
 
     try:
-        if step.action == "delete":
-            played = play(aws, provider.state_machine_arn, stack_name, None, arm=armed)
+        if step.action in ("delete", "continue_rollback"):
+            played = play(
+                aws,
+                provider.state_machine_arn,
+                stack_name,
+                None,
+                arm=armed,
+                continue_rollback=step.action == "continue_rollback",
+            )
         else:
             assert step.properties is not None
             template = stack_template(

@@ -160,6 +160,17 @@ def delete_stack(cfn: Any, stack_name: str) -> Outcome:
     return wait(cfn, stack, seen, began)
 
 
+def continue_update_rollback(cfn: Any, stack_name: str) -> Outcome:
+    """``continue-update-rollback`` of a stack in ``UPDATE_ROLLBACK_FAILED``, and wait."""
+    stack = stack_id(cfn, stack_name)
+    if stack is None:
+        raise StackOpError(f"stack {stack_name} does not exist")
+    seen = event_ids(cfn, stack)
+    began = time.monotonic()
+    cfn.continue_update_rollback(StackName=stack)
+    return wait(cfn, stack, seen, began)
+
+
 def format_events(events: Sequence[StackEvent], width: int = 60) -> str:
     """Stack events as an aligned table (reasons cut to ``width``)."""
     rows = [("RESOURCE", "TYPE", "STATUS", "REASON")]
