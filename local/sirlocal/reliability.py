@@ -116,11 +116,7 @@ def run_scenarios(
                 result = run_scenario(scenario, services, pool)
             except Exception as error:  # one broken run must not lose the whole report
                 result = _crashed(scenario, error, time.monotonic() - began)
-        secrets = _secrets(scenario)
-        result = replace(result, problems=tuple(scrub(p, secrets) for p in result.problems))
-        results.append(result)
-        verdict = "ok" if result.ok else f"{len(result.problems)} problem(s)"
-        progress(f"[{number}/{len(scenarios)}] {scenario.name}: {verdict} ({result.seconds:.1f} s)")
+        results.append(_reported(result, scenario, str(number), len(scenarios), progress))
     return results
 
 
@@ -141,15 +137,21 @@ def run_on_ministack_all(
                 result = run_on_ministack(scenario, aws, provider)
             except Exception as error:  # one broken run must not lose the whole report
                 result = _crashed(scenario, error, time.monotonic() - began)
-            secrets = _secrets(scenario)
-            result = replace(result, problems=tuple(scrub(p, secrets) for p in result.problems))
-            results.append(result)
-            verdict = "ok" if result.ok else f"{len(result.problems)} problem(s)"
-            progress(
-                f"[ministack {number}/{len(scenarios)}] {scenario.name}: {verdict} "
-                f"({result.seconds:.1f} s)"
+            results.append(
+                _reported(result, scenario, f"ministack {number}", len(scenarios), progress)
             )
     return results
+
+
+def _reported(
+    result: ScenarioResult, scenario: Scenario, number: str, total: int, progress: Progress
+) -> ScenarioResult:
+    """``result`` with every sensitive value masked, its verdict printed."""
+    secrets = _secrets(scenario)
+    result = replace(result, problems=tuple(scrub(p, secrets) for p in result.problems))
+    verdict = "ok" if result.ok else f"{len(result.problems)} problem(s)"
+    progress(f"[{number}/{total}] {scenario.name}: {verdict} ({result.seconds:.1f} s)")
+    return result
 
 
 def run_bad_input(

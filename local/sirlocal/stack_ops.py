@@ -9,7 +9,7 @@ Only the API is used, so the same code would drive AWS.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,23 +151,24 @@ def execute_change_set(cfn: Any, described: Mapping[str, Any]) -> Outcome:
 
 def delete_stack(cfn: Any, stack_name: str) -> Outcome:
     """Delete the stack and wait (by id: a deleted stack is found only by its id)."""
-    stack = stack_id(cfn, stack_name)
-    if stack is None:
-        raise StackOpError(f"stack {stack_name} does not exist")
-    seen = event_ids(cfn, stack)
-    began = time.monotonic()
-    cfn.delete_stack(StackName=stack)
-    return wait(cfn, stack, seen, began)
+    return _on_existing(cfn, stack_name, lambda stack: cfn.delete_stack(StackName=stack))
 
 
 def continue_update_rollback(cfn: Any, stack_name: str) -> Outcome:
     """``continue-update-rollback`` of a stack in ``UPDATE_ROLLBACK_FAILED``, and wait."""
+    return _on_existing(
+        cfn, stack_name, lambda stack: cfn.continue_update_rollback(StackName=stack)
+    )
+
+
+def _on_existing(cfn: Any, stack_name: str, start: Callable[[str], object]) -> Outcome:
+    """Start an operation on the live stack ``stack_name`` (given its id) and wait."""
     stack = stack_id(cfn, stack_name)
     if stack is None:
         raise StackOpError(f"stack {stack_name} does not exist")
     seen = event_ids(cfn, stack)
     began = time.monotonic()
-    cfn.continue_update_rollback(StackName=stack)
+    start(stack)
     return wait(cfn, stack, seen, began)
 
 
