@@ -23,20 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sirlocal.driver import REPO_ROOT, DriverError, WorkerPool, worker_env
-from sirlocal.scenarios import (
-    FOREIGN,
-    NAMES,
-    A,
-    Expect,
-    Fault,
-    Scenario,
-    ScenarioResult,
-    Step,
-    declare,
-    ous,
-    run_scenario,
-    seed,
-)
+from sirlocal.fixtures import FOREIGN, NAMES, A, Expect, declare, ous, seed
+from sirlocal.scenarios import Fault, Scenario, ScenarioResult, Step, run_scenario
 from sirlocal.services import local_services
 
 REMOVE = "RemoveOrganizationalUnits"

@@ -30,13 +30,12 @@ from sirlocal.driver import (
     format_events,
     worker_env,
 )
-from sirlocal.scenarios import (
+from sirlocal.fixtures import (
     FOREIGN,
     NAMES,
     A,
     Expect,
     call_summary,
-    configure_tasks,
     declare,
     log_leaks,
     ou,
@@ -45,6 +44,7 @@ from sirlocal.scenarios import (
     sensitive_values,
     state_problems,
 )
+from sirlocal.scenarios import configure_tasks
 from sirlocal.services import LocalServices, local_services
 from sirlocal.story import (
     ChapterResult,

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from sirlocal.catalog import EVERY_SCENARIO
 from sirlocal.driver import REPO_ROOT, StackDriver, WorkerPool, worker_env
+from sirlocal.fixtures import A, declare, mask, seed, sensitive_values
 from sirlocal.ministack import local_aws
 from sirlocal.ministack_demo import PROVIDER_PARAMETERS
 from sirlocal.ministack_deploy import deploy_provider
@@ -31,17 +32,12 @@ from sirlocal.ministack_scenarios import run_on_ministack, stand_in_reason
 from sirlocal.reliability_report import BadInputRow, Measurement, render, totals
 from sirlocal.scenarios import (
     INVALID_INPUTS,
-    A,
     BadInput,
     Scenario,
     ScenarioResult,
     check_bad_input,
     configure_tasks,
-    declare,
-    mask,
     run_scenario,
-    seed,
-    sensitive_values,
 )
 from sirlocal.services import LocalServices, local_services
 

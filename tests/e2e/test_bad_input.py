@@ -11,15 +11,8 @@ from __future__ import annotations
 
 import pytest
 from sirlocal.driver import StackDriver, WorkerPool
-from sirlocal.scenarios import (
-    BAD_INPUT_ANSWER_SECONDS,
-    INVALID_INPUTS,
-    A,
-    BadInput,
-    check_bad_input,
-    declare,
-    seed,
-)
+from sirlocal.fixtures import A, declare, seed
+from sirlocal.scenarios import BAD_INPUT_ANSWER_SECONDS, INVALID_INPUTS, BadInput, check_bad_input
 from sirlocal.services import LocalServices
 
 pytestmark = pytest.mark.e2e

@@ -14,15 +14,10 @@ import io
 import pytest
 from sirlocal.demo import CHAPTERS, CREATED, FAILING, SEED, UPDATED, run_story, summary
 from sirlocal.driver import WorkerPool
+from sirlocal.fixtures import PEOPLE, sensitive_values
 from sirlocal.reliability import run_bad_inputs, run_scenarios
 from sirlocal.reliability_report import Measurement, render, totals
-from sirlocal.scenarios import (
-    INVALID_INPUTS,
-    PEOPLE,
-    SCENARIOS_BY_NAME,
-    ScenarioResult,
-    sensitive_values,
-)
+from sirlocal.scenarios import INVALID_INPUTS, SCENARIOS_BY_NAME, ScenarioResult
 from sirlocal.services import LocalServices
 
 pytestmark = pytest.mark.e2e

@@ -21,8 +21,9 @@ The package is split by job: :mod:`.model` (botocore model, validation, error
 answers), :mod:`.state` (memberships and their rules), :mod:`.faults` (fault
 rules, records, propagation), :mod:`.routing` and :mod:`.httpapi` (HTTP, control
 API, remote control), :mod:`.core` (the emulator) and :mod:`.process` (the
-process entry point). Everything is re-exported here, so
-``from sirlocal.emulator import ...`` keeps working.
+process entry point). Everything but the entry point is re-exported here, so
+``from sirlocal.emulator import ...`` keeps working; ``main`` stays in
+:mod:`.process`, which reads this text for its ``--help`` (no import cycle).
 """
 
 from sirlocal.emulator.core import Emulator, SecurityIREmulator
@@ -41,7 +42,6 @@ from sirlocal.emulator.model import (
     validate,
     validation_error,
 )
-from sirlocal.emulator.process import main
 from sirlocal.emulator.state import apply_update, load_seed, new_membership
 
 __all__ = [
@@ -61,7 +61,6 @@ __all__ = [
     "ServiceError",
     "apply_update",
     "load_seed",
-    "main",
     "new_membership",
     "service_model",
     "validate",

@@ -26,7 +26,7 @@ from sirlocal.emulator.faults import (
     _Drop,
     _Window,
 )
-from sirlocal.emulator.httpapi import _EmulatorHandler
+from sirlocal.emulator.httpapi import EmulatorHandler
 from sirlocal.emulator.model import (
     CONTROL_PREFIX,
     EMULATED_OPERATIONS,
@@ -80,7 +80,7 @@ class SecurityIREmulator(FaultControls):
     def start(self) -> SecurityIREmulator:
         """Listen on ``host:port`` (0 = ephemeral) and serve in a background thread."""
         if self._server is None:
-            self._server = LoopbackHTTPServer((self.host, self.requested_port), _EmulatorHandler)
+            self._server = LoopbackHTTPServer((self.host, self.requested_port), EmulatorHandler)
             self._server.app = self
             self._server.start_background("security-ir-emulator")
             self._port = self._server.port

@@ -7,22 +7,37 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from sirlocal import JSONRequestHandler, LoopbackHTTPServer
 from sirlocal.emulator.faults import CallRecord, FaultControls, _Drop
 from sirlocal.emulator.model import CONTROL_PREFIX
 
-if TYPE_CHECKING:
-    from sirlocal.emulator.core import SecurityIREmulator
+
+class EmulatorApp(Protocol):
+    """What the handler needs of the emulator it serves (``server.app``).
+
+    Why a protocol: the emulator (:mod:`.core`) builds its server with this
+    handler, so the handler must not import the emulator back.
+    """
+
+    def control(self, method: str, target: str, raw: bytes) -> tuple[int, dict[str, Any]]:
+        """Answer one ``/_emulator/...`` control request: (status, JSON body)."""
+
+    def handle(
+        self, method: str, target: str, headers: Mapping[str, str], raw: bytes
+    ) -> tuple[int, dict[str, str], dict[str, Any]]:
+        """Answer one service request: (status, headers, JSON body)."""
 
 
-class _EmulatorHandler(JSONRequestHandler):
+class EmulatorHandler(JSONRequestHandler):
+    """Serves one emulator's HTTP requests: the service routes and ``/_emulator/``."""
+
     server: LoopbackHTTPServer
 
     def _dispatch(self) -> None:
-        emulator: SecurityIREmulator = self.server.app
+        emulator: EmulatorApp = self.server.app
         raw = self.read_body()
         if self.path.startswith(CONTROL_PREFIX + "/") or self.path == CONTROL_PREFIX:
             try:
@@ -127,7 +142,7 @@ class EmulatorControl(FaultControls):
         error: str = "ConflictException",
         refuse: bool = True,
     ) -> None:
-        """See :meth:`SecurityIREmulator.set_propagation`."""
+        """See :meth:`.core.SecurityIREmulator.set_propagation`."""
         setting: dict[str, Any] = {"calls": calls, "seconds": seconds}
         setting |= {"retry_after": retry_after, "stale_reads": stale_reads}
         setting |= {"error": error, "refuse": refuse}
