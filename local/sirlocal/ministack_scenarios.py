@@ -25,7 +25,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sirlocal import stack_ops
-from sirlocal.emulator import SecurityIREmulator
 from sirlocal.fixtures import (
     ALIASES,
     call_summary,
@@ -36,7 +35,7 @@ from sirlocal.fixtures import (
 from sirlocal.ministack import ACCOUNT_ID, LocalAWS
 from sirlocal.ministack_deploy import Provider
 from sirlocal.ministack_engine import Played, play
-from sirlocal.scenarios import Fault, Scenario, ScenarioResult, Step
+from sirlocal.scenarios import Scenario, ScenarioResult, Step
 
 #: The stand-ins' function timeout the scenarios are written for (``Scenario.timeout``).
 DRIVER_TIMEOUT = 30.0
@@ -48,8 +47,6 @@ RESPONSE_PATH = "/_ministack/cfn-response/"
 #: A resource that fails when created (its ServiceToken names no function): "a later
 #: resource of the stack failed", played by a real engine.
 LATER_FAILURE_TOKEN = f"arn:aws:lambda:us-east-1:{ACCOUNT_ID}:function:does-not-exist"
-#: The fault kinds the emulator plays (the rest belong to the receiver or the driver).
-EMULATOR_FAULTS = frozenset({"error", "reset", "hang", "lost", "block", "propagation", "model"})
 
 
 def _step_reason(step: Step) -> str:
@@ -123,25 +120,6 @@ def stack_template(
     return json.dumps({"AWSTemplateFormatVersion": "2010-09-09", "Resources": resources})
 
 
-def arm(fault: Fault, emulator: SecurityIREmulator) -> None:
-    """Arm an emulator fault (the only kind ministack's scenarios have)."""
-    if fault.kind not in EMULATOR_FAULTS:
-        raise ValueError(f"{fault.describe()}: not a fault the emulator plays")
-    if fault.kind == "propagation":
-        emulator.set_propagation(calls=fault.times)
-    elif fault.kind == "model":
-        emulator.set_propagation_model(fault.model, fault.seconds, retry_after=fault.retry_after)
-    else:
-        emulator.add_fault(
-            fault.kind,
-            fault.operation,
-            on_call=fault.on_call,
-            times=fault.times,
-            seconds=fault.seconds,
-            error=fault.error,
-        )
-
-
 def forget_paces(dynamodb: Any, table_name: str) -> None:
     """Drop the memberships' learned paces (``pace#`` items): each scenario starts from
     memberships with no history, as it does on the stand-ins."""
@@ -205,7 +183,7 @@ def _play_step(
 
     def armed() -> None:
         for fault in step.faults:
-            arm(fault, aws.emulator)
+            fault.arm_emulator(aws.emulator)
 
     try:
         if step.action in ("delete", "continue_rollback"):

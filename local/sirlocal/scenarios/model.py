@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sirlocal.driver import StackDriver, WorkerPool
-from sirlocal.emulator import CallRecord
+from sirlocal.emulator import CallRecord, SecurityIREmulator
 from sirlocal.fixtures import Expect
 from sirlocal.services import LocalServices
 
@@ -55,13 +55,16 @@ class Fault:
     model: str = ""
     retry_after: bool = False
 
+    @property
+    def on_emulator(self) -> bool:
+        """Whether the emulator plays it (the others: the receiver or Step Functions)."""
+        return not self.kind.startswith(("put_", "invoke_"))
+
     def arm(self, services: LocalServices) -> None:
         """Arm it."""
-        emulator, receiver = services.emulator, services.receiver
-        if self.kind == "propagation":
-            emulator.set_propagation(calls=self.times)
-        elif self.kind == "model":
-            emulator.set_propagation_model(self.model, self.seconds, retry_after=self.retry_after)
+        receiver = services.receiver
+        if self.on_emulator:
+            self.arm_emulator(services.emulator)
         elif self.kind == "put_status":
             receiver.fail_next(self.status, self.times or 1)
         elif self.kind == "put_reset":
@@ -76,8 +79,17 @@ class Fault:
             services.states.kill_next_after(
                 self.seconds, self.times or 1, error=self.error or "Lambda.ServiceException"
             )
-        elif self.kind == "invoke_drop":
+        else:
             services.states.lose_next(self.times or 1)
+
+    def arm_emulator(self, emulator: SecurityIREmulator) -> None:
+        """Arm an emulator fault (whichever engine plays the stack)."""
+        if not self.on_emulator:
+            raise ValueError(f"{self.describe()}: not a fault the emulator plays")
+        if self.kind == "propagation":
+            emulator.set_propagation(calls=self.times)
+        elif self.kind == "model":
+            emulator.set_propagation_model(self.model, self.seconds, retry_after=self.retry_after)
         else:
             emulator.add_fault(
                 self.kind,
