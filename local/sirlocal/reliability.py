@@ -248,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     subset = bool(args.only) or args.no_bad_input
     command = " ".join(["python -m sirlocal.reliability", *argv]) if argv else "make reliability"
     measured = Measurement.here(time.monotonic() - began, command, subset)
-    checked = {s.name for s in chosen if s.calls is not None}
+    checked = {s.name for s in chosen if s.calls_checked}
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(render(results, bad, measured, checked, stand_ins), encoding="utf-8")
     print(totals(results, bad))

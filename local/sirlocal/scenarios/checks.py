@@ -70,18 +70,6 @@ def full_reason_logged(run: Run) -> None:
     )
 
 
-def calls_one_of(*allowed: Sequence[str]) -> Callable[[Run], None]:
-    """A check: the calls are exactly one of ``allowed`` (where a jittered wait decides
-    whether the Work step sleeps it or a Wait state carries it to a new step)."""
-
-    def check(run: Run) -> None:
-        summary = [call_summary(c) for c in run.calls()]
-        options = [list(a) for a in allowed]
-        run.expect(summary in options, f"calls were {summary}, expected one of {options}")
-
-    return check
-
-
 def calls_with_rereads(expected: Sequence[str], after: str) -> Callable[[Run], None]:
     """A check: the calls are ``expected``, but for the reads repeated after ``after``.
 
@@ -136,37 +124,3 @@ def fenced_out(landed: Sequence[Sequence[str]]) -> Callable[[Run], None]:
 def cold_each_step(run: Run) -> None:
     colds = [d.results[0].cold for d in run.stack.deliveries]
     run.expect(colds == [True, True, True], f"cold starts per delivery: {colds}")
-
-
-def applied_updates(expected: int, min_work_steps: int = 0) -> Callable[[Run], None]:
-    """A check: exactly ``expected`` UpdateMembership calls were applied (refusals aside).
-
-    Under a propagation model the number of refused attempts depends on the
-    backoff's jitter, so the exact call list is not pinned; the applied calls
-    are (the bound of the plan) and the update is answered SUCCESS once.
-    """
-
-    def check(run: Run) -> None:
-        applied = [
-            c
-            for c in run.calls()
-            if c.operation == "UpdateMembership" and c.error is None and c.status is not None
-        ]
-        run.expect(
-            len(applied) == expected,
-            f"{len(applied)} UpdateMembership calls were applied, expected {expected}",
-        )
-        updates = [d for d in run.stack.deliveries if d.event["RequestType"] == "Update"]
-        answers = [p for d in updates for p in d.accepted]
-        statuses = [d.answer.status if d.answer else None for d in updates]
-        run.expect(
-            (len(answers), statuses) == (1, ["SUCCESS"]),
-            f"the update was answered {len(answers)} time(s), {statuses}; expected SUCCESS once",
-        )
-        steps = [d.work_steps for d in updates]
-        run.expect(
-            all(n >= min_work_steps for n in steps),
-            f"the update took {steps} Work step(s), expected at least {min_work_steps}",
-        )
-
-    return check

@@ -7,13 +7,13 @@ each of them can import it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sirlocal.driver import StackDriver, WorkerPool
 from sirlocal.emulator import CallRecord, SecurityIREmulator
-from sirlocal.fixtures import Expect
+from sirlocal.fixtures import Expect, call_summary
 from sirlocal.services import LocalServices
 
 
@@ -159,6 +159,8 @@ class Step:
     #: The Work steps (with their retries) the operation's own request took; it must
     #: also have been answered exactly once.
     work_steps: int | None = None
+    #: At least this many Work steps (a change the engine carries over several).
+    min_work_steps: int = 0
     cancel_after_writes: int = 1
     cancel_after_seconds: float = 0.0
     #: An update's Work sandbox dies once this many UpdateMembership calls were
@@ -225,6 +227,38 @@ class Scenario:
     #: The function's reserves and client timeouts at this scale (``scaled_timing``), on a
     #: worker of its own with ``timeout``: the same decisions in fewer real seconds.
     timing_scale: float = 1.0
+    #: Instead of ``calls``: the calls are exactly one of these (where a jittered wait
+    #: decides whether a Work step sleeps it or a Wait state carries it to a new step).
+    calls_one_of: tuple[tuple[str, ...], ...] = ()
+    #: Exactly this many UpdateMembership calls applied: under a propagation model the
+    #: refused attempts depend on the backoff's jitter, so the call list is not pinned.
+    applied_writes: int | None = None
+
+    @property
+    def calls_checked(self) -> bool:
+        """Whether the calls are compared (``calls`` or ``calls_one_of``)."""
+        return self.calls is not None or bool(self.calls_one_of)
+
+    def call_problems(self, calls: Sequence[CallRecord]) -> list[str]:
+        """How ``calls`` (the security-ir calls the scenario caused) differ from what it
+        expects, whichever engine played it (pure)."""
+        summary = [call_summary(c) for c in calls]
+        problems = []
+        if self.calls is not None and tuple(summary) != self.calls:
+            problems.append(f"calls were {summary}, expected {list(self.calls)}")
+        if self.calls_one_of and tuple(summary) not in self.calls_one_of:
+            options = [list(a) for a in self.calls_one_of]
+            problems.append(f"calls were {summary}, expected one of {options}")
+        applied = [
+            c for c in calls if c.operation == "UpdateMembership" and c.error is None
+            and c.status is not None
+        ]  # fmt: skip
+        if self.applied_writes is not None and len(applied) != self.applied_writes:
+            problems.append(
+                f"{len(applied)} UpdateMembership calls were applied, "
+                f"expected {self.applied_writes}"
+            )
+        return problems
 
     @property
     def faults(self) -> str:

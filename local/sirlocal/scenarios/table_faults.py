@@ -12,8 +12,6 @@ from typing import Any
 
 from sirlocal.fixtures import FOREIGN, A, Expect, declare, ous, seed
 from sirlocal.scenarios.checks import (
-    applied_updates,
-    calls_one_of,
     late_write_settles,
     put_forbidden,
     put_retried,
@@ -40,10 +38,12 @@ def _propagation(name: str, title: str, fault: Fault, **options: Any) -> Scenari
                 declare(OrganizationalUnits=ous(1, 22)),
                 options.pop("expect", "UPDATE_COMPLETE"),
                 faults=(fault, *extra),
+                answer_status="SUCCESS",
+                min_work_steps=min_work_steps,
             ),
         ),
         {A: Expect(ous=frozenset({*ous(1, 22), FOREIGN[0]}))},
-        custom=applied_updates(4, min_work_steps),
+        applied_writes=4,
         **options,
     )
 
@@ -67,7 +67,7 @@ FAULTS: tuple[Scenario, ...] = (
         {A: Expect(ous=frozenset({*ous(1, 3), FOREIGN[0]}))},
         # The backoff after the 5th throttle (3.2-6.4 s, jittered) is slept in the step
         # when under 5 s; else a Wait state carries it and the next Work step reads first.
-        custom=calls_one_of(
+        calls_one_of=(
             ("Get A", "Get A", *["Update A +1 -0 !ThrottlingException"] * 5, "Update A +1 -0"),
             (
                 "Get A",
