@@ -125,7 +125,7 @@ stateful: $(BIN)/.installed
 
 # Every end-to-end scenario and invalid declaration; writes docs/reliability.md.
 reliability: $(BIN)/.installed $(TBIN)/.installed $(MBIN)/.installed
-	PYTHONPATH=src:local $(BIN)/python -m sirlocal.reliability --sam $(TBIN)/sam
+	SIR_SAM=$(TBIN)/sam PYTHONPATH=src:local $(BIN)/python -m sirlocal.reliability
 
 # Benchmarks; writes bench/results.md and bench/results.json.
 bench: $(BIN)/.installed $(TBIN)/.installed

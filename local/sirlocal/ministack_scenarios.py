@@ -84,8 +84,8 @@ def stand_in_reason(scenario: Scenario) -> str:
         return "sets emulator state the seed format cannot express, through its internals"
     if scenario.timing_scale != 1.0 or scenario.timeout != DRIVER_TIMEOUT:
         return (
-            f"plays a {scenario.timeout:g} s function timeout: ministack runs the template's, "
-            "with one environment for every Lambda process"
+            "plays a function timeout of its own (and reserves to match): ministack runs the "
+            "deployed one, with one environment for every Lambda process"
         )
     if not scenario.strict:
         return "expects a request left unanswered, which only the driver's deadline measures"

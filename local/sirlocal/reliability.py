@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -223,7 +224,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--only", action="append", default=[], help="scenario name (repeatable)")
     parser.add_argument("--no-bad-input", action="store_true", help="skip the invalid declarations")
-    parser.add_argument("--sam", default=str(SAM), help="the sam CLI that builds the provider")
+    parser.add_argument(
+        "--sam", default=os.environ.get("SIR_SAM") or str(SAM), help="the sam CLI (or SIR_SAM)"
+    )
     args = parser.parse_args(argv)
     chosen = [s for s in EVERY_SCENARIO if not args.only or s.name in args.only]
     unknown = set(args.only) - {s.name for s in EVERY_SCENARIO}

@@ -97,7 +97,7 @@ def _one_step(step: Step, **options: object) -> Scenario:
         (_one_step(Step("update", declare(), faults=(Fault("invoke_kill"),))), "running task"),
         (_one_step(Step("update", declare(), crash_after_writes=1)), "running task"),
         (_one_step(Step("create", declare(), "ROLLBACK_COMPLETE")), "no Delete"),
-        (_one_step(Step("create", declare()), timeout=25.0), "25 s function timeout"),
+        (_one_step(Step("create", declare()), timeout=25.0), "function timeout of its own"),
         (_one_step(Step("create", declare()), custom=lambda run: None), "only the driver"),
         (_one_step(Step("update", declare(), work_steps=2)), "Work steps"),
     ],
