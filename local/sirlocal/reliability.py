@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -232,6 +233,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = set(args.only) - {s.name for s in EVERY_SCENARIO}
     if unknown:
         parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+
+    # A stop (SIGTERM) unwinds like Ctrl-C: every process started here is stopped.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
 
     def progress(message: str) -> None:
         print(f"[reliability] {message}", file=sys.stderr, flush=True)

@@ -189,11 +189,6 @@ FAULTS: tuple[Scenario, ...] = (
         timeout=22.0,
         extra_faults=(Fault("invoke_kill", seconds=1.0),),
         min_work_steps=2,
-        reliability_only=(
-            "2-4 min: the retried step cannot know whether a call was in flight, so it waits "
-            "out the 120 s stale-read grace (Wait states) before it trusts reads; a Work step "
-            "retried after its sandbox died is played by nothing-lost-1-retry-removes-dropped-ous"
-        ),
     ),
     Scenario(
         "several-work-steps-past-service-timeout",
